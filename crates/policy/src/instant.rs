@@ -1,0 +1,236 @@
+//! Instants on the time line, and the ways a policy file may write them.
+
+use std::fmt;
+
+use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// An instant in UTC, as nanoseconds since the Unix epoch (years 1678 to 2261).
+///
+/// Comparisons are one integer compare, which keeps time-line searches cheap.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub struct Instant(i64);
+
+impl Instant {
+    /// The earliest representable instant; time lines start here.
+    pub const MIN: Instant = Instant(i64::MIN);
+
+    /// Converts from a chrono UTC date-time; `None` outside the representable years.
+    pub fn from_utc(dt: DateTime<Utc>) -> Option<Instant> {
+        dt.timestamp_nanos_opt().map(Instant)
+    }
+
+    /// The instant as a chrono UTC date-time.
+    pub fn to_utc(self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.0)
+    }
+
+    /// Parses an RFC 3339 timestamp, which always carries an offset.
+    pub fn parse_rfc3339(text: &str) -> Result<Instant, InstantError> {
+        let dt = DateTime::parse_from_rfc3339(text.trim()).map_err(|_| {
+            if NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.f").is_ok() {
+                InstantError::NoOffset(text.to_owned())
+            } else {
+                InstantError::Malformed(text.to_owned())
+            }
+        })?;
+        Instant::from_utc(dt.with_timezone(&Utc))
+            .ok_or_else(|| InstantError::OutOfRange(text.to_owned()))
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    pub fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Builds an instant from nanoseconds since the Unix epoch.
+    pub fn from_nanos(nanos: i64) -> Instant {
+        Instant(nanos)
+    }
+}
+
+impl fmt::Display for Instant {
+    /// RFC 3339 in UTC, with fractional seconds only when there are any.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+/// Why a written instant was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstantError {
+    /// A date with a time but neither offset nor zone.
+    #[error("time `{0}` has no UTC offset or zone")]
+    NoOffset(String),
+    /// A date alone.
+    #[error("bare date `{0}` has no time and no UTC offset or zone")]
+    BareDate(String),
+    /// A time of day alone.
+    #[error("bare time `{0}` has no date")]
+    BareTime(String),
+    /// A zone name outside the IANA database.
+    #[error("unknown time zone `{0}`")]
+    UnknownZone(String),
+    /// A local time that the zone skips (a daylight-saving gap).
+    #[error("`{0}` does not exist in its zone (a daylight-saving gap)")]
+    Nonexistent(String),
+    /// A local time that the zone repeats (a daylight-saving overlap).
+    #[error("`{0}` is ambiguous in its zone (a daylight-saving overlap)")]
+    Ambiguous(String),
+    /// Outside the years 1678 to 2261.
+    #[error("instant `{0}` is out of range")]
+    OutOfRange(String),
+    /// Anything else.
+    #[error("`{0}` is not an instant")]
+    Malformed(String),
+}
+
+impl InstantError {
+    /// A fix hint for a person editing a policy file.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            InstantError::NoOffset(_) | InstantError::BareDate(_) | InstantError::BareTime(_) => {
+                "write an offset (`2020-09-20T00:00:00-04:00`, `2020-09-20T04:00:00Z`) or a zone (`\"2020-09-20T00:00:00 America/New_York\"`)"
+            }
+            InstantError::UnknownZone(_) => {
+                "use an IANA zone name such as `America/New_York`, `America/Los_Angeles` or `UTC`"
+            }
+            InstantError::Nonexistent(_) | InstantError::Ambiguous(_) => {
+                "write the instant with an explicit UTC offset instead of a zone"
+            }
+            InstantError::OutOfRange(_) => "instants must fall between the years 1678 and 2261",
+            InstantError::Malformed(_) => {
+                "write `2020-09-20T00:00:00-04:00` or `\"2020-09-20T00:00:00 America/New_York\"`"
+            }
+        }
+    }
+}
+
+/// Parses the text form a policy file may use in a string: RFC 3339 with an offset,
+/// or a local date-time followed by an IANA zone, either after a space or in brackets
+/// (`2020-09-20T00:00:00 America/New_York`, `2020-09-20T00:00:00[America/New_York]`).
+pub fn parse_policy_instant(text: &str) -> Result<Instant, InstantError> {
+    let text = text.trim();
+    let (local, zone) = if let Some(stripped) = text.strip_suffix(']') {
+        match stripped.split_once('[') {
+            Some((local, zone)) => (local.trim(), Some(zone.trim())),
+            None => return Err(InstantError::Malformed(text.to_owned())),
+        }
+    } else if let Some((local, zone)) = text.split_once(' ') {
+        (local.trim(), Some(zone.trim()))
+    } else {
+        (text, None)
+    };
+    let Some(zone) = zone else {
+        if chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok() {
+            return Err(InstantError::BareDate(text.to_owned()));
+        }
+        return Instant::parse_rfc3339(text);
+    };
+    let tz: Tz = zone
+        .parse()
+        .map_err(|_| InstantError::UnknownZone(zone.to_owned()))?;
+    let naive = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| NaiveDateTime::parse_from_str(local, f).ok())
+        .ok_or_else(|| {
+            if chrono::NaiveDate::parse_from_str(local, "%Y-%m-%d").is_ok() {
+                InstantError::BareDate(text.to_owned())
+            } else {
+                InstantError::Malformed(text.to_owned())
+            }
+        })?;
+    match tz.from_local_datetime(&naive) {
+        LocalResult::Single(dt) => Instant::from_utc(dt.with_timezone(&Utc))
+            .ok_or_else(|| InstantError::OutOfRange(text.to_owned())),
+        LocalResult::Ambiguous(..) => Err(InstantError::Ambiguous(text.to_owned())),
+        LocalResult::None => Err(InstantError::Nonexistent(text.to_owned())),
+    }
+}
+
+/// Parses a TOML value that a policy file gives as an instant.
+pub(crate) fn from_toml(value: &toml::Value) -> Result<Instant, InstantError> {
+    match value {
+        toml::Value::Datetime(dt) => {
+            let text = dt.to_string();
+            match (&dt.date, &dt.time, &dt.offset) {
+                (Some(_), Some(_), Some(_)) => Instant::parse_rfc3339(&text),
+                (Some(_), None, _) => Err(InstantError::BareDate(text)),
+                (None, _, _) => Err(InstantError::BareTime(text)),
+                (Some(_), Some(_), None) => Err(InstantError::NoOffset(text)),
+            }
+        }
+        toml::Value::String(s) => parse_policy_instant(s),
+        other => Err(InstantError::Malformed(other.to_string())),
+    }
+}
+
+/// Formats an instant in US Eastern time, with the zone abbreviation (`EDT`/`EST`).
+pub fn format_eastern(instant: Instant) -> String {
+    instant
+        .to_utc()
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%Y-%m-%d %H:%M:%S %Z")
+        .to_string()
+}
+
+/// Formats an instant in UTC for people (`2020-09-20 04:00:00 UTC`).
+pub fn format_utc(instant: Instant) -> String {
+    instant.to_utc().format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<String, InstantError> {
+        parse_policy_instant(s).map(|i| i.to_string())
+    }
+
+    #[test]
+    fn zones_follow_daylight_saving() {
+        assert_eq!(
+            p("2020-09-20T00:00:00 America/New_York").unwrap(),
+            "2020-09-20T04:00:00Z"
+        );
+        assert_eq!(
+            p("2020-11-12T23:59[America/New_York]").unwrap(),
+            "2020-11-13T04:59:00Z"
+        );
+        assert_eq!(
+            p("2020-09-27T23:59:00-05:00").unwrap(),
+            "2020-09-28T04:59:00Z"
+        );
+    }
+
+    #[test]
+    fn bare_and_broken_forms_are_refused() {
+        assert!(matches!(p("2020-09-20"), Err(InstantError::BareDate(_))));
+        assert!(matches!(
+            p("2020-09-20T00:00:00"),
+            Err(InstantError::NoOffset(_))
+        ));
+        assert!(matches!(
+            p("2020-09-20T00:00:00 Mars/Olympus"),
+            Err(InstantError::UnknownZone(_))
+        ));
+        assert!(matches!(
+            p("2020-03-08T02:30:00 America/New_York"),
+            Err(InstantError::Nonexistent(_))
+        ));
+        assert!(matches!(
+            p("2020-11-01T01:30:00 America/New_York"),
+            Err(InstantError::Ambiguous(_))
+        ));
+        assert!(matches!(p("soon"), Err(InstantError::Malformed(_))));
+    }
+
+    #[test]
+    fn eastern_formatting_names_the_abbreviation() {
+        let i = p("2020-09-20T04:00:00Z")
+            .map(|_| parse_policy_instant("2020-09-20T04:00:00Z").unwrap())
+            .unwrap();
+        assert_eq!(format_eastern(i), "2020-09-20 00:00:00 EDT");
+        assert_eq!(format_utc(i), "2020-09-20 04:00:00 UTC");
+    }
+}
