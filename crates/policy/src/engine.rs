@@ -134,6 +134,16 @@ pub enum MatchedBy {
 }
 
 impl MatchedBy {
+    /// A phrase for explanations.
+    pub fn describe(self) -> &'static str {
+        match self {
+            MatchedBy::IosBundleId => "iOS bundle id",
+            MatchedBy::AndroidPackage => "Android package name",
+            MatchedBy::SigningCert => "signing certificate",
+            MatchedBy::CodeSha256 => "constituent-code digest",
+        }
+    }
+
     /// The spelling in decisions.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,7 +8,7 @@ use crate::model::{ChangeKind, ProhibitionIdx};
 use crate::request::Request;
 
 fn when(i: Instant) -> String {
-    format!("{} ({} US Eastern)", format_utc(i), format_eastern(i))
+    format!("{} ({}, US Eastern)", format_utc(i), format_eastern(i))
 }
 
 impl Policy {
@@ -45,7 +45,7 @@ impl Decision<'_> {
                 request.action,
                 app.name,
                 app.id,
-                by.as_str()
+                by.describe()
             ),
             None => {
                 let named = request

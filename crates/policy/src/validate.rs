@@ -49,6 +49,14 @@ pub(crate) fn validate(files: &[ParsedFile]) -> Result<Model, Vec<Diagnostic>> {
     if v.diagnostics.is_empty() {
         Ok(model)
     } else {
+        // Reading order: by file, then by place in the file.
+        let order: HashMap<&str, usize> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.source.name.as_str(), i))
+            .collect();
+        v.diagnostics
+            .sort_by_key(|d| (order.get(d.file.as_str()).copied(), d.line_column()));
         Err(v.diagnostics)
     }
 }

@@ -1,0 +1,191 @@
+//! The `gatekeeper` command line, run in-process with in-memory input and output.
+
+use std::io::Cursor;
+
+use crate::support::{load, root};
+
+struct Run {
+    code: u8,
+    stdout: String,
+    stderr: String,
+}
+
+fn gatekeeper(args: &[&str], stdin: &str) -> Run {
+    let mut input = Cursor::new(stdin.as_bytes().to_vec());
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut argv = vec!["gatekeeper".to_owned()];
+    // Policy folders are given relative to the repository root.
+    let mut policies_next = false;
+    for a in args {
+        argv.push(if policies_next {
+            root().join(a).display().to_string()
+        } else {
+            (*a).to_owned()
+        });
+        policies_next = *a == "--policies";
+    }
+    let code = cli::run(argv, &mut input, &mut out, &mut err);
+    Run {
+        code,
+        stdout: String::from_utf8(out).unwrap(),
+        stderr: String::from_utf8(err).unwrap(),
+    }
+}
+
+#[test]
+fn validate_accepts_each_shipped_set_and_all_together() {
+    for set in [
+        "policies/us-2020",
+        "policies/us-2020-courts",
+        "policies/us-2024-pafaca",
+    ] {
+        let run = gatekeeper(&["validate", "--policies", set], "");
+        assert_eq!(run.code, 0, "{set}: {}", run.stderr);
+        assert!(run.stdout.starts_with("ok: "), "{}", run.stdout);
+    }
+    let all = gatekeeper(
+        &[
+            "validate",
+            "--policies",
+            "policies/us-2020",
+            "--policies",
+            "policies/us-2020-courts",
+            "--policies",
+            "policies/us-2024-pafaca",
+        ],
+        "",
+    );
+    assert_eq!(all.code, 0, "{}", all.stderr);
+    assert!(all.stdout.contains("17 instruments"), "{}", all.stdout);
+    assert!(all.stdout.contains("13 prohibitions"), "{}", all.stdout);
+}
+
+#[test]
+fn validate_reports_every_problem_and_exits_1() {
+    let run = gatekeeper(&["validate", "--policies", "tests/fixtures/bad"], "");
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.is_empty());
+    let errors = run.stderr.matches("error: ").count();
+    // Every diagnostic plus the closing summary line.
+    assert!(errors >= 6, "{}", run.stderr);
+    assert!(run.stderr.contains("nothing was loaded"), "{}", run.stderr);
+    assert!(run.stderr.contains("unknown region `UZ`"), "{}", run.stderr);
+    assert!(run.stderr.contains("-->"), "{}", run.stderr);
+}
+
+#[test]
+fn validate_names_a_missing_folder() {
+    let run = gatekeeper(&["validate", "--policies", "policies/no-such-set"], "");
+    assert_eq!(run.code, 1);
+    assert!(run.stderr.contains("no-such-set"), "{}", run.stderr);
+}
+
+const MIXED: &str = r#"{"app":{"platform":"android","id":"com.zhiliaoapp.musically"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}
+{"app":{"platform":"android","id":"com.zhiliaoapp.musically"},"action":"updat","at":"2020-09-22T12:00:00Z","storefront":"US"}
+not json at all
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-22T12:00:00Z","storefront":"CAN"}
+
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-22T12:00:00Z"}
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-22T12:00:00","storefront":"US"}
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-22T12:00:00Z","storefront":"ZZ"}
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-22T12:00:00Z","storefront":"US","colour":"red"}
+"#;
+
+#[test]
+fn check_answers_every_line_in_order_and_exits_1_on_bad_lines() {
+    let run = gatekeeper(&["check", "--policies", "policies/us-2020", "-"], MIXED);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 8, "{}", run.stdout);
+    assert_eq!(lines[0]["decision"], "deny");
+    assert_eq!(lines[0]["reasons"][0]["citation"], "85 FR 60061");
+    assert_eq!(lines[0]["jurisdiction"]["signal"], "storefront");
+    let error = |i: usize| lines[i]["error"].as_str().unwrap().to_owned();
+    assert!(
+        error(1).starts_with("line 2: `action`: unknown action `updat`"),
+        "{}",
+        error(1)
+    );
+    assert!(
+        error(2).starts_with("line 3: invalid request"),
+        "{}",
+        error(2)
+    );
+    assert_eq!(lines[3]["because"], "outside-jurisdiction");
+    assert!(
+        error(4).contains("line 6") && error(4).contains("no jurisdiction signal"),
+        "{}",
+        error(4)
+    );
+    assert!(error(5).contains("has no UTC offset"), "{}", error(5));
+    assert!(
+        error(6).contains("unknown country code `ZZ`"),
+        "{}",
+        error(6)
+    );
+    assert!(error(7).contains("unknown field `colour`"), "{}", error(7));
+}
+
+#[test]
+fn check_output_matches_the_library_and_exits_0_when_all_lines_are_good() {
+    let corpus = std::fs::read_to_string(root().join("tests/corpus/us-2020-courts.jsonl")).unwrap();
+    let requests: Vec<String> = corpus
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request"].to_string())
+        .collect();
+    let path = std::env::temp_dir().join(format!("gatekeeper-check-{}.jsonl", std::process::id()));
+    std::fs::write(&path, requests.join("\n")).unwrap();
+    let run = gatekeeper(
+        &[
+            "check",
+            "--policies",
+            "policies/us-2020-courts",
+            path.to_str().unwrap(),
+        ],
+        "",
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let policy = load(&["policies/us-2020-courts"]);
+    let got: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(got.len(), requests.len());
+    for (line, request) in got.iter().zip(&requests) {
+        let record: policy::RequestRecord = serde_json::from_str(request).unwrap();
+        let decision = policy.decide(&record.into_request().unwrap()).unwrap();
+        assert_eq!(*line, serde_json::to_string(&decision.to_record()).unwrap());
+    }
+}
+
+#[test]
+fn check_refuses_to_run_on_broken_policies() {
+    let run = gatekeeper(&["check", "--policies", "tests/fixtures/bad"], MIXED);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stdout.is_empty(),
+        "no decision may come from a broken set: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn explain_in_plain_english() {
+    let requests = r#"{"app":{"platform":"android","id":"com.zhiliaoapp.musically"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"PRI"}
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-21T12:00:00Z","billing_country":"US"}
+{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"payment","at":"2020-09-21T12:00:00Z","known_at":"2020-09-19T06:00:00Z","billing_country":"US"}
+{"app":{"platform":"android","id":"com.zhiliaoapp.musically"},"action":"host","at":"2020-11-13T04:58:59Z","server_country":"US"}
+{"app":{"platform":"android","id":"com.example.notes"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"US"}
+"#;
+    let run = gatekeeper(
+        &["explain", "--policies", "policies/us-2020-courts"],
+        requests,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    insta::assert_snapshot!("explain_us_2020_courts", run.stdout);
+    let run = gatekeeper(&["explain", "--policies", "policies/us-2020"], requests);
+    insta::assert_snapshot!("explain_us_2020", run.stdout);
+}

@@ -1,0 +1,166 @@
+//! The data-driven corpus: `tests/corpus/<set>.jsonl`, one case a line, each a request
+//! and the fields its decision must have. Expected fields are compared exactly; fields
+//! a case leaves out are not checked. `reasons` lists the denying prohibitions' ids.
+
+use std::collections::BTreeSet;
+
+use policy::{Policy, RequestRecord};
+use serde_json::Value;
+
+use crate::support::{CORPORA, corpus_sets, load, root};
+
+fn cases(name: &str) -> Vec<Value> {
+    let path = root().join("tests/corpus").join(format!("{name}.jsonl"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Decides one case and compares the expected fields; returns what differs.
+fn check(policy: &Policy, case: &Value) -> Result<(), String> {
+    let record: RequestRecord =
+        serde_json::from_value(case["request"].clone()).map_err(|e| e.to_string())?;
+    let request = record.into_request().map_err(|e| e.to_string())?;
+    let decision = policy.decide(&request).map_err(|e| e.to_string())?;
+    let mut actual = serde_json::to_value(decision.to_record()).unwrap();
+    let reasons: Vec<Value> = actual["reasons"]
+        .as_array()
+        .map(|r| r.iter().map(|x| x["prohibition"].clone()).collect())
+        .unwrap_or_default();
+    actual["reasons"] = Value::Array(reasons);
+    let mut problems = Vec::new();
+    for (key, want) in case["expect"].as_object().unwrap() {
+        let got = actual.get(key).cloned().unwrap_or(Value::Null);
+        if &got != want {
+            problems.push(format!("`{key}`: expected {want}, got {got}"));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n    decision: {}",
+            problems.join("; "),
+            serde_json::to_string(&decision.to_record()).unwrap()
+        ))
+    }
+}
+
+#[track_caller]
+fn run(name: &str) {
+    let policy = load(&corpus_sets(name));
+    let cases = cases(name);
+    assert!(!cases.is_empty(), "corpus `{name}` is empty");
+    let failures: Vec<String> = cases
+        .iter()
+        .filter_map(|c| {
+            check(&policy, c)
+                .err()
+                .map(|e| format!("  {}: {e}", c["case"]))
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases in `{name}` failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn corpus_us_2020() {
+    run("us-2020");
+}
+
+#[test]
+fn corpus_us_2020_courts() {
+    run("us-2020-courts");
+}
+
+#[test]
+fn corpus_us_2024_pafaca() {
+    run("us-2024-pafaca");
+}
+
+#[test]
+fn corpus_fixtures() {
+    run("fixtures");
+}
+
+/// Guards the corpus itself: every shipped prohibition is denied by some case, and every
+/// allow reason, action and signal occurs, so that a change of semantics cannot slip
+/// through untested.
+#[test]
+fn corpus_covers_every_prohibition_reason_and_action() {
+    let mut denied = BTreeSet::new();
+    let mut reasons = BTreeSet::new();
+    let mut actions = BTreeSet::new();
+    let mut hindsight = 0;
+    for name in CORPORA {
+        for case in cases(name) {
+            for r in case["expect"]["reasons"].as_array().into_iter().flatten() {
+                denied.insert(r.as_str().unwrap().to_owned());
+            }
+            if let Some(b) = case["expect"]["because"].as_str() {
+                reasons.insert(b.to_owned());
+            }
+            actions.insert(case["request"]["action"].as_str().unwrap().to_owned());
+            hindsight += usize::from(case["request"].get("known_at").is_some());
+        }
+    }
+    let shipped = load(&[
+        "policies/us-2020",
+        "policies/us-2020-courts",
+        "policies/us-2024-pafaca",
+    ]);
+    for p in shipped.prohibitions() {
+        assert!(
+            denied.contains(&p.id),
+            "no corpus case denies by `{}`",
+            p.id
+        );
+    }
+    for reason in [
+        "not-covered",
+        "action-not-prohibited",
+        "outside-jurisdiction",
+        "not-yet-in-force",
+        "suspended",
+        "lapsed",
+        "revoked",
+    ] {
+        assert!(
+            reasons.contains(reason),
+            "no corpus case is allowed as `{reason}`"
+        );
+    }
+    for action in policy::Action::ALL {
+        assert!(
+            actions.contains(action.as_str()),
+            "no corpus case asks for `{action}`"
+        );
+    }
+    assert!(hindsight >= 5, "only {hindsight} cases judge in hindsight");
+}
+
+/// Loading several sets that include the same files reads each file once and decides
+/// as the union of the sets.
+#[test]
+fn sets_that_include_the_same_files_load_together() {
+    let dirs = [
+        "policies/us-2020",
+        "policies/us-2020-courts",
+        "policies/us-2024-pafaca",
+    ];
+    let paths: Vec<_> = dirs.iter().map(|d| root().join(d)).collect();
+    let loaded = gatekeeper::load_dirs(&paths).unwrap();
+    let unique: BTreeSet<_> = loaded.files.iter().collect();
+    assert_eq!(unique.len(), loaded.files.len());
+    assert_eq!(loaded.policy.apps().len(), 4);
+    // The courts set alone already brings the 2020 rule it amends.
+    let courts = load(&["policies/us-2020-courts"]);
+    assert_eq!(courts.prohibitions().len(), 11);
+}
