@@ -164,3 +164,53 @@ fn sets_that_include_the_same_files_load_together() {
     let courts = load(&["policies/us-2020-courts"]);
     assert_eq!(courts.prohibitions().len(), 11);
 }
+
+/// Guards the fallback for an app and action prohibited in more regions than the index
+/// makes time lines for: such entries are decided by scanning, with the same answers.
+#[test]
+fn many_regions_are_decided_by_scanning() {
+    let countries = ["US", "CA", "FR", "DE", "JP", "BR", "IN", "AU"];
+    let mut text = String::from(
+        "[instrument]\nid = \"o\"\nkind = \"statute\"\ntitle = \"O\"\nauthority = \"A\"\ncitation = \"1 XR 1\"\nsource = \"https://example.org/o\"\nissued = 2021-01-01T00:00:00Z\n\n[[entity]]\nid = \"e\"\nname = \"E\"\n\n[[app]]\nid = \"a\"\nname = \"A\"\nowner = \"e\"\nandroid = [\"app.a\"]\n",
+    );
+    for (i, c) in countries.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[region]]\nid = \"R{i}\"\nname = \"{c}\"\ncountries = [\"{c}\"]\n\n[[prohibition]]\nid = \"p{i}\"\napps = [\"a\"]\nactions = [\"download\"]\nregion = \"R{i}\"\neffective = 2021-02-{:02}T00:00:00Z\ntext = \"t\"\n",
+            i + 1
+        ));
+    }
+    let policy = Policy::from_sources([policy::Source::new("o.toml", text)]).unwrap();
+    for (i, c) in countries.iter().enumerate() {
+        let request = |at: &str| {
+            RequestRecord {
+                app: Some(policy::AppRecord {
+                    platform: "android".into(),
+                    id: "app.a".into(),
+                }),
+                action: "download".into(),
+                at: at.into(),
+                storefront: Some((*c).into()),
+                ..Default::default()
+            }
+            .into_request()
+            .unwrap()
+        };
+        let before = policy
+            .decide(&request("2021-01-15T00:00:00Z"))
+            .unwrap()
+            .to_record();
+        assert_eq!(before.because.as_deref(), Some("not-yet-in-force"), "{c}");
+        assert_eq!(
+            before.valid_until,
+            Some(format!("2021-02-{:02}T00:00:00Z", i + 1)),
+            "{c}"
+        );
+        let after = policy
+            .decide(&request("2021-03-01T00:00:00Z"))
+            .unwrap()
+            .to_record();
+        assert_eq!(after.decision, "deny", "{c}");
+        assert_eq!(after.reasons[0].prohibition, format!("p{i}"));
+        assert_eq!(after.jurisdiction.unwrap().region, format!("R{i}"));
+    }
+}

@@ -478,33 +478,20 @@ impl Policy {
     fn judge<'p>(&'p self, app: AppIdx, matched_by: MatchedBy, request: &Request) -> Judged<'p> {
         let entry = &self.index.entries
             [self.index.app_entries[app as usize][request.action.index()] as usize];
-        // Which of the entry's regions the request is in, and by which signal.
-        let mut mask = 0usize;
-        let mut placed: [Option<(Signal, Country)>; MAX_INDEXED_REGIONS] =
-            [None; MAX_INDEXED_REGIONS];
-        let mut placed_rest: Vec<Option<(Signal, Country)>> = Vec::new();
-        for (bit, &r) in entry.regions.iter().enumerate() {
+        // The first signal that places the request in a region, if any does.
+        let placing = |r: RegionIdx| {
             let set = &self.model.regions[r as usize].set;
-            let hit = request.carried_signals().find(|(_, c)| set.contains(*c));
-            if let Some(hit) = hit {
-                mask |= 1 << bit.min(usize::BITS as usize - 1);
-                match placed.get_mut(bit) {
-                    Some(slot) => *slot = Some(hit),
-                    None => placed_rest.push(Some(hit)),
-                }
-            }
-        }
-        let placed_at = |bit: usize| -> Option<(Signal, Country)> {
-            placed.get(bit).copied().flatten().or_else(|| {
-                placed_rest
-                    .iter()
-                    .flatten()
-                    .nth(bit.saturating_sub(MAX_INDEXED_REGIONS))
-                    .copied()
-            })
+            request.carried_signals().find(|(_, c)| set.contains(*c))
         };
         let (outcome, valid_until): (Cow<'p, Outcome>, Option<Instant>) =
             if request.known_at.is_none() && !entry.timelines.is_empty() {
+                // Bit `i` of the mask: the request is in `entry.regions[i]`.
+                let mut mask = 0usize;
+                for (bit, &r) in entry.regions.iter().enumerate() {
+                    if placing(r).is_some() {
+                        mask |= 1 << bit;
+                    }
+                }
                 let tl = &entry.timelines[mask];
                 let i = tl
                     .starts
@@ -515,27 +502,24 @@ impl Policy {
                     tl.starts.get(i + 1).copied(),
                 )
             } else {
-                let in_region = |r: RegionIdx| {
-                    let set = &self.model.regions[r as usize].set;
-                    request.carried_signals().any(|(_, c)| set.contains(c))
-                };
+                let in_region = |r: RegionIdx| placing(r).is_some();
                 let (o, v) = self.scan(entry, &in_region, request.at, request.known_at);
                 (Cow::Owned(o), v)
             };
-        // Report the region of the first denying prohibition, or of the first region the
+        // Report the region of the first denying prohibition, or the first region the
         // request is in when the covering prohibitions are not in force.
-        let region_bit = match outcome.as_ref() {
-            Outcome::Deny(p) => {
-                let r = self.model.prohibitions[p[0] as usize].region;
-                entry.regions.iter().position(|x| *x == r)
-            }
-            Outcome::Allow { because, .. } if *because >= AllowReason::NotYetInForce => {
-                (0..entry.regions.len()).find(|b| placed_at(*b).is_some())
-            }
+        let region = match outcome.as_ref() {
+            Outcome::Deny(p) => p
+                .first()
+                .map(|p| self.model.prohibitions[*p as usize].region),
+            Outcome::Allow { because, .. } if *because >= AllowReason::NotYetInForce => entry
+                .regions
+                .iter()
+                .copied()
+                .find(|r| placing(*r).is_some()),
             Outcome::Allow { .. } => None,
         };
-        let jurisdiction =
-            region_bit.and_then(|b| placed_at(b).map(|(s, c)| (entry.regions[b], s, c)));
+        let jurisdiction = region.and_then(|r| placing(r).map(|(s, c)| (r, s, c)));
         Judged {
             outcome,
             app,

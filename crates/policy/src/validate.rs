@@ -320,26 +320,26 @@ impl<'f> Validator<'f> {
                 let owner = self.resolve(fi, "entity", &entity_ids, &raw.owner);
                 let app_id = raw.id.get_ref().clone();
                 let mut lists: Vec<Vec<String>> = Vec::new();
-                for (kind, values) in [
-                    ("iOS bundle id", &raw.ios),
-                    ("Android package", &raw.android),
-                    ("signing certificate", &raw.signing_cert_sha256),
-                    ("constituent-code digest", &raw.code_sha256),
+                // (what, values, whether they are SHA-256 digests)
+                for (kind, values, digest) in [
+                    ("iOS bundle id", &raw.ios, false),
+                    ("Android package", &raw.android, false),
+                    ("signing certificate", &raw.signing_cert_sha256, true),
+                    ("constituent-code digest", &raw.code_sha256, true),
                 ] {
                     let mut list = Vec::new();
                     for value in values {
-                        let normalized = if kind.ends_with("id") || kind.ends_with("package") {
-                            Some(value.get_ref().clone()).filter(|s| {
-                                !s.trim().is_empty() && !s.contains(char::is_whitespace)
-                            })
-                        } else {
+                        let normalized = if digest {
                             normalize_sha256(value.get_ref())
+                        } else {
+                            Some(value.get_ref().clone())
+                                .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
                         };
                         let Some(normalized) = normalized else {
-                            let hint = if kind.ends_with("id") || kind.ends_with("package") {
-                                "identifiers are non-empty and have no spaces"
-                            } else {
+                            let hint = if digest {
                                 "write 64 hexadecimal digits, optionally in colon-separated pairs"
+                            } else {
+                                "identifiers are non-empty and have no spaces"
                             };
                             self.error(
                                 fi,
