@@ -204,8 +204,45 @@ impl Decision<'_> {
     }
 }
 
-struct Judged<'p> {
-    outcome: Cow<'p, Outcome>,
+/// An outcome in the index, or one computed for this request alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum OutcomeRef {
+    Interned(u32),
+    Owned(Box<Outcome>),
+    NotCovered,
+}
+
+static NOT_COVERED: Outcome = Outcome::Allow {
+    because: AllowReason::NotCovered,
+    by: None,
+    in_force_from: None,
+};
+
+/// A decision as indices into the policy that made it: owned, `'static`, and cheap to
+/// keep next to an `Arc` of the policy. [`Policy::view`] turns it into a [`Decision`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionParts {
+    outcome: OutcomeRef,
+    deny: bool,
+    app: Option<(AppIdx, MatchedBy)>,
+    jurisdiction: Option<(RegionIdx, Signal, Country)>,
+    /// See [`Decision::valid_until`].
+    pub valid_until: Option<Instant>,
+    /// The instant judged.
+    pub at: Instant,
+    /// The instruments issued by this instant were taken into account.
+    pub known_at: Instant,
+}
+
+impl DecisionParts {
+    /// Whether the request is denied.
+    pub fn is_deny(&self) -> bool {
+        self.deny
+    }
+}
+
+struct Judged {
+    outcome: OutcomeRef,
     app: AppIdx,
     matched_by: MatchedBy,
     jurisdiction: Option<(RegionIdx, Signal, Country)>,
@@ -328,8 +365,23 @@ impl Policy {
         self.index = index;
     }
 
+    fn outcome_of<'a>(&'a self, outcome: &'a OutcomeRef) -> &'a Outcome {
+        match outcome {
+            OutcomeRef::Interned(i) => &self.index.outcomes[*i as usize],
+            OutcomeRef::Owned(o) => o,
+            OutcomeRef::NotCovered => &NOT_COVERED,
+        }
+    }
+
     /// Decides a request.
     pub fn decide(&self, request: &Request) -> Result<Decision<'_>, RequestError> {
+        self.decide_parts(request).map(|parts| self.view(parts))
+    }
+
+    /// Decides a request, as indices into this policy: what a caller keeps next to an
+    /// `Arc` of the policy. On the usual path (one covered app, no `known_at`) it does
+    /// not allocate.
+    pub fn decide_parts(&self, request: &Request) -> Result<DecisionParts, RequestError> {
         if request.signals.iter().all(Option::is_none) {
             return Err(RequestError::NoSignal);
         }
@@ -340,8 +392,8 @@ impl Policy {
             return Err(RequestError::NoApp);
         }
         let known_at = request.known_at.unwrap_or(request.at);
-        let mut first: Option<Judged<'_>> = None;
-        let mut more: Vec<Judged<'_>> = Vec::new();
+        let mut first: Option<Judged> = None;
+        let mut more: Vec<Judged> = Vec::new();
         let mut judge = |app: AppIdx, by: MatchedBy| {
             let seen = first.iter().chain(more.iter()).any(|j| j.app == app);
             if !seen {
@@ -373,13 +425,9 @@ impl Policy {
             }
         }
         let Some(first) = first else {
-            return Ok(Decision {
-                policy: self,
-                verdict: Verdict::Allow {
-                    because: AllowReason::NotCovered,
-                    by: None,
-                    in_force_from: None,
-                },
+            return Ok(DecisionParts {
+                outcome: OutcomeRef::NotCovered,
+                deny: false,
                 app: None,
                 jurisdiction: None,
                 valid_until: None,
@@ -392,55 +440,82 @@ impl Policy {
         } else {
             self.combine(first, more)
         };
-        let verdict = match judged.outcome {
-            Cow::Borrowed(Outcome::Deny(p)) => Verdict::Deny {
-                prohibitions: Cow::Borrowed(p),
-            },
-            Cow::Owned(Outcome::Deny(p)) => Verdict::Deny {
-                prohibitions: Cow::Owned(p),
-            },
-            Cow::Borrowed(&Outcome::Allow {
-                because,
-                by,
-                in_force_from,
-            })
-            | Cow::Owned(Outcome::Allow {
-                because,
-                by,
-                in_force_from,
-            }) => Verdict::Allow {
-                because,
-                by,
-                in_force_from,
-            },
-        };
-        Ok(Decision {
-            policy: self,
-            verdict,
-            app: Some((&self.model.apps[judged.app as usize], judged.matched_by)),
-            jurisdiction: judged.jurisdiction.map(|(r, signal, value)| Jurisdiction {
-                region: &self.model.regions[r as usize],
-                signal,
-                value,
-            }),
+        Ok(DecisionParts {
+            deny: matches!(self.outcome_of(&judged.outcome), Outcome::Deny(_)),
+            outcome: judged.outcome,
+            app: Some((judged.app, judged.matched_by)),
+            jurisdiction: judged.jurisdiction,
             valid_until: judged.valid_until,
             at: request.at,
             known_at,
         })
     }
 
+    /// Turns decision parts made by this policy into a [`Decision`] that names the
+    /// apps, regions and instruments. Parts from another policy give nonsense or panic.
+    pub fn view(&self, parts: DecisionParts) -> Decision<'_> {
+        let verdict = match parts.outcome {
+            OutcomeRef::Owned(o) => match *o {
+                Outcome::Deny(p) => Verdict::Deny {
+                    prohibitions: Cow::Owned(p),
+                },
+                Outcome::Allow {
+                    because,
+                    by,
+                    in_force_from,
+                } => Verdict::Allow {
+                    because,
+                    by,
+                    in_force_from,
+                },
+            },
+            OutcomeRef::Interned(i) => match &self.index.outcomes[i as usize] {
+                Outcome::Deny(p) => Verdict::Deny {
+                    prohibitions: Cow::Borrowed(p),
+                },
+                &Outcome::Allow {
+                    because,
+                    by,
+                    in_force_from,
+                } => Verdict::Allow {
+                    because,
+                    by,
+                    in_force_from,
+                },
+            },
+            OutcomeRef::NotCovered => Verdict::Allow {
+                because: AllowReason::NotCovered,
+                by: None,
+                in_force_from: None,
+            },
+        };
+        Decision {
+            policy: self,
+            verdict,
+            app: parts.app.map(|(a, m)| (&self.model.apps[a as usize], m)),
+            jurisdiction: parts.jurisdiction.map(|(r, signal, value)| Jurisdiction {
+                region: &self.model.regions[r as usize],
+                signal,
+                value,
+            }),
+            valid_until: parts.valid_until,
+            at: parts.at,
+            known_at: parts.known_at,
+        }
+    }
+
     /// Several covered apps in one request (an app carrying another's code): deny when
     /// any denies; otherwise the most final reason; the answer holds while all hold.
-    fn combine<'p>(&'p self, first: Judged<'p>, more: Vec<Judged<'p>>) -> Judged<'p> {
+    fn combine(&self, first: Judged, more: Vec<Judged>) -> Judged {
         let valid_until = std::iter::once(&first)
             .chain(more.iter())
             .filter_map(|j| j.valid_until)
             .min();
-        let all: Vec<Judged<'p>> = std::iter::once(first).chain(more).collect();
+        let all: Vec<Judged> = std::iter::once(first).chain(more).collect();
         let mut denied: Vec<ProhibitionIdx> = Vec::new();
         let mut pick: Option<usize> = None;
         for (i, j) in all.iter().enumerate() {
-            if let Outcome::Deny(p) = j.outcome.as_ref() {
+            if let Outcome::Deny(p) = self.outcome_of(&j.outcome) {
                 for x in p {
                     if !denied.contains(x) {
                         denied.push(*x);
@@ -450,9 +525,9 @@ impl Policy {
             }
         }
         let (pick, outcome) = match pick {
-            Some(i) => (i, Cow::Owned(Outcome::Deny(denied))),
+            Some(i) => (i, OutcomeRef::Owned(Box::new(Outcome::Deny(denied)))),
             None => {
-                let rank = |j: &Judged<'_>| match j.outcome.as_ref() {
+                let rank = |j: &Judged| match self.outcome_of(&j.outcome) {
                     Outcome::Allow { because, .. } => *because,
                     Outcome::Deny(_) => AllowReason::Revoked,
                 };
@@ -475,7 +550,7 @@ impl Policy {
         }
     }
 
-    fn judge<'p>(&'p self, app: AppIdx, matched_by: MatchedBy, request: &Request) -> Judged<'p> {
+    fn judge(&self, app: AppIdx, matched_by: MatchedBy, request: &Request) -> Judged {
         let entry = &self.index.entries
             [self.index.app_entries[app as usize][request.action.index()] as usize];
         // The first signal that places the request in a region, if any does.
@@ -483,7 +558,7 @@ impl Policy {
             let set = &self.model.regions[r as usize].set;
             request.carried_signals().find(|(_, c)| set.contains(*c))
         };
-        let (outcome, valid_until): (Cow<'p, Outcome>, Option<Instant>) =
+        let (outcome, valid_until): (OutcomeRef, Option<Instant>) =
             if request.known_at.is_none() && !entry.timelines.is_empty() {
                 // Bit `i` of the mask: the request is in `entry.regions[i]`.
                 let mut mask = 0usize;
@@ -498,17 +573,17 @@ impl Policy {
                     .partition_point(|s| *s <= request.at)
                     .saturating_sub(1);
                 (
-                    Cow::Borrowed(&self.index.outcomes[tl.outcomes[i] as usize]),
+                    OutcomeRef::Interned(tl.outcomes[i]),
                     tl.starts.get(i + 1).copied(),
                 )
             } else {
                 let in_region = |r: RegionIdx| placing(r).is_some();
                 let (o, v) = self.scan(entry, &in_region, request.at, request.known_at);
-                (Cow::Owned(o), v)
+                (OutcomeRef::Owned(Box::new(o)), v)
             };
         // Report the region of the first denying prohibition, or the first region the
         // request is in when the covering prohibitions are not in force.
-        let region = match outcome.as_ref() {
+        let region = match self.outcome_of(&outcome) {
             Outcome::Deny(p) => p
                 .first()
                 .map(|p| self.model.prohibitions[*p as usize].region),

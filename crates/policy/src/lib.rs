@@ -76,7 +76,7 @@ mod wire;
 pub use action::{Action, ActionSet, UnknownAction};
 pub use country::{Country, CountrySet, UnknownCountry};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Source};
-pub use engine::{AllowReason, Decision, Jurisdiction, MatchedBy, Policy, Verdict};
+pub use engine::{AllowReason, Decision, DecisionParts, Jurisdiction, MatchedBy, Policy, Verdict};
 pub use instant::{Instant, InstantError, format_eastern, format_utc, parse_policy_instant};
 pub use raw::{ParsedFile, parse_file};
 pub use request::{AppRef, Platform, Request, RequestError, Signal};
