@@ -2,8 +2,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit;
+mod bundles;
 mod cli;
 mod corpus;
 mod diagnostics;
+mod handle;
+mod layer;
 mod properties;
 mod support;

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use gatekeeper::Clock as _;
 use policy::{Policy, RequestRecord};
 
 /// Gatekeeper: decides app-store, hosting, CDN, peering, payment and code-use requests
@@ -35,6 +36,41 @@ enum Command {
     Check(WithInput),
     /// Decide JSON Lines requests and explain each decision in plain English.
     Explain(WithInput),
+    /// Policy bundles: policy files packed with a manifest.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BundleCommand {
+    /// Pack policy folders (which must validate) into a bundle file.
+    Build {
+        #[command(flatten)]
+        policies: Policies,
+        /// Where to write the bundle.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// The bundle's revision number; bundles lower than the active one are refused.
+        /// Defaults to the current Unix time in seconds.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// When the bundle stops being accepted (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        expires: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the hash chain of audit files (or folders of them, in order).
+    Verify {
+        /// Audit files or folders.
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,6 +119,20 @@ where
         Command::Validate(p) => validate(&p, stdout, stderr),
         Command::Check(w) => decide_lines(&w, Mode::Check, stdin, stdout, stderr),
         Command::Explain(w) => decide_lines(&w, Mode::Explain, stdin, stdout, stderr),
+        Command::Bundle(BundleCommand::Build {
+            policies,
+            output,
+            revision,
+            expires,
+        }) => bundle_build(
+            &policies,
+            &output,
+            revision,
+            expires.as_deref(),
+            stdout,
+            stderr,
+        ),
+        Command::Audit(AuditCommand::Verify { paths }) => audit_verify(&paths, stdout, stderr),
     };
     match result {
         Ok(code) => code,
@@ -120,6 +170,67 @@ fn validate(p: &Policies, stdout: &mut dyn Write, stderr: &mut dyn Write) -> any
         policy.changes().len()
     )?;
     Ok(0)
+}
+
+fn bundle_build(
+    p: &Policies,
+    output: &std::path::Path,
+    revision: Option<u64>,
+    expires: Option<&str>,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let now = gatekeeper::SystemClock.now();
+    let expires = expires
+        .map(|e| {
+            policy::Instant::parse_rfc3339(e).map_err(|err| anyhow::anyhow!("`--expires`: {err}"))
+        })
+        .transpose()?;
+    let revision =
+        revision.unwrap_or_else(|| u64::try_from(now.as_nanos() / 1_000_000_000).unwrap_or(0));
+    let bundle = match gatekeeper::Bundle::build(&p.policies, revision, now, expires) {
+        Ok(b) => b,
+        Err(gatekeeper::BundleError::Policy(d)) => {
+            stderr.write_all(d.render().as_bytes())?;
+            writeln!(stderr, "error: {d}; no bundle was written")?;
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let bytes = bundle.to_bytes();
+    let tmp = output.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing `{}`", output.display()))?;
+    writeln!(
+        stdout,
+        "wrote {}: revision {}, {} files, sha256 {}",
+        output.display(),
+        bundle.manifest.revision,
+        bundle.manifest.files.len(),
+        gatekeeper::sha256_hex(&bytes)
+    )?;
+    Ok(0)
+}
+
+fn audit_verify(
+    paths: &[PathBuf],
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    match gatekeeper::verify(paths) {
+        Ok(report) => {
+            writeln!(
+                stdout,
+                "ok: {} records in {} files, head {}",
+                report.records, report.files, report.head
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(stderr, "error: audit trail does not verify: {e}")?;
+            Ok(1)
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

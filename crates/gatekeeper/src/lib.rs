@@ -1,16 +1,48 @@
 //! The embeddable Gatekeeper: what a store links in to decide requests for covered apps.
 //!
-//! For now it loads policy sets from folders on disk, following their `include` keys,
-//! and hands them to the pure [`policy`] engine.
+//! A [`Gatekeeper`] holds the active policy (from folders, a bundle file or a bundle
+//! URL), decides requests with it, records every verdict in a hash-chained audit trail,
+//! and swaps in new policies without a restart and without a lock on the check path.
+//! The [`layer`] module (feature `tower`) gates HTTP routes, answering 451.
 //!
-//! ```no_run
-//! let loaded = gatekeeper::load_dirs(&["policies/us-2020"]).unwrap();
-//! println!("{} files, {} prohibitions", loaded.files.len(), loaded.policy.prohibitions().len());
+//! ```
+//! use gatekeeper::{Gatekeeper, Mode};
+//! use policy::{Action, Country, Platform, Request, Signal};
+//!
+//! let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/us-2020");
+//! let gk = Gatekeeper::builder().policy_dirs([root]).mode(Mode::Enforce).build().unwrap();
+//! let at = policy::Instant::parse_rfc3339("2020-09-22T12:00:00Z").unwrap();
+//! let request = Request::new(Platform::Android, "com.tencent.mm", Action::Update, at)
+//!     .with_signal(Signal::Storefront, Country::parse("PRI").unwrap());
+//! let verdict = gk.check(&request).unwrap();
+//! assert!(!verdict.permits());
+//! assert_eq!(verdict.revision(), Some(&gk.active().unwrap().revision));
 //! ```
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
+mod bundle;
+mod clock;
+mod handle;
+#[cfg(feature = "http-source")]
+mod http_source;
+#[cfg(feature = "tower")]
+pub mod layer;
+mod revision;
 mod source;
 
+pub use audit::{AuditConfig, AuditError, AuditLog, Head, VerifyError, VerifyReport, verify};
+pub use bundle::{BUNDLE_FORMAT, Bundle, BundleError, Manifest, ManifestFile};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use handle::{
+    Active, Builder, CheckError, DecisionId, FailureMode, Gate, Gatekeeper, Mode, NO_POLICY,
+    PolicySource, ReloadError, Reloaded, Verdict, VerdictRecord, Watcher,
+};
+#[cfg(feature = "http-source")]
+pub use http_source::HttpSource;
+#[cfg(feature = "tower")]
+pub use layer::{ExtractError, Extractor, GatekeeperLayer, GatekeeperService};
 pub use policy;
-pub use source::{LoadedPolicy, load_dirs};
+pub use revision::{Revision, sha256_hex};
+pub use source::{Disk, Files, LoadedPolicy, MemoryFiles, load_dirs, load_from};

@@ -235,3 +235,26 @@ impl Decision<'_> {
         record
     }
 }
+
+impl From<&Request> for RequestRecord {
+    /// The request as JSON again (codes as alpha-2, digests normalized).
+    fn from(r: &Request) -> RequestRecord {
+        let signal = |s: Signal| r.signals[s as usize].map(|c| c.alpha2().to_owned());
+        RequestRecord {
+            app: r.app.as_ref().map(|a| AppRecord {
+                platform: a.platform.as_str().to_owned(),
+                id: a.id.clone(),
+            }),
+            action: r.action.as_str().to_owned(),
+            at: r.at.to_string(),
+            known_at: r.known_at.map(|k| k.to_string()),
+            storefront: signal(Signal::Storefront),
+            device_country: signal(Signal::DeviceCountry),
+            ip_country: signal(Signal::IpCountry),
+            billing_country: signal(Signal::BillingCountry),
+            server_country: signal(Signal::ServerCountry),
+            signing_cert_sha256: r.signing_cert_sha256.clone(),
+            code_sha256: r.code_sha256.clone(),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The embeddable handle: checks, modes, failure modes, reloads under load.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+
+use gatekeeper::{FailureMode, Gate, Gatekeeper, Mode, ReloadError, Reloaded};
+use policy::{Action, Country, Instant, Platform, Request, Signal};
+
+use crate::support::root;
+
+pub fn at(s: &str) -> Instant {
+    Instant::parse_rfc3339(s).unwrap()
+}
+
+/// A WeChat update from a US storefront on 2020-09-22: denied under `us-2020`.
+pub fn wechat_update() -> Request {
+    Request::new(
+        Platform::Android,
+        "com.tencent.mm",
+        Action::Update,
+        at("2020-09-22T12:00:00Z"),
+    )
+    .with_signal(Signal::Storefront, Country::parse("US").unwrap())
+}
+
+/// Copies a shipped set (and what it includes) into a temporary folder of its own.
+pub fn copy_policies(to: &Path) {
+    for set in ["common", "us-2020"] {
+        let from = root().join("policies").join(set);
+        std::fs::create_dir_all(to.join(set)).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, to.join(set).join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn enforce_denies_and_names_the_revision() {
+    let gk = Gatekeeper::builder()
+        .policy_dirs([root().join("policies/us-2020")])
+        .build()
+        .unwrap();
+    let verdict = gk.check(&wechat_update()).unwrap();
+    assert_eq!(verdict.gate, Gate::Deny);
+    assert!(!verdict.permits());
+    assert_eq!(verdict.revision(), Some(&gk.active().unwrap().revision));
+    let record = verdict.to_record();
+    assert_eq!(
+        record.decision.unwrap().reasons[0].prohibition,
+        "wechat-app-store"
+    );
+    // Decision ids are unique.
+    let other = gk.check(&wechat_update()).unwrap();
+    assert_ne!(verdict.decision_id, other.decision_id);
+}
+
+#[test]
+fn shadow_mode_lets_a_would_be_deny_pass() {
+    let gk = Gatekeeper::builder()
+        .policy_dirs([root().join("policies/us-2020")])
+        .mode(Mode::Shadow)
+        .build()
+        .unwrap();
+    let verdict = gk.check(&wechat_update()).unwrap();
+    assert_eq!(verdict.gate, Gate::ShadowDeny);
+    assert!(verdict.permits());
+    assert!(verdict.decision().unwrap().is_deny());
+}
+
+#[test]
+fn failure_modes_apply_when_no_policy_is_active() {
+    let missing = root().join("policies/no-such-set");
+    let closed = Gatekeeper::builder()
+        .policy_dirs([&missing])
+        .build()
+        .unwrap();
+    assert!(closed.active().is_none());
+    let verdict = closed.check(&wechat_update()).unwrap();
+    assert_eq!(verdict.gate, Gate::Deny);
+    assert_eq!(
+        verdict.to_record().error.as_deref(),
+        Some(gatekeeper::NO_POLICY)
+    );
+    assert!(verdict.revision().is_none());
+    let open = Gatekeeper::builder()
+        .policy_dirs([&missing])
+        .failure_mode(FailureMode::Open)
+        .build()
+        .unwrap();
+    assert_eq!(open.check(&wechat_update()).unwrap().gate, Gate::Allow);
+}
+
+#[test]
+fn a_malformed_request_is_an_error_not_a_verdict() {
+    let gk = Gatekeeper::builder()
+        .policy_dirs([root().join("policies/us-2020")])
+        .build()
+        .unwrap();
+    let no_signal = Request::new(
+        Platform::Android,
+        "com.tencent.mm",
+        Action::Update,
+        at("2020-09-22T12:00:00Z"),
+    );
+    assert!(matches!(
+        gk.check(&no_signal),
+        Err(gatekeeper::CheckError::Request(_))
+    ));
+}
+
+/// A change that fails to load leaves the last good policy active and says why.
+#[test]
+fn a_broken_change_keeps_the_last_good_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_policies(dir.path());
+    let gk = Gatekeeper::builder()
+        .policy_dirs([dir.path().join("us-2020")])
+        .build()
+        .unwrap();
+    let good = gk.active().unwrap().revision.clone();
+    assert_eq!(gk.reload().unwrap(), Reloaded::Unchanged(good.clone()));
+    std::fs::write(
+        dir.path().join("us-2020/broken.toml"),
+        "[[prohibition]]\nid = 3\n",
+    )
+    .unwrap();
+    match gk.reload() {
+        Err(ReloadError::Policy(d)) => {
+            assert!(d.render().contains("broken.toml"), "{}", d.render())
+        }
+        other => panic!("expected diagnostics, got {other:?}"),
+    }
+    assert_eq!(gk.active().unwrap().revision, good);
+    assert_eq!(gk.check(&wechat_update()).unwrap().gate, Gate::Deny);
+    // Fixing the file makes the next reload take it.
+    std::fs::write(dir.path().join("us-2020/broken.toml"), "# fixed\n").unwrap();
+    assert!(matches!(gk.reload().unwrap(), Reloaded::Swapped(r) if r != good));
+}
+
+/// Many threads check while policies reload: no check fails, every verdict names a
+/// revision, and the revisions one thread sees never go backwards.
+#[test]
+fn reload_under_concurrent_load() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_policies(dir.path());
+    let gk = Gatekeeper::builder()
+        .policy_dirs([dir.path().join("us-2020")])
+        .build()
+        .unwrap();
+    let generation: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    generation
+        .lock()
+        .unwrap()
+        .insert(gk.active().unwrap().revision.0.clone(), 0);
+    let done = Arc::new(AtomicBool::new(false));
+    let threads = 6;
+    let start = Arc::new(Barrier::new(threads + 1));
+    let checkers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (gk, done, start) = (gk.clone(), done.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                let mut seen: Vec<String> = Vec::new();
+                let request = wechat_update();
+                while !done.load(Ordering::Relaxed) {
+                    let verdict = gk
+                        .check(&request)
+                        .expect("no check may fail during reloads");
+                    assert_eq!(verdict.gate, Gate::Deny);
+                    let revision = verdict
+                        .revision()
+                        .expect("every verdict names a revision")
+                        .0
+                        .clone();
+                    if seen.last() != Some(&revision) {
+                        seen.push(revision);
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    start.wait();
+    let generations = 40;
+    for g in 1..=generations {
+        std::fs::write(
+            dir.path().join("us-2020/generation.toml"),
+            format!("# generation {g}\n"),
+        )
+        .unwrap();
+        match gk.reload().unwrap() {
+            Reloaded::Swapped(r) => {
+                generation.lock().unwrap().insert(r.0, g);
+            }
+            Reloaded::Unchanged(_) => panic!("generation {g} changed the content"),
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    let generation = generation.lock().unwrap();
+    let mut distinct = 0;
+    for checker in checkers {
+        let seen = checker.join().unwrap();
+        let order: Vec<usize> = seen.iter().map(|r| generation[r]).collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "revisions went backwards: {order:?}"
+        );
+        distinct = distinct.max(order.len());
+    }
+    assert!(distinct >= 2, "the checkers should have seen reloads");
+}
+
+#[test]
+fn watch_picks_up_a_changed_file() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_policies(dir.path());
+    let gk = Gatekeeper::builder()
+        .policy_dirs([dir.path().join("us-2020")])
+        .build()
+        .unwrap();
+    let before = gk.active().unwrap().revision.clone();
+    let _watcher = gk.watch(std::time::Duration::from_millis(20));
+    std::fs::write(
+        dir.path().join("us-2020/extra.toml"),
+        "# a comment changes the revision\n",
+    )
+    .unwrap();
+    // Wait for the watcher's reload, bounded: the condition, not a fixed sleep, ends the wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while gk.active().unwrap().revision == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the watcher never reloaded"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn the_settable_clock_drives_now() {
+    let clock = gatekeeper::ManualClock::new(at("2020-09-19T12:00:00Z"));
+    let gk = Gatekeeper::builder()
+        .policy_dirs([root().join("policies/us-2020")])
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(gk.now(), at("2020-09-19T12:00:00Z"));
+    clock.advance(std::time::Duration::from_secs(86_400));
+    assert_eq!(gk.now(), at("2020-09-20T12:00:00Z"));
+}
