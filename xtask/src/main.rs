@@ -33,7 +33,8 @@ fn ci() -> Result<(), String> {
 }
 
 fn bench() -> Result<(), String> {
-    cargo(&["bench", "--package", "policy", "--bench", "decide"])
+    cargo(&["bench", "--package", "policy", "--bench", "decide"])?;
+    cargo(&["bench", "--package", "gatekeeper", "--bench", "check"])
 }
 
 fn main() -> ExitCode {

@@ -419,6 +419,7 @@ impl Gatekeeper {
 
     /// Decides a request (judged at `request.at`), records it in the audit trail, and
     /// says what to do with it.
+    #[inline]
     pub fn check(&self, request: &Request) -> Result<Verdict, CheckError> {
         let active = self.inner.active.load_full();
         let mode = self.inner.mode;
