@@ -10,4 +10,5 @@ mod diagnostics;
 mod handle;
 mod layer;
 mod properties;
+mod serve;
 mod support;

@@ -34,7 +34,8 @@ fn ci() -> Result<(), String> {
 
 fn bench() -> Result<(), String> {
     cargo(&["bench", "--package", "policy", "--bench", "decide"])?;
-    cargo(&["bench", "--package", "gatekeeper", "--bench", "check"])
+    cargo(&["bench", "--package", "gatekeeper", "--bench", "check"])?;
+    cargo(&["bench", "--package", "serve", "--bench", "load"])
 }
 
 fn main() -> ExitCode {

@@ -42,6 +42,48 @@ enum Command {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run the sidecar decision service over HTTP (with an Envoy ext_authz endpoint).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// A TOML file with any of the settings below (flags override it).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Policy folders (repeat for several sets).
+    #[arg(long = "policies", value_name = "DIR")]
+    policies: Vec<PathBuf>,
+    /// Poll a policy bundle URL instead of folders.
+    #[arg(long, value_name = "URL")]
+    bundle_url: Option<String>,
+    /// The bundle's pinned SHA-256 (hex).
+    #[arg(long, value_name = "HEX")]
+    bundle_sha256: Option<String>,
+    /// Where the last good bundle is cached for restarts.
+    #[arg(long, value_name = "DIR")]
+    bundle_cache: Option<PathBuf>,
+    /// Decision listener (default 127.0.0.1:8181).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// A listener of their own for admin routes.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// `enforce` or `shadow`.
+    #[arg(long, value_parser = ["enforce", "shadow"])]
+    mode: Option<String>,
+    /// `closed` or `open`: what happens with no valid policy or a failed audit trail.
+    #[arg(long, value_parser = ["closed", "open"])]
+    failure_mode: Option<String>,
+    /// The audit trail's folder.
+    #[arg(long, value_name = "DIR")]
+    audit_dir: Option<PathBuf>,
+    /// Bearer token for admin routes (or the environment variable `GATEKEEPER_ADMIN_TOKEN`).
+    #[arg(long, env = "GATEKEEPER_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// `text` or `json` logs.
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -133,6 +175,7 @@ where
             stderr,
         ),
         Command::Audit(AuditCommand::Verify { paths }) => audit_verify(&paths, stdout, stderr),
+        Command::Serve(args) => serve(args),
     };
     match result {
         Ok(code) => code,
@@ -210,6 +253,63 @@ fn bundle_build(
         gatekeeper::sha256_hex(&bytes)
     )?;
     Ok(0)
+}
+
+fn serve_config(args: ServeArgs) -> anyhow::Result<serve::Config> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading `{}`", path.display()))?;
+            serve::Config::from_toml(&text).with_context(|| format!("in `{}`", path.display()))?
+        }
+        None => serve::Config::default(),
+    };
+    if !args.policies.is_empty() {
+        config.policies = args.policies;
+    }
+    let quoted = |v: &str| serde_json::Value::String(v.to_owned());
+    config.bundle_url = args.bundle_url.or(config.bundle_url);
+    config.bundle_sha256 = args.bundle_sha256.or(config.bundle_sha256);
+    config.bundle_cache = args.bundle_cache.or(config.bundle_cache);
+    config.listen = args.listen.unwrap_or(config.listen);
+    config.admin_listen = args.admin_listen.or(config.admin_listen);
+    config.audit_dir = args.audit_dir.or(config.audit_dir);
+    config.admin_token = args.admin_token.or(config.admin_token);
+    if let Some(m) = args.mode {
+        config.mode = serde_json::from_value(quoted(&m))?;
+    }
+    if let Some(m) = args.failure_mode {
+        config.failure_mode = serde_json::from_value(quoted(&m))?;
+    }
+    if let Some(f) = args.log_format {
+        config.log_format = serde_json::from_value(quoted(&f))?;
+    }
+    config.check()?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let config = serve_config(args)?;
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = match config.log_format {
+        serve::LogFormat::Json => subscriber.json().try_init(),
+        serve::LogFormat::Text => subscriber.try_init(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = serve::start(config).await?;
+        eprintln!("gatekeeper serving on http://{}", server.addr);
+        if let Some(admin) = server.admin_addr {
+            eprintln!("admin routes on http://{admin}");
+        }
+        server.run_until_signal().await?;
+        anyhow::Ok(0)
+    })
 }
 
 fn audit_verify(

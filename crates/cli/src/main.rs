@@ -8,10 +8,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let stdin = io::stdin();
     let mut input = stdin.lock();
-    let stdout = io::stdout();
-    let mut output = BufWriter::new(stdout.lock());
-    let stderr = io::stderr();
-    let mut errors = stderr.lock();
+    // Not locked for the whole run: `serve` logs to standard error from other threads.
+    let mut output = BufWriter::new(io::stdout());
+    let mut errors = io::stderr();
     let code = cli::run(std::env::args_os(), &mut input, &mut output, &mut errors);
     ExitCode::from(code)
 }

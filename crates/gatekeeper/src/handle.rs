@@ -21,7 +21,7 @@ use crate::revision::Revision;
 use crate::source::{LoadedPolicy, load_dirs};
 
 /// Whether denies are enforced.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// A deny stops the request.
@@ -32,7 +32,7 @@ pub enum Mode {
 }
 
 /// What to do when no valid policy is active (at start, before the first bundle).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FailureMode {
     /// Deny gated requests, saying why. Audit failures fail checks.

@@ -1,0 +1,131 @@
+//! A bounded load run against `gatekeeper serve` on 127.0.0.1 (`cargo xtask bench`):
+//! decisions per second over keep-alive connections, single requests and batches of
+//! 1,000, with p50 and p99 latency. Client and service share this machine's cores.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark harness may fail loudly
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const REQUESTS: [&str; 4] = [
+    r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+    r#"{"app":{"platform":"ios","id":"com.zhiliaoapp.musically"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"CAN"}"#,
+    r#"{"app":{"platform":"android","id":"com.lemon.lvoverseas"},"action":"update","at":"2025-03-01T12:00:00Z","storefront":"USA"}"#,
+    r#"{"app":{"platform":"android","id":"com.example.notes"},"action":"download","at":"2025-03-01T12:00:00Z","storefront":"US"}"#,
+];
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Sends `per_task` bodies from each of `tasks` concurrent keep-alive clients; returns the
+/// wall time and every request's latency.
+async fn run(
+    url: &str,
+    body: Arc<String>,
+    tasks: usize,
+    per_task: usize,
+) -> (Duration, Vec<Duration>) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(tasks)
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.to_owned(), body.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(per_task);
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    let response = client
+                        .post(&url)
+                        .body(body.as_str().to_owned())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(response.status().is_success(), "{}", response.status());
+                    let _ = response.bytes().await.unwrap();
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(tasks * per_task);
+    for h in handles {
+        latencies.extend(h.await.unwrap());
+    }
+    let wall = started.elapsed();
+    latencies.sort();
+    (wall, latencies)
+}
+
+fn main() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
+    let service = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = serve::Config {
+        listen: "127.0.0.1:0".into(),
+        policies: ["us-2020", "us-2020-courts", "us-2024-pafaca"]
+            .iter()
+            .map(|s| format!("{root}/{s}").into())
+            .collect(),
+        reload_interval_ms: 0,
+        ..serve::Config::default()
+    };
+    let server = service.block_on(serve::start(config)).unwrap();
+    let url = format!("http://{}/v1/decide", server.addr);
+    let client = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    println!(
+        "gatekeeper serve load run (audit off, 127.0.0.1, 2 cores shared by client and service)"
+    );
+    // Single requests: warm up, then the measured run.
+    let single = Arc::new(REQUESTS[0].to_owned());
+    client.block_on(run(&url, single.clone(), 16, 200));
+    let mut rates = Vec::new();
+    for round in 0..3 {
+        let (wall, lat) = client.block_on(run(&url, single.clone(), 16, 2_500));
+        let rate = lat.len() as f64 / wall.as_secs_f64();
+        rates.push(rate);
+        println!(
+            "single   round {round}: {} requests in {:.2} s: {:.0} requests/s, p50 {:?}, p99 {:?}",
+            lat.len(),
+            wall.as_secs_f64(),
+            rate,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("single   median: {:.0} requests/s", rates[1]);
+
+    let batch: Vec<&str> = (0..1_000).map(|i| REQUESTS[i % REQUESTS.len()]).collect();
+    let batch = Arc::new(format!("[{}]", batch.join(",")));
+    client.block_on(run(&url, batch.clone(), 2, 5));
+    let mut rates = Vec::new();
+    for round in 0..3 {
+        let (wall, lat) = client.block_on(run(&url, batch.clone(), 4, 25));
+        let rate = (lat.len() * 1_000) as f64 / wall.as_secs_f64();
+        rates.push(rate);
+        println!(
+            "batch    round {round}: {} batches of 1,000 in {:.2} s: {:.0} decisions/s, p50 {:?}, p99 {:?} per batch",
+            lat.len(),
+            wall.as_secs_f64(),
+            rate,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("batch    median: {:.0} decisions/s", rates[1]);
+    service.block_on(server.shutdown()).unwrap();
+}
