@@ -125,7 +125,7 @@ fn mix() -> Vec<Request> {
 }
 
 /// The request mix, one decision per iteration, cycling through the mix.
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 500)]
 fn decide_mix(bencher: Bencher) {
     let policy = shipped();
     let requests = mix();
@@ -137,7 +137,7 @@ fn decide_mix(bencher: Bencher) {
 }
 
 /// One typical deny: TikTok update in a US storefront in 2020.
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 500)]
 fn decide_deny(bencher: Bencher) {
     let policy = shipped();
     let requests = mix();
@@ -145,7 +145,7 @@ fn decide_deny(bencher: Bencher) {
 }
 
 /// An app that no policy names.
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 500)]
 fn decide_not_covered(bencher: Bencher) {
     let policy = shipped();
     let requests = mix();
@@ -153,7 +153,7 @@ fn decide_not_covered(bencher: Bencher) {
 }
 
 /// A hindsight judgement (`known_at`), which scans instead of using the time line.
-#[divan::bench]
+#[divan::bench(sample_count = 300, sample_size = 500)]
 fn decide_in_hindsight(bencher: Bencher) {
     let policy = shipped();
     let mut request = mix().swap_remove(4);
