@@ -11,4 +11,5 @@ mod handle;
 mod layer;
 mod properties;
 mod serve;
+mod simulate;
 mod support;

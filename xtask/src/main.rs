@@ -2,6 +2,7 @@
 //!
 //! - `ci`: format check, clippy with warnings denied, then every test.
 //! - `bench`: the benchmarks, with their medians.
+//! - `simulate`: the mock store through the shipped scenarios (arguments go to `simulate`).
 
 use std::process::{Command, ExitCode};
 
@@ -38,12 +39,29 @@ fn bench() -> Result<(), String> {
     cargo(&["bench", "--package", "serve", "--bench", "load"])
 }
 
+/// The mock store driven through the shipped scenarios (and a load run, with `--load N`).
+fn simulate(args: &[String]) -> Result<(), String> {
+    let mut command = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "mockstore",
+        "--bin",
+        "simulate",
+        "--",
+    ];
+    command.extend(args.iter().map(String::as_str));
+    cargo(&command)
+}
+
 fn main() -> ExitCode {
-    let task = std::env::args().nth(1);
-    let result = match task.as_deref() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(),
-        _ => Err("usage: cargo xtask <ci|bench>\n  ci     format check, clippy, tests\n  bench  benchmarks".to_owned()),
+        Some("simulate") => simulate(&args[1..]),
+        _ => Err("usage: cargo xtask <ci|bench|simulate>\n  ci        format check, clippy, tests\n  bench     benchmarks\n  simulate  the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

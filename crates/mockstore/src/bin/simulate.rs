@@ -1,0 +1,152 @@
+//! `cargo xtask simulate`: the mock store driven through dated scenarios and a seeded
+//! random workload over real HTTP on 127.0.0.1.
+
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+/// Drive the mock app store through scenarios and a random workload; exit non-zero on
+/// any mismatch.
+#[derive(Parser, Debug)]
+#[command(name = "simulate")]
+struct Args {
+    /// A scenario file (repeat); every `tests/scenarios/*.toml` when none is given.
+    #[arg(long = "scenario", value_name = "PATH")]
+    scenarios: Vec<PathBuf>,
+    /// Policy folders to load instead of the scenarios' own, and for the load run
+    /// (default there: `us-2020` and `us-2024-pafaca`).
+    #[arg(long = "policies", value_name = "DIR")]
+    policies: Vec<PathBuf>,
+    /// Requests of a seeded random workload, cross-checked against `gatekeeper check`.
+    #[arg(long, value_name = "N")]
+    load: Option<usize>,
+    /// The workload's seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Concurrent load clients.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Where the reports go.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+fn repo() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::canonicalize(&root).unwrap_or(root)
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<bool> {
+    let started = std::time::Instant::now();
+    let root = repo();
+    let scenarios = if args.scenarios.is_empty() {
+        mockstore::scenario::shipped(&root.join("tests/scenarios"))?
+    } else {
+        args.scenarios.clone()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut results = Vec::new();
+    for path in &scenarios {
+        let result = runtime.block_on(mockstore::scenario::run(
+            path,
+            &root.join("policies"),
+            &args.policies,
+        ))?;
+        let failures = result.failures();
+        println!(
+            "{:<70} {:>3} steps  {}",
+            result.name,
+            result.steps.len(),
+            if failures == 0 {
+                "ok".to_owned()
+            } else {
+                format!("{failures} MISMATCHED")
+            }
+        );
+        for step in result.steps.iter().filter(|s| s.mismatch.is_some()) {
+            println!(
+                "  step \"{}\" at {}: {}",
+                step.name,
+                step.at,
+                step.mismatch.as_deref().unwrap_or_default()
+            );
+        }
+        results.push(result);
+    }
+    let load = match args.load {
+        None => None,
+        Some(n) => {
+            let policies = if args.policies.is_empty() {
+                // The rules without the court orders, so that the workload meets denies
+                // across the years (with them, the 2020 rule never takes force).
+                ["us-2020", "us-2024-pafaca"]
+                    .iter()
+                    .map(|s| root.join("policies").join(s))
+                    .collect()
+            } else {
+                args.policies.clone()
+            };
+            let progress = if n >= 5_000 {
+                indicatif::ProgressBar::new(0).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "load {bar:40} {pos}/{len} requests {per_sec} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                )
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let report = runtime.block_on(mockstore::load::run(
+                &policies,
+                n,
+                args.seed,
+                args.concurrency.max(1),
+                &progress,
+            ))?;
+            progress.finish_and_clear();
+            println!(
+                "load: {} requests (seed {}), {} denied, {} mismatches; {:.0} requests/s with the gatekeeper layer, {:.0} without ({:.1}% cost)",
+                report.requests,
+                report.seed,
+                report.denied,
+                report.mismatches.len(),
+                report.gated_requests_per_sec,
+                report.ungated_requests_per_sec,
+                report.layer_cost_percent
+            );
+            for m in report.mismatches.iter().take(20) {
+                println!("  {m}");
+            }
+            Some(report)
+        }
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let out = args.out.unwrap_or_else(|| root.join("target/simulate"));
+    mockstore::report::write(&out, &results, load.as_ref(), seconds)
+        .context("writing the reports")?;
+    let ok = results.iter().all(|r| r.failures() == 0)
+        && load.as_ref().is_none_or(|l| l.mismatches.is_empty());
+    println!(
+        "{} in {seconds:.1} s; reports in {}",
+        if ok { "ok" } else { "MISMATCHES" },
+        out.display()
+    );
+    Ok(ok)
+}

@@ -1,0 +1,99 @@
+//! A mock app store over HTTP with the gatekeeper embedded at each interception point, as
+//! a store would embed it, and the simulator that drives it through dated scenarios and
+//! seeded random workloads (`cargo xtask simulate`).
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! let running = mockstore::start(&["policies/us-2020".into()], mockstore::StoreConfig::default()).await?;
+//! println!("store on {}", running.base);
+//! running.stop().await;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod load;
+pub mod report;
+pub mod scenario;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use gatekeeper::{Gatekeeper, ManualClock};
+use policy::Instant;
+pub use store::{Store, StoreConfig};
+
+/// A store serving on 127.0.0.1.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    pub store: Store,
+    pub gatekeeper: Gatekeeper,
+    pub clock: ManualClock,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a store with the policy folders on an ephemeral port of 127.0.0.1. Its clock is a
+/// settable clock (set through `PUT /v1/admin/clock`), starting at 2020-01-01.
+pub async fn start(policies: &[PathBuf], config: StoreConfig) -> anyhow::Result<Running> {
+    let clock = ManualClock::new(
+        Instant::parse_rfc3339("2020-01-01T00:00:00Z").map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let dirs = policies.to_vec();
+    let c = clock.clone();
+    let gatekeeper = tokio::task::spawn_blocking(move || {
+        Gatekeeper::builder()
+            .policy_dirs(dirs)
+            .clock(Arc::new(c))
+            .build()
+    })
+    .await
+    .context("starting the gatekeeper")??;
+    if gatekeeper.active().is_none() {
+        // Say why, with the diagnostics.
+        let dirs = policies.to_vec();
+        let reason = tokio::task::spawn_blocking(move || {
+            gatekeeper::load_dirs(&dirs).err().map(|d| d.render())
+        })
+        .await?
+        .unwrap_or_default();
+        anyhow::bail!("the store's policies do not load:\n{reason}");
+    }
+    let store = Store::new(gatekeeper.clone(), clock.clone(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let router = store.router();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        base: format!("http://{addr}"),
+        store,
+        gatekeeper,
+        clock,
+        stop,
+        task,
+    })
+}
+
+impl Running {
+    /// Stops serving, letting requests in flight finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}

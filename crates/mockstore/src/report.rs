@@ -1,0 +1,197 @@
+//! The simulator's reports: Markdown for people, JSON for tools, JUnit XML for CI.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::load::LoadReport;
+use crate::scenario::ScenarioResult;
+
+/// Per scenario, a table of app x action x place over the scenario's instants.
+fn table(s: &ScenarioResult) -> String {
+    let instants: BTreeSet<&str> = s.steps.iter().map(|x| x.at.as_str()).collect();
+    let mut rows: BTreeMap<(String, String, String), BTreeMap<&str, String>> = BTreeMap::new();
+    for step in &s.steps {
+        if step.cells.is_empty() {
+            rows.entry((step.app.clone(), step.action.clone(), step.place.clone()))
+                .or_default()
+                .insert(&step.at, step.outcome.clone());
+        }
+        for (place, cell) in &step.cells {
+            rows.entry((step.app.clone(), "release".to_owned(), place.clone()))
+                .or_default()
+                .insert(&step.at, cell.clone());
+        }
+    }
+    let mut out = String::new();
+    let _ = write!(out, "| app | action | where |");
+    for i in &instants {
+        let _ = write!(out, " {i} |");
+    }
+    let _ = write!(out, "\n|---|---|---|");
+    for _ in &instants {
+        out.push_str("---|");
+    }
+    out.push('\n');
+    for ((app, action, place), cells) in rows {
+        let _ = write!(out, "| `{app}` | {action} | {place} |");
+        for i in &instants {
+            let _ = write!(out, " {} |", cells.get(i).map_or("", String::as_str));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn markdown(scenarios: &[ScenarioResult], load: Option<&LoadReport>, seconds: f64) -> String {
+    let mut out = String::from("# Gatekeeper simulation\n\n");
+    let steps: usize = scenarios.iter().map(|s| s.steps.len()).sum();
+    let failed: usize = scenarios.iter().map(ScenarioResult::failures).sum();
+    let _ = writeln!(
+        out,
+        "{} scenarios, {steps} steps, {failed} mismatches, {seconds:.1} s.\n",
+        scenarios.len()
+    );
+    for s in scenarios {
+        let _ = writeln!(
+            out,
+            "## {}\n\n`{}`, policies: {}\n",
+            s.name,
+            s.file,
+            s.policies.join(", ")
+        );
+        out.push_str(&table(s));
+        for step in s.steps.iter().filter(|x| x.mismatch.is_some()) {
+            let _ = writeln!(
+                out,
+                "\n**Mismatch** in step \"{}\" at {}: {}",
+                step.name,
+                step.at,
+                step.mismatch.as_deref().unwrap_or_default()
+            );
+        }
+        out.push('\n');
+    }
+    if let Some(l) = load {
+        let _ = writeln!(out, "## Load\n");
+        let _ = writeln!(
+            out,
+            "{} requests (seed {}, {} concurrent clients), {} denied, {} mismatches.\n",
+            l.requests,
+            l.seed,
+            l.concurrency,
+            l.denied,
+            l.mismatches.len()
+        );
+        let _ = writeln!(out, "| store | requests per second |\n|---|---|");
+        let _ = writeln!(
+            out,
+            "| without the gatekeeper layer | {:.0} |",
+            l.ungated_requests_per_sec
+        );
+        let _ = writeln!(
+            out,
+            "| with the gatekeeper layer | {:.0} |",
+            l.gated_requests_per_sec
+        );
+        let _ = writeln!(
+            out,
+            "\nThe layer costs {:.1}% of throughput in this run.",
+            l.layer_cost_percent
+        );
+        for m in l.mismatches.iter().take(20) {
+            let _ = writeln!(out, "\n- {m}");
+        }
+    }
+    out
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn junit(scenarios: &[ScenarioResult], load: Option<&LoadReport>) -> String {
+    let mut out = String::from(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"gatekeeper simulate\">\n",
+    );
+    for s in scenarios {
+        let time: f64 = s.steps.iter().map(|x| x.seconds).sum();
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" time=\"{time:.3}\">",
+            xml(&s.name),
+            s.steps.len(),
+            s.failures()
+        );
+        for step in &s.steps {
+            let _ = write!(
+                out,
+                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+                xml(&s.name),
+                xml(&format!("{} ({})", step.name, step.at)),
+                step.seconds
+            );
+            match &step.mismatch {
+                None => out.push_str("/>\n"),
+                Some(m) => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <failure message=\"{}\"/>\n    </testcase>",
+                        xml(m)
+                    );
+                }
+            }
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    if let Some(l) = load {
+        let failures = usize::from(!l.mismatches.is_empty());
+        let _ = writeln!(
+            out,
+            "  <testsuite name=\"load\" tests=\"1\" failures=\"{failures}\">"
+        );
+        let _ = write!(
+            out,
+            "    <testcase classname=\"load\" name=\"{} requests, seed {}\"",
+            l.requests, l.seed
+        );
+        if l.mismatches.is_empty() {
+            out.push_str("/>\n");
+        } else {
+            let _ = writeln!(
+                out,
+                ">\n      <failure message=\"{}\"/>\n    </testcase>",
+                xml(&l.mismatches.join("\n"))
+            );
+        }
+        out.push_str("  </testsuite>\n");
+    }
+    out.push_str("</testsuites>\n");
+    out
+}
+
+/// Writes `report.md`, `report.json` and `junit.xml` into `dir`.
+pub fn write(
+    dir: &Path,
+    scenarios: &[ScenarioResult],
+    load: Option<&LoadReport>,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating `{}`", dir.display()))?;
+    let json = json!({ "seconds": seconds, "scenarios": scenarios, "load": load });
+    for (name, text) in [
+        ("report.md", markdown(scenarios, load, seconds)),
+        ("report.json", serde_json::to_string_pretty(&json)?),
+        ("junit.xml", junit(scenarios, load)),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))?;
+    }
+    Ok(())
+}
