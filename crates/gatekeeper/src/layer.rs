@@ -94,7 +94,10 @@ pub struct GatekeeperService<S, E> {
 /// The response body: the inner service's, or one of ours.
 pub type GatedBody<B> = Either<B, Full<Bytes>>;
 
-fn json_response<B>(status: StatusCode, body: &serde_json::Value) -> http::Response<GatedBody<B>> {
+fn json_response<B>(
+    status: StatusCode,
+    body: &impl serde::Serialize,
+) -> http::Response<GatedBody<B>> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut response = http::Response::new(Either::Right(Full::new(Bytes::from(bytes))));
     *response.status_mut() = status;
@@ -162,7 +165,6 @@ where
         match verdict.gate {
             Gate::Deny => {
                 let record = verdict.to_record();
-                let body = serde_json::to_value(&record).unwrap_or_default();
                 let decided = record.decision.is_some();
                 // No policy active (failure mode closed) is not a legal reason: 503.
                 let status = if decided {
@@ -170,7 +172,7 @@ where
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                let mut response = json_response(status, &body);
+                let mut response = json_response(status, &record);
                 let headers = response.headers_mut();
                 if let Some(decision) = &record.decision {
                     for reason in &decision.reasons {

@@ -184,8 +184,9 @@ async fn stock(base: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the workload through a gated store (cross-checking each answer against `policy`)
-/// and through an ungated one, and compares their throughput.
+/// Runs the workload three times through a gated store and three times through an ungated
+/// one, alternating; cross-checks the gated answers against `policy`; compares the median
+/// throughputs.
 pub async fn run(
     policies: &[PathBuf],
     n: usize,
@@ -199,8 +200,6 @@ pub async fn run(
             .await?
             .map_err(|d| anyhow::anyhow!("the policies do not load:\n{}", d.render()))?;
     let work = Arc::new(generate(n, seed));
-    progress.set_length(2 * n as u64);
-
     let ungated = crate::start(
         policies,
         StoreConfig {
@@ -209,19 +208,33 @@ pub async fn run(
         },
     )
     .await?;
+    let gated = crate::start(policies, StoreConfig::default()).await?;
     stock(&ungated.base).await?;
-    // Warm both stores' connections and caches the same way before timing.
+    stock(&gated.base).await?;
+    // Warm both stores' connections the same way, then alternate the measured runs so that
+    // neither store is favoured by what else the machine is doing at the time.
     let warm = Arc::new(work.iter().take(200).cloned().collect::<Vec<_>>());
     let hidden = indicatif::ProgressBar::hidden();
     drive(&ungated.base, &warm, concurrency, &hidden).await?;
-    let (_, ungated_rate) = drive(&ungated.base, &work, concurrency, progress).await?;
-    ungated.stop().await;
-
-    let gated = crate::start(policies, StoreConfig::default()).await?;
-    stock(&gated.base).await?;
     drive(&gated.base, &warm, concurrency, &hidden).await?;
-    let (answers, gated_rate) = drive(&gated.base, &work, concurrency, progress).await?;
+    let rounds = 3;
+    progress.set_length((2 * rounds * n) as u64);
+    let mut ungated_rates = Vec::new();
+    let mut gated_rates = Vec::new();
+    let mut answers = Vec::new();
+    for _ in 0..rounds {
+        ungated_rates.push(drive(&ungated.base, &work, concurrency, progress).await?.1);
+        let (a, rate) = drive(&gated.base, &work, concurrency, progress).await?;
+        gated_rates.push(rate);
+        answers = a;
+    }
+    ungated.stop().await;
     gated.stop().await;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ungated_rate, gated_rate) = (median(ungated_rates), median(gated_rates));
 
     let mut mismatches = Vec::new();
     let mut denied = 0;
