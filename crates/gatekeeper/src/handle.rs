@@ -256,6 +256,7 @@ pub(crate) struct Inner {
 
 #[derive(Default)]
 pub(crate) struct ReloadState {
+    #[cfg(feature = "http-source")]
     pub(crate) etag: Option<String>,
     pub(crate) last_error: Option<String>,
     #[cfg(feature = "http-source")]
@@ -556,6 +557,7 @@ impl Gatekeeper {
         }))
     }
 
+    #[cfg(feature = "http-source")]
     pub(crate) fn inner_reload_state(&self) -> Result<std::sync::MutexGuard<'_, ReloadState>, ()> {
         self.inner.reload_lock.lock().map_err(|_| ())
     }

@@ -5,8 +5,8 @@
 //! regions involved. A decision is then a hash lookup of the app, a bit test per
 //! region, and a binary search of the time line.
 
+use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 use serde::Serialize;
 
@@ -329,9 +329,16 @@ impl Policy {
             }
         }
         let mut entry_ids: HashMap<(Vec<ProhibitionIdx>, Vec<ProhibitionIdx>), u32> =
-            HashMap::new();
-        let mut outcome_ids: HashMap<Outcome, u32> = HashMap::new();
+            HashMap::default();
+        let mut outcome_ids: HashMap<Outcome, u32> = HashMap::default();
+        // Apps with the same covering prohibitions share their entries: work out each
+        // distinct coverage once.
+        let mut by_coverage: HashMap<Vec<ProhibitionIdx>, [u32; 7]> = HashMap::default();
         for cov in covering {
+            if let Some(per_action) = by_coverage.get(&cov) {
+                index.app_entries.push(*per_action);
+                continue;
+            }
             let mut per_action = [0u32; 7];
             for action in Action::ALL {
                 let with_action: Vec<ProhibitionIdx> = cov
@@ -357,6 +364,7 @@ impl Policy {
                 per_action[action.index()] = id;
             }
             index.app_entries.push(per_action);
+            by_coverage.insert(cov, per_action);
         }
         let mut outcomes: Vec<(u32, Outcome)> =
             outcome_ids.into_iter().map(|(o, i)| (i, o)).collect();

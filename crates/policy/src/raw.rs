@@ -185,9 +185,11 @@ pub fn parse_file(source: Source) -> ParsedFile {
         diagnostics: Vec::new(),
         broken_ids: HashSet::new(),
     };
+    // The tree borrows this copy while diagnostics borrow the file's own text.
     let text = file.source.text.clone();
-    let root = match DeTable::parse(&text) {
-        Ok(root) => root.into_inner(),
+    let parsed = DeTable::parse(&text).map(|root| root.into_inner());
+    let root = match parsed {
+        Ok(root) => root,
         Err(e) => {
             let span = e.span().unwrap_or(0..0);
             let message = format!("invalid TOML: {}", e.message().trim_end());
@@ -254,9 +256,11 @@ fn many<T: DeserializeOwned>(
 ) -> Vec<T> {
     let span = value.span();
     match value.into_inner() {
-        DeValue::Array(items) => {
-            let mut out = Vec::new();
-            for item in items.iter().cloned() {
+        DeValue::Array(mut items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for slot in items.iter_mut() {
+                // Taken out rather than cloned: large policies hold many entries.
+                let item = std::mem::replace(slot, Spanned::new(0..0, DeValue::Boolean(false)));
                 if let Some(v) = one(file, item) {
                     out.push(v);
                 }

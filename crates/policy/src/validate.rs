@@ -1,7 +1,9 @@
 //! Stage two: raw items from every file to the validated model, reporting every
 //! problem at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
 use toml::Spanned;
@@ -27,6 +29,10 @@ pub(crate) struct Model {
 /// Where an id was first defined, for duplicate reports.
 type Defined = HashMap<String, (usize, Range<usize>)>;
 
+fn new_map<K, V>() -> HashMap<K, V> {
+    HashMap::default()
+}
+
 struct Validator<'f> {
     files: &'f [ParsedFile],
     diagnostics: Vec<Diagnostic>,
@@ -50,7 +56,7 @@ pub(crate) fn validate(files: &[ParsedFile]) -> Result<Model, Vec<Diagnostic>> {
         Ok(model)
     } else {
         // Reading order: by file, then by place in the file.
-        let order: HashMap<&str, usize> = files
+        let order: std::collections::HashMap<&str, usize> = files
             .iter()
             .enumerate()
             .map(|(i, f)| (f.source.name.as_str(), i))
@@ -144,18 +150,13 @@ impl<'f> Validator<'f> {
         let mut model = Model::default();
 
         // Ids first, so that references resolve whatever the file order.
-        let mut instrument_ids = HashMap::new();
-        let mut region_ids = HashMap::new();
-        let mut entity_ids = HashMap::new();
-        let mut app_ids = HashMap::new();
-        let mut prohibition_ids = HashMap::new();
-        let (mut d_ins, mut d_reg, mut d_ent, mut d_app, mut d_pro) = (
-            Defined::new(),
-            Defined::new(),
-            Defined::new(),
-            Defined::new(),
-            Defined::new(),
-        );
+        let mut instrument_ids = new_map();
+        let mut region_ids = new_map();
+        let mut entity_ids = new_map();
+        let mut app_ids = new_map();
+        let mut prohibition_ids = new_map();
+        let (mut d_ins, mut d_reg, mut d_ent, mut d_app, mut d_pro) =
+            (new_map(), new_map(), new_map(), new_map(), new_map());
         for (fi, f) in files.iter().enumerate() {
             if let Some(ins) = &f.instrument
                 && self.define(&mut d_ins, "instrument", fi, &ins.id)
@@ -314,11 +315,12 @@ impl<'f> Validator<'f> {
         }
 
         // Apps and their identifiers, each claimed by one app only.
-        let mut claimed: HashMap<(&str, String), (String, usize, Range<usize>)> = HashMap::new();
+        let mut claimed: HashMap<(&str, String), (&'f str, usize, Range<usize>)> =
+            HashMap::default();
         for (fi, f) in files.iter().enumerate() {
             for raw in &f.apps {
                 let owner = self.resolve(fi, "entity", &entity_ids, &raw.owner);
-                let app_id = raw.id.get_ref().clone();
+                let app_id: &'f str = raw.id.get_ref();
                 let mut lists: Vec<Vec<String>> = Vec::new();
                 // (what, values, whether they are SHA-256 digests)
                 for (kind, values, digest) in [
@@ -349,7 +351,8 @@ impl<'f> Validator<'f> {
                             );
                             continue;
                         };
-                        match claimed.get(&(kind, normalized.clone())) {
+                        let key = (kind, normalized);
+                        match claimed.get(&key) {
                             Some((other, ofi, ospan)) if *other != app_id => {
                                 let first = Diagnostic::at(&files[*ofi].source, ospan.clone(), "");
                                 let (line, column) = first.line_column().unwrap_or((0, 0));
@@ -369,13 +372,10 @@ impl<'f> Validator<'f> {
                             }
                             Some(_) => {}
                             None => {
-                                claimed.insert(
-                                    (kind, normalized.clone()),
-                                    (app_id.clone(), fi, value.span()),
-                                );
+                                claimed.insert(key.clone(), (app_id, fi, value.span()));
                             }
                         }
-                        list.push(normalized);
+                        list.push(key.1);
                     }
                     lists.push(list);
                 }
@@ -408,7 +408,7 @@ impl<'f> Validator<'f> {
                 }
                 let mut lists = lists.into_iter();
                 model.apps.push(App {
-                    id: app_id,
+                    id: app_id.to_owned(),
                     name: raw.name.clone(),
                     owner: owner.unwrap_or(0),
                     ios: lists.next().unwrap_or_default(),
