@@ -191,31 +191,16 @@ fn recover(dir: &Path) -> Result<(u64, Head, u64), AuditError> {
         f.sync_all().map_err(|e| io(&last, e))?;
         tracing::warn!(file = %last.display(), bytes = cut, "audit trail: cut a torn last line");
     }
-    let head_line = text[..keep].lines().last();
-    let head = match head_line {
-        Some(line) => {
-            let p = parse_line(line).map_err(|reason| AuditError::CorruptTail {
-                path: last.display().to_string(),
-                reason,
-            })?;
-            Head {
-                seq: p.seq,
-                hash: p.hash,
-            }
-        }
+    let head = match last_head(&last, &text[..keep])? {
+        Some(head) => head,
         None if files.len() > 1 => {
             // The newest file is empty: the head is the previous file's last record.
             let (_, before) = &files[files.len() - 2];
             let text = fs::read_to_string(before).map_err(|e| io(before, e))?;
-            let line = text.lines().last().unwrap_or_default();
-            let p = parse_line(line).map_err(|reason| AuditError::CorruptTail {
-                path: before.display().to_string(),
-                reason,
-            })?;
-            Head {
-                seq: p.seq,
-                hash: p.hash,
-            }
+            last_head(before, &text)?.unwrap_or(Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            })
         }
         None => Head {
             seq: 0,
@@ -223,6 +208,21 @@ fn recover(dir: &Path) -> Result<(u64, Head, u64), AuditError> {
         },
     };
     Ok((index, head, cut))
+}
+
+/// The head a file's last record makes, if it has one.
+fn last_head(path: &Path, text: &str) -> Result<Option<Head>, AuditError> {
+    let Some(line) = text.lines().last() else {
+        return Ok(None);
+    };
+    let p = parse_line(line).map_err(|reason| AuditError::CorruptTail {
+        path: path.display().to_string(),
+        reason,
+    })?;
+    Ok(Some(Head {
+        seq: p.seq,
+        hash: p.hash,
+    }))
 }
 
 struct Writer {

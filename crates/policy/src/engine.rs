@@ -467,35 +467,15 @@ impl Policy {
                 Outcome::Deny(p) => Verdict::Deny {
                     prohibitions: Cow::Owned(p),
                 },
-                Outcome::Allow {
-                    because,
-                    by,
-                    in_force_from,
-                } => Verdict::Allow {
-                    because,
-                    by,
-                    in_force_from,
-                },
+                allow => allow_verdict(&allow),
             },
             OutcomeRef::Interned(i) => match &self.index.outcomes[i as usize] {
                 Outcome::Deny(p) => Verdict::Deny {
                     prohibitions: Cow::Borrowed(p),
                 },
-                &Outcome::Allow {
-                    because,
-                    by,
-                    in_force_from,
-                } => Verdict::Allow {
-                    because,
-                    by,
-                    in_force_from,
-                },
+                allow => allow_verdict(allow),
             },
-            OutcomeRef::NotCovered => Verdict::Allow {
-                because: AllowReason::NotCovered,
-                by: None,
-                in_force_from: None,
-            },
+            OutcomeRef::NotCovered => allow_verdict(&NOT_COVERED),
         };
         Decision {
             policy: self,
@@ -670,6 +650,24 @@ impl Policy {
             Outcome::Deny(_) => (true, "deny", v),
             Outcome::Allow { because, .. } => (false, because.as_str(), v),
         })
+    }
+}
+
+/// The verdict of an allowing outcome (callers take denies first).
+fn allow_verdict(outcome: &Outcome) -> Verdict<'static> {
+    match *outcome {
+        Outcome::Allow {
+            because,
+            by,
+            in_force_from,
+        } => Verdict::Allow {
+            because,
+            by,
+            in_force_from,
+        },
+        Outcome::Deny(_) => Verdict::Deny {
+            prohibitions: Cow::Owned(Vec::new()),
+        },
     }
 }
 
