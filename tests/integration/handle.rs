@@ -156,16 +156,21 @@ fn reload_under_concurrent_load() {
         .unwrap()
         .insert(gk.active().unwrap().revision.0.clone(), 0);
     let done = Arc::new(AtomicBool::new(false));
+    let checked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let threads = 6;
     let start = Arc::new(Barrier::new(threads + 1));
     let checkers: Vec<_> = (0..threads)
         .map(|_| {
-            let (gk, done, start) = (gk.clone(), done.clone(), start.clone());
+            let (gk, done, start, checked) =
+                (gk.clone(), done.clone(), start.clone(), checked.clone());
             std::thread::spawn(move || {
                 start.wait();
                 let mut seen: Vec<String> = Vec::new();
                 let request = wechat_update();
-                while !done.load(Ordering::Relaxed) {
+                let mut first = true;
+                loop {
+                    // A check that starts after `done` sees the last revision.
+                    let last_round = done.load(Ordering::SeqCst);
                     let verdict = gk
                         .check(&request)
                         .expect("no check may fail during reloads");
@@ -178,12 +183,22 @@ fn reload_under_concurrent_load() {
                     if seen.last() != Some(&revision) {
                         seen.push(revision);
                     }
+                    if std::mem::take(&mut first) {
+                        checked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    if last_round {
+                        break;
+                    }
                 }
                 seen
             })
         })
         .collect();
     start.wait();
+    // Every checker has checked once on the first revision before the reloads begin.
+    while checked.load(Ordering::SeqCst) < threads {
+        std::thread::yield_now();
+    }
     let generations = 40;
     for g in 1..=generations {
         std::fs::write(
@@ -198,9 +213,9 @@ fn reload_under_concurrent_load() {
             Reloaded::Unchanged(_) => panic!("generation {g} changed the content"),
         }
     }
-    done.store(true, Ordering::Relaxed);
+    done.store(true, Ordering::SeqCst);
     let generation = generation.lock().unwrap();
-    let mut distinct = 0;
+    let mut distinct = usize::MAX;
     for checker in checkers {
         let seen = checker.join().unwrap();
         let order: Vec<usize> = seen.iter().map(|r| generation[r]).collect();
