@@ -37,6 +37,17 @@ pub fn copy_policies(to: &Path) {
     }
 }
 
+/// A gatekeeper over a copy of `us-2020` that a test may change.
+fn on_a_copy() -> (tempfile::TempDir, Gatekeeper) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_policies(dir.path());
+    let gk = Gatekeeper::builder()
+        .policy_dirs([dir.path().join("us-2020")])
+        .build()
+        .unwrap();
+    (dir, gk)
+}
+
 #[test]
 fn enforce_denies_and_names_the_revision() {
     let gk = Gatekeeper::builder()
@@ -114,12 +125,7 @@ fn a_malformed_request_is_an_error_not_a_verdict() {
 /// A change that fails to load leaves the last good policy active and says why.
 #[test]
 fn a_broken_change_keeps_the_last_good_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_policies(dir.path());
-    let gk = Gatekeeper::builder()
-        .policy_dirs([dir.path().join("us-2020")])
-        .build()
-        .unwrap();
+    let (dir, gk) = on_a_copy();
     let good = gk.active().unwrap().revision.clone();
     assert_eq!(gk.reload().unwrap(), Reloaded::Unchanged(good.clone()));
     std::fs::write(
@@ -144,12 +150,7 @@ fn a_broken_change_keeps_the_last_good_policy() {
 /// revision, and the revisions one thread sees never go backwards.
 #[test]
 fn reload_under_concurrent_load() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_policies(dir.path());
-    let gk = Gatekeeper::builder()
-        .policy_dirs([dir.path().join("us-2020")])
-        .build()
-        .unwrap();
+    let (dir, gk) = on_a_copy();
     let generation: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     generation
         .lock()
@@ -230,12 +231,7 @@ fn reload_under_concurrent_load() {
 
 #[test]
 fn watch_picks_up_a_changed_file() {
-    let dir = tempfile::tempdir().unwrap();
-    copy_policies(dir.path());
-    let gk = Gatekeeper::builder()
-        .policy_dirs([dir.path().join("us-2020")])
-        .build()
-        .unwrap();
+    let (dir, gk) = on_a_copy();
     let before = gk.active().unwrap().revision.clone();
     let _watcher = gk.watch(std::time::Duration::from_millis(20));
     std::fs::write(

@@ -63,21 +63,22 @@ fn mix() -> Vec<Request> {
         .collect()
 }
 
-/// The policy crate's decision function, as an embedder without the handle calls it.
-#[divan::bench(sample_count = 300, sample_size = 500)]
-fn bare_decide(bencher: Bencher) {
-    let active = gatekeeper().active().unwrap();
+/// Decides the request mix in turn, one request per iteration.
+fn cycle(bencher: Bencher, mut decide: impl FnMut(&Request) -> bool) {
     let requests = mix();
     let mut i = 0;
     bencher.bench_local(|| {
         i = (i + 1) % requests.len();
-        divan::black_box(
-            active
-                .policy
-                .decide(divan::black_box(&requests[i]))
-                .map(|d| d.is_deny())
-                .is_ok(),
-        )
+        divan::black_box(decide(divan::black_box(&requests[i])))
+    });
+}
+
+/// The policy crate's decision function, as an embedder without the handle calls it.
+#[divan::bench(sample_count = 300, sample_size = 500)]
+fn bare_decide(bencher: Bencher) {
+    let active = gatekeeper().active().unwrap();
+    cycle(bencher, |r| {
+        active.policy.decide(r).map(|d| d.is_deny()).is_ok()
     });
 }
 
@@ -85,17 +86,7 @@ fn bare_decide(bencher: Bencher) {
 #[divan::bench(sample_count = 300, sample_size = 500)]
 fn bare_decide_parts(bencher: Bencher) {
     let active = gatekeeper().active().unwrap();
-    let requests = mix();
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) % requests.len();
-        divan::black_box(
-            active
-                .policy
-                .decide_parts(divan::black_box(&requests[i]))
-                .is_ok(),
-        )
-    });
+    cycle(bencher, |r| active.policy.decide_parts(r).is_ok());
 }
 
 /// The same requests through the handle (audit off): the active-policy load, the decision,
@@ -103,12 +94,7 @@ fn bare_decide_parts(bencher: Bencher) {
 #[divan::bench(sample_count = 300, sample_size = 500)]
 fn handle_check(bencher: Bencher) {
     let gk = gatekeeper();
-    let requests = mix();
-    let mut i = 0;
-    bencher.bench_local(|| {
-        i = (i + 1) % requests.len();
-        divan::black_box(gk.check(divan::black_box(&requests[i])).is_ok())
-    });
+    cycle(bencher, |r| gk.check(r).is_ok());
 }
 
 /// Appends `n` real verdict records to a fresh trail (fsync every 10 ms) and waits until
