@@ -99,14 +99,24 @@ struct Entry {
     timelines: Vec<Timeline>,
 }
 
+/// Where an identifier leads: the app, and its coverage (the entry for each action), so
+/// that a lookup needs no second table indexed by app.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    app: AppIdx,
+    coverage: u32,
+}
+
+type IdMap = HashMap<String, Slot>;
+
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    ios: HashMap<String, AppIdx>,
-    android: HashMap<String, AppIdx>,
-    certs: HashMap<String, AppIdx>,
-    code: HashMap<String, AppIdx>,
+    ios: IdMap,
+    android: IdMap,
+    certs: IdMap,
+    code: IdMap,
     /// Per app, the entry for each action.
-    app_entries: Vec<[u32; 7]>,
+    coverages: Vec<[u32; 7]>,
     entries: Vec<Entry>,
     outcomes: Vec<Outcome>,
     changes_of: Vec<Vec<u32>>,
@@ -307,21 +317,6 @@ impl Policy {
                 index.changes_of[p as usize].push(ci as u32);
             }
         }
-        for (ai, app) in model.apps.iter().enumerate() {
-            let ai = ai as AppIdx;
-            for id in &app.ios {
-                index.ios.insert(id.clone(), ai);
-            }
-            for id in &app.android {
-                index.android.insert(id.clone(), ai);
-            }
-            for id in &app.signing_cert_sha256 {
-                index.certs.insert(id.clone(), ai);
-            }
-            for id in &app.code_sha256 {
-                index.code.insert(id.clone(), ai);
-            }
-        }
         let mut covering: Vec<Vec<ProhibitionIdx>> = vec![Vec::new(); model.apps.len()];
         for (pi, p) in model.prohibitions.iter().enumerate() {
             for &a in &p.covered {
@@ -333,10 +328,11 @@ impl Policy {
         let mut outcome_ids: HashMap<Outcome, u32> = HashMap::default();
         // Apps with the same covering prohibitions share their entries: work out each
         // distinct coverage once.
-        let mut by_coverage: HashMap<Vec<ProhibitionIdx>, [u32; 7]> = HashMap::default();
+        let mut by_coverage: HashMap<Vec<ProhibitionIdx>, u32> = HashMap::default();
+        let mut app_coverage: Vec<u32> = Vec::with_capacity(covering.len());
         for cov in covering {
-            if let Some(per_action) = by_coverage.get(&cov) {
-                index.app_entries.push(*per_action);
+            if let Some(c) = by_coverage.get(&cov) {
+                app_coverage.push(*c);
                 continue;
             }
             let mut per_action = [0u32; 7];
@@ -363,8 +359,26 @@ impl Policy {
                 };
                 per_action[action.index()] = id;
             }
-            index.app_entries.push(per_action);
-            by_coverage.insert(cov, per_action);
+            let c = index.coverages.len() as u32;
+            index.coverages.push(per_action);
+            app_coverage.push(c);
+            by_coverage.insert(cov, c);
+        }
+        for (ai, app) in model.apps.iter().enumerate() {
+            let slot = Slot {
+                app: ai as AppIdx,
+                coverage: app_coverage[ai],
+            };
+            for (map, ids) in [
+                (&mut index.ios, &app.ios),
+                (&mut index.android, &app.android),
+                (&mut index.certs, &app.signing_cert_sha256),
+                (&mut index.code, &app.code_sha256),
+            ] {
+                for id in ids {
+                    map.insert(id.clone(), slot);
+                }
+            }
         }
         let mut outcomes: Vec<(u32, Outcome)> =
             outcome_ids.into_iter().map(|(o, i)| (i, o)).collect();
@@ -402,10 +416,10 @@ impl Policy {
         let known_at = request.known_at.unwrap_or(request.at);
         let mut first: Option<Judged> = None;
         let mut more: Vec<Judged> = Vec::new();
-        let mut judge = |app: AppIdx, by: MatchedBy| {
-            let seen = first.iter().chain(more.iter()).any(|j| j.app == app);
+        let mut judge = |slot: Slot, by: MatchedBy| {
+            let seen = first.iter().chain(more.iter()).any(|j| j.app == slot.app);
             if !seen {
-                let j = self.judge(app, by, request);
+                let j = self.judge(slot, by, request);
                 if first.is_none() {
                     first = Some(j);
                 } else {
@@ -538,9 +552,10 @@ impl Policy {
         }
     }
 
-    fn judge(&self, app: AppIdx, matched_by: MatchedBy, request: &Request) -> Judged {
+    fn judge(&self, slot: Slot, matched_by: MatchedBy, request: &Request) -> Judged {
+        let app = slot.app;
         let entry = &self.index.entries
-            [self.index.app_entries[app as usize][request.action.index()] as usize];
+            [self.index.coverages[slot.coverage as usize][request.action.index()] as usize];
         // The first signal that places the request in a region, if any does.
         let placing = |r: RegionIdx| {
             let set = &self.model.regions[r as usize].set;
@@ -640,7 +655,7 @@ impl Policy {
             })
             .copied()?;
         let entry = &self.index.entries
-            [self.index.app_entries[app as usize][request.action.index()] as usize];
+            [self.index.coverages[app.coverage as usize][request.action.index()] as usize];
         let in_region = |r: RegionIdx| {
             let set = &self.model.regions[r as usize].set;
             request.carried_signals().any(|(_, c)| set.contains(c))
