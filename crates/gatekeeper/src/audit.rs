@@ -441,6 +441,15 @@ impl AuditLog {
         }
     }
 
+    /// The writer's queue, until the trail is closed.
+    fn sender(&self) -> Result<SyncSender<Msg>, AuditError> {
+        self.sender
+            .lock()
+            .map_err(|_| AuditError::Closed)?
+            .clone()
+            .ok_or(AuditError::Closed)
+    }
+
     /// Records written so far, and records that could not be written.
     pub fn counts(&self) -> (u64, u64) {
         (
@@ -455,12 +464,7 @@ impl AuditLog {
         if let Some(e) = self.failure() {
             return Err(AuditError::WriterFailed(e));
         }
-        let sender = self
-            .sender
-            .lock()
-            .map_err(|_| AuditError::Closed)?
-            .clone()
-            .ok_or(AuditError::Closed)?;
+        let sender = self.sender()?;
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
         let msg = Msg::Record(body);
         let sent = match sender.try_send(msg) {
@@ -476,12 +480,7 @@ impl AuditLog {
 
     /// Waits until every record queued before the call is written and on disk; returns the head.
     pub fn flush(&self) -> Result<Head, AuditError> {
-        let sender = self
-            .sender
-            .lock()
-            .map_err(|_| AuditError::Closed)?
-            .clone()
-            .ok_or(AuditError::Closed)?;
+        let sender = self.sender()?;
         let (reply, answer) = mpsc::sync_channel(1);
         sender
             .send(Msg::Flush(reply))

@@ -12,7 +12,7 @@ use http_body_util::{Either, Full};
 use policy::Instant;
 use tower::{Layer, Service};
 
-use crate::handle::{CheckError, Gate, Gatekeeper};
+use crate::handle::{CheckError, Gate, Gatekeeper, Verdict, VerdictRecord};
 
 /// The header naming the decision on every gated response.
 pub const DECISION_ID_HEADER: &str = "gatekeeper-decision-id";
@@ -114,6 +114,41 @@ fn set(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
     }
 }
 
+/// Names a verdict on a response: its decision id, the policy revision, and in shadow
+/// mode that the request would have been denied.
+pub fn name_verdict(headers: &mut http::HeaderMap, verdict: &Verdict) {
+    set(
+        headers,
+        DECISION_ID_HEADER,
+        &verdict.decision_id.to_string(),
+    );
+    if let Some(r) = verdict.revision() {
+        set(headers, REVISION_HEADER, &r.0);
+    }
+    if verdict.gate == Gate::ShadowDeny {
+        set(headers, SHADOW_HEADER, "true");
+    }
+}
+
+/// `Link: <source>; rel="blocked-by"` for each reason of a deny (RFC 7725).
+pub fn link_reasons(headers: &mut http::HeaderMap, record: &VerdictRecord) {
+    for reason in record.decision.iter().flat_map(|d| &d.reasons) {
+        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"blocked-by\"", reason.source)) {
+            headers.append(header::LINK, v);
+        }
+    }
+}
+
+/// The status of a denying verdict: 451 for a legal reason; 503 when no policy was active
+/// (failure mode closed), which is not a legal reason.
+pub fn deny_status(record: &VerdictRecord) -> StatusCode {
+    if record.decision.is_some() {
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
 impl<S, E, ReqBody, ResBody> Service<http::Request<ReqBody>> for GatekeeperService<S, E>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
@@ -160,47 +195,18 @@ where
                 });
             }
         };
-        let id = verdict.decision_id.to_string();
-        let revision = verdict.revision().map(|r| r.0.clone()).unwrap_or_default();
-        match verdict.gate {
-            Gate::Deny => {
-                let record = verdict.to_record();
-                let decided = record.decision.is_some();
-                // No policy active (failure mode closed) is not a legal reason: 503.
-                let status = if decided {
-                    StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
-                } else {
-                    StatusCode::SERVICE_UNAVAILABLE
-                };
-                let mut response = json_response(status, &record);
-                let headers = response.headers_mut();
-                if let Some(decision) = &record.decision {
-                    for reason in &decision.reasons {
-                        if let Ok(v) = HeaderValue::from_str(&format!(
-                            "<{}>; rel=\"blocked-by\"",
-                            reason.source
-                        )) {
-                            headers.append(header::LINK, v);
-                        }
-                    }
-                }
-                set(headers, DECISION_ID_HEADER, &id);
-                set(headers, REVISION_HEADER, &revision);
-                Box::pin(async move { Ok(response) })
-            }
-            gate => {
-                let fut = passthrough(&mut inner, request);
-                Box::pin(async move {
-                    let mut response = fut.await?;
-                    let headers = response.headers_mut();
-                    set(headers, DECISION_ID_HEADER, &id);
-                    set(headers, REVISION_HEADER, &revision);
-                    if gate == Gate::ShadowDeny {
-                        set(headers, SHADOW_HEADER, "true");
-                    }
-                    Ok(response)
-                })
-            }
+        if verdict.gate == Gate::Deny {
+            let record = verdict.to_record();
+            let mut response = json_response(deny_status(&record), &record);
+            link_reasons(response.headers_mut(), &record);
+            name_verdict(response.headers_mut(), &verdict);
+            return Box::pin(async move { Ok(response) });
         }
+        let fut = passthrough(&mut inner, request);
+        Box::pin(async move {
+            let mut response = fut.await?;
+            name_verdict(response.headers_mut(), &verdict);
+            Ok(response)
+        })
     }
 }

@@ -61,6 +61,39 @@ async fn run(
     (wall, latencies)
 }
 
+/// Three measured rounds of `tasks` clients sending `per_task` bodies of `decisions`
+/// decisions each; prints each round and the median rate.
+fn rounds(
+    client: &tokio::runtime::Runtime,
+    label: &str,
+    url: &str,
+    body: &Arc<String>,
+    tasks: usize,
+    per_task: usize,
+    decisions: usize,
+) {
+    let unit = if decisions == 1 {
+        "requests"
+    } else {
+        "decisions"
+    };
+    let mut rates = Vec::new();
+    for round in 0..3 {
+        let (wall, lat) = client.block_on(run(url, body.clone(), tasks, per_task));
+        let rate = (lat.len() * decisions) as f64 / wall.as_secs_f64();
+        rates.push(rate);
+        println!(
+            "{label:<8} round {round}: {} requests of {decisions} in {:.2} s: {rate:.0} {unit}/s, p50 {:?}, p99 {:?} per request",
+            lat.len(),
+            wall.as_secs_f64(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    println!("{label:<8} median: {:.0} {unit}/s", rates[1]);
+}
+
 fn main() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
     let service = tokio::runtime::Builder::new_multi_thread()
@@ -91,41 +124,11 @@ fn main() {
     // Single requests: warm up, then the measured run.
     let single = Arc::new(REQUESTS[0].to_owned());
     client.block_on(run(&url, single.clone(), 16, 200));
-    let mut rates = Vec::new();
-    for round in 0..3 {
-        let (wall, lat) = client.block_on(run(&url, single.clone(), 16, 2_500));
-        let rate = lat.len() as f64 / wall.as_secs_f64();
-        rates.push(rate);
-        println!(
-            "single   round {round}: {} requests in {:.2} s: {:.0} requests/s, p50 {:?}, p99 {:?}",
-            lat.len(),
-            wall.as_secs_f64(),
-            rate,
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        );
-    }
-    rates.sort_by(f64::total_cmp);
-    println!("single   median: {:.0} requests/s", rates[1]);
+    rounds(&client, "single", &url, &single, 16, 2_500, 1);
 
     let batch: Vec<&str> = (0..1_000).map(|i| REQUESTS[i % REQUESTS.len()]).collect();
     let batch = Arc::new(format!("[{}]", batch.join(",")));
     client.block_on(run(&url, batch.clone(), 2, 5));
-    let mut rates = Vec::new();
-    for round in 0..3 {
-        let (wall, lat) = client.block_on(run(&url, batch.clone(), 4, 25));
-        let rate = (lat.len() * 1_000) as f64 / wall.as_secs_f64();
-        rates.push(rate);
-        println!(
-            "batch    round {round}: {} batches of 1,000 in {:.2} s: {:.0} decisions/s, p50 {:?}, p99 {:?} per batch",
-            lat.len(),
-            wall.as_secs_f64(),
-            rate,
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        );
-    }
-    rates.sort_by(f64::total_cmp);
-    println!("batch    median: {:.0} decisions/s", rates[1]);
+    rounds(&client, "batch", &url, &batch, 4, 25, 1_000);
     service.block_on(server.shutdown()).unwrap();
 }

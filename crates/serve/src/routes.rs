@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use gatekeeper::layer::{DECISION_ID_HEADER, REVISION_HEADER, SHADOW_HEADER};
+use gatekeeper::layer::{deny_status, link_reasons, name_verdict};
 use gatekeeper::{CheckError, Gate, Gatekeeper, ReloadError, Reloaded, Verdict};
 use metrics_exporter_prometheus::PrometheusHandle;
 use policy::{Country, Platform, RequestError, RequestRecord, Signal};
@@ -246,27 +246,6 @@ fn envoy_request(
     Ok(request)
 }
 
-fn named(mut response: Response, verdict: &Verdict) -> Response {
-    let headers = response.headers_mut();
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    set(
-        headers,
-        DECISION_ID_HEADER,
-        &verdict.decision_id.to_string(),
-    );
-    if let Some(r) = verdict.revision() {
-        set(headers, REVISION_HEADER, &r.0);
-    }
-    if verdict.gate == Gate::ShadowDeny {
-        set(headers, SHADOW_HEADER, "true");
-    }
-    response
-}
-
 /// `ANY /v1/envoy/authz/...`: Envoy's ext_authz HTTP service. 200 allows; anything else
 /// denies, and Envoy passes our status and body to the client.
 async fn envoy(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -280,28 +259,16 @@ async fn envoy(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     let record = verdict.to_record();
-    let response = match verdict.gate {
+    let mut response = match verdict.gate {
         Gate::Allow | Gate::ShadowDeny => StatusCode::OK.into_response(),
-        Gate::Deny if record.decision.is_none() => {
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(&record)).into_response()
-        }
         Gate::Deny => {
-            let mut r = (
-                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
-                axum::Json(&record),
-            )
-                .into_response();
-            for reason in record.decision.iter().flat_map(|d| &d.reasons) {
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("<{}>; rel=\"blocked-by\"", reason.source))
-                {
-                    r.headers_mut().append(header::LINK, v);
-                }
-            }
+            let mut r = (deny_status(&record), axum::Json(&record)).into_response();
+            link_reasons(r.headers_mut(), &record);
             r
         }
     };
-    named(response, &verdict)
+    name_verdict(response.headers_mut(), &verdict);
+    response
 }
 
 /// `GET /health`: ready once a valid policy is active.
