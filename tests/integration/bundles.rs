@@ -198,7 +198,10 @@ fn failed_fetches_keep_the_last_good_bundle() {
         .iter_mut()
         .find(|(p, _)| p.ends_with("commerce-wechat-identification.toml"))
         .unwrap();
-    *text = text.replace("2020-09-20T00:00:00", "2030-09-20T00:00:00");
+    *text = text.replace(
+        "2020-09-20T23:59:00 America/New_York",
+        "2030-09-20T23:59:00 America/New_York",
+    );
     server.serve(served(&tampered, "\"tampered\""));
     let e = gk.reload().unwrap_err();
     assert!(

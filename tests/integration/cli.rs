@@ -57,7 +57,7 @@ fn validate_accepts_each_shipped_set_and_all_together() {
         "",
     );
     assert_eq!(all.code, 0, "{}", all.stderr);
-    assert!(all.stdout.contains("17 instruments"), "{}", all.stdout);
+    assert!(all.stdout.contains("18 instruments"), "{}", all.stdout);
     assert!(all.stdout.contains("13 prohibitions"), "{}", all.stdout);
 }
 
@@ -156,7 +156,7 @@ fn check_output_matches_the_library_and_exits_0_when_all_lines_are_good() {
     assert_eq!(got.len(), requests.len());
     for (line, request) in got.iter().zip(&requests) {
         let record: policy::RequestRecord = serde_json::from_str(request).unwrap();
-        let decision = policy.decide(&record.into_request().unwrap()).unwrap();
+        let decision = policy.decide(&record.into_request().unwrap(), policy::Posture::default());
         assert_eq!(*line, serde_json::to_string(&decision.to_record()).unwrap());
     }
 }

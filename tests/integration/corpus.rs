@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use policy::{Policy, RequestRecord};
+use policy::{Policy, Posture, RequestRecord};
 use serde_json::Value;
 
 use crate::support::{CORPORA, corpus_sets, load, root};
@@ -23,13 +23,18 @@ fn check(policy: &Policy, case: &Value) -> Result<(), String> {
     let record: RequestRecord =
         serde_json::from_value(case["request"].clone()).map_err(|e| e.to_string())?;
     let request = record.into_request().map_err(|e| e.to_string())?;
-    let decision = policy.decide(&request).map_err(|e| e.to_string())?;
+    let decision = policy.decide(&request, posture_of(case)?);
     let mut actual = serde_json::to_value(decision.to_record()).unwrap();
-    let reasons: Vec<Value> = actual["reasons"]
-        .as_array()
-        .map(|r| r.iter().map(|x| x["prohibition"].clone()).collect())
-        .unwrap_or_default();
-    actual["reasons"] = Value::Array(reasons);
+    let ids = |list: &Value, key: &str| -> Value {
+        list.as_array()
+            .map(|r| r.iter().map(|x| x[key].clone()).collect())
+            .unwrap_or_default()
+    };
+    // `authority`: the instruments behind the first reason; `reasons` and
+    // `relief_set_aside`: their ids.
+    actual["authority"] = ids(&actual["reasons"][0]["authority"], "instrument");
+    actual["reasons"] = ids(&actual["reasons"], "prohibition");
+    actual["relief_set_aside"] = ids(&actual["relief_set_aside"], "instrument");
     let mut problems = Vec::new();
     for (key, want) in case["expect"].as_object().unwrap() {
         let got = actual.get(key).cloned().unwrap_or(Value::Null);
@@ -46,6 +51,22 @@ fn check(policy: &Policy, case: &Value) -> Result<(), String> {
             serde_json::to_string(&decision.to_record()).unwrap()
         ))
     }
+}
+
+/// A case may name the operator's posture: `"posture": {"boundaries": "permissive",
+/// "non_enforcement": "ignore"}`, either key optional.
+fn posture_of(case: &Value) -> Result<Posture, String> {
+    let mut posture = Posture::default();
+    if let Some(p) = case.get("posture") {
+        if let Some(b) = p.get("boundaries") {
+            posture.boundaries = serde_json::from_value(b.clone()).map_err(|e| e.to_string())?;
+        }
+        if let Some(n) = p.get("non_enforcement") {
+            posture.non_enforcement =
+                serde_json::from_value(n.clone()).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(posture)
 }
 
 #[track_caller]
@@ -99,8 +120,13 @@ fn corpus_covers_every_prohibition_reason_and_action() {
     let mut reasons = BTreeSet::new();
     let mut actions = BTreeSet::new();
     let mut hindsight = 0;
+    let (mut uncertain, mut set_aside, mut by_account, mut permissive) = (0, 0, 0, 0);
     for name in CORPORA {
         for case in cases(name) {
+            uncertain += usize::from(case["expect"].get("uncertain").is_some());
+            set_aside += usize::from(case["expect"].get("relief_set_aside").is_some());
+            by_account += usize::from(case["expect"]["matched_by"] == "publisher-account");
+            permissive += usize::from(case["posture"]["boundaries"] == "permissive");
             for r in case["expect"]["reasons"].as_array().into_iter().flatten() {
                 denied.insert(r.as_str().unwrap().to_owned());
             }
@@ -128,8 +154,10 @@ fn corpus_covers_every_prohibition_reason_and_action() {
         "action-not-prohibited",
         "outside-jurisdiction",
         "not-yet-in-force",
-        "suspended",
+        "not-enforced",
+        "enjoined",
         "lapsed",
+        "exempt",
         "revoked",
     ] {
         assert!(
@@ -137,6 +165,19 @@ fn corpus_covers_every_prohibition_reason_and_action() {
             "no corpus case is allowed as `{reason}`"
         );
     }
+    assert!(
+        uncertain > 0,
+        "no corpus case falls in a window of uncertainty"
+    );
+    assert!(
+        set_aside > 0,
+        "no corpus case sets a non-enforcement order aside"
+    );
+    assert!(
+        by_account > 0,
+        "no corpus case matches by publisher account"
+    );
+    assert!(permissive > 0, "no corpus case reads windows permissively");
     for action in policy::Action::ALL {
         assert!(
             actions.contains(action.as_str()),
@@ -159,7 +200,7 @@ fn sets_that_include_the_same_files_load_together() {
     let loaded = gatekeeper::load_dirs(&paths).unwrap();
     let unique: BTreeSet<_> = loaded.files.iter().collect();
     assert_eq!(unique.len(), loaded.files.len());
-    assert_eq!(loaded.policy.apps().len(), 4);
+    assert_eq!(loaded.policy.apps().len(), 5);
     // The courts set alone already brings the 2020 rule it amends.
     let courts = load(&["policies/us-2020-courts"]);
     assert_eq!(courts.prohibitions().len(), 11);
@@ -196,8 +237,7 @@ fn many_regions_are_decided_by_scanning() {
             .unwrap()
         };
         let before = policy
-            .decide(&request("2021-01-15T00:00:00Z"))
-            .unwrap()
+            .decide(&request("2021-01-15T00:00:00Z"), Posture::default())
             .to_record();
         assert_eq!(before.because.as_deref(), Some("not-yet-in-force"), "{c}");
         assert_eq!(
@@ -206,8 +246,7 @@ fn many_regions_are_decided_by_scanning() {
             "{c}"
         );
         let after = policy
-            .decide(&request("2021-03-01T00:00:00Z"))
-            .unwrap()
+            .decide(&request("2021-03-01T00:00:00Z"), Posture::default())
             .to_record();
         assert_eq!(after.decision, "deny", "{c}");
         assert_eq!(after.reasons[0].prohibition, format!("p{i}"));

@@ -66,7 +66,7 @@ fn unknown_field() {
 
 #[test]
 fn unknown_references_suggest_the_near_miss() {
-    let body = "[[prohibition]]\nid = \"p1\"\napps = [\"chta\"]\nowners = [\"nobody\"]\nactions = [\"download\"]\nregion = \"U5\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n\n[[suspension]]\nprohibitions = [\"p2\"]\nfrom = 2021-03-01T00:00:00Z\n";
+    let body = "[[prohibition]]\nid = \"p1\"\napps = [\"chta\"]\nowners = [\"nobody\"]\nactions = [\"download\"]\nregion = \"U5\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n\n[[injunction]]\nprohibitions = [\"p2\"]\nfrom = 2021-03-01T00:00:00Z\n";
     insta::assert_snapshot!(render(&[("order.toml", &order(body))]));
 }
 
@@ -96,8 +96,105 @@ fn times_without_offset_or_zone() {
 
 #[test]
 fn ends_before_starts() {
-    let body = "[[prohibition]]\nid = \"p1\"\napps = [\"chat\"]\nactions = [\"download\"]\nregion = \"US\"\neffective = 2021-02-01T00:00:00Z\nend = 2021-01-01T00:00:00Z\ntext = \"t\"\n\n[[suspension]]\nprohibitions = [\"p1\"]\nfrom = 2021-03-01T00:00:00Z\nuntil = \"2021-03-01T00:00:00 UTC\"\n";
+    let body = "[[prohibition]]\nid = \"p1\"\napps = [\"chat\"]\nactions = [\"download\"]\nregion = \"US\"\neffective = 2021-02-01T00:00:00Z\nend = 2021-01-01T00:00:00Z\ntext = \"t\"\n\n[[injunction]]\nprohibitions = [\"p1\"]\nfrom = 2021-03-01T00:00:00Z\nuntil = \"2021-03-01T00:00:00 UTC\"\n";
     insta::assert_snapshot!(render(&[("order.toml", &order(body))]));
+}
+
+/// Windows: a missing note, edges in the wrong order, an unknown key; a `until` inside
+/// the `from` window; the retired `[[suspension]]`.
+#[test]
+fn malformed_windows_and_retired_suspensions() {
+    let body = r#"[[prohibition]]
+id = "p1"
+apps = ["chat"]
+actions = ["download"]
+region = "US"
+effective = { earliest = 2021-02-01T00:00:00Z, latest = 2021-02-02T00:00:00Z }
+text = "t"
+
+[[prohibition]]
+id = "p2"
+apps = ["chat"]
+actions = ["update"]
+region = "US"
+effective = { earliest = 2021-02-02T00:00:00Z, latest = 2021-02-01T00:00:00Z, note = "backwards" }
+text = "t"
+
+[[prohibition]]
+id = "p3"
+apps = ["chat"]
+actions = ["host"]
+region = "US"
+effective = { earliest = 2021-02-01T00:00:00Z, lastest = 2021-02-02T00:00:00Z, note = "typo" }
+text = "t"
+
+[[non-enforcement]]
+prohibitions = ["p1"]
+from = { earliest = 2021-03-01T00:00:00Z, latest = 2021-03-05T00:00:00Z, note = "open" }
+until = 2021-03-03T00:00:00Z
+
+[[suspension]]
+prohibitions = ["p1"]
+from = 2021-03-01T00:00:00Z
+"#;
+    insta::assert_snapshot!(render(&[("order.toml", &order(body))]));
+}
+
+/// Jurisdiction groups: none, an empty one, an unknown signal (with a suggestion), a
+/// signal in two groups.
+#[test]
+fn malformed_jurisdiction_groups() {
+    let prohibition = |id: &str, groups: &str| {
+        format!(
+            "[[prohibition]]\nid = \"{id}\"\napps = [\"chat\"]\nactions = [\"host\"]\nregion = \"US\"\njurisdiction = {groups}\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n\n"
+        )
+    };
+    let body = prohibition("p1", "[]")
+        + &prohibition("p2", r#"[[], ["server_country"]]"#)
+        + &prohibition("p3", r#"[["server_contry"]]"#)
+        + &prohibition(
+            "p4",
+            r#"[["server_country"], ["storefront", "server_country"]]"#,
+        );
+    insta::assert_snapshot!(render(&[("order.toml", &order(&body))]));
+}
+
+/// App identifiers that no store issues, ids that differ only in letter case, and
+/// malformed publisher accounts.
+#[test]
+fn malformed_identifiers_and_publisher_accounts() {
+    let more = "[[app]]\nid = \"bad\"\nname = \"Bad\"\nowner = \"acme\"\nandroid = [\" com.acme.bad\", \"com.acme.bad.\", \"com..acme\", \"com.acme.\u{200b}bad\", \"com.acme.bäd\", \"\"]\nios = [\"COM.ACME.CHAT\"]\n\n[[entity]]\nid = \"publisher\"\nname = \"Publisher\"\nparent = \"acme\"\npublisher_accounts = [{ store = \"apple\", id = \"SHORT\" }, { store = \"google\", id = \"12ab\" }, { store = \"amazon\", id = \"1\" }]\n";
+    insta::assert_snapshot!(render(&[("more.toml", more)]));
+}
+
+/// An empty or blank file is refused: a truncated save must not drop instruments.
+#[test]
+fn an_empty_or_blank_file_is_an_error() {
+    let found = diagnostics(&[("empty.toml", ""), ("blank.toml", " \n\t\n")]);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    for d in &found {
+        assert_eq!(d.message, "policy file is empty");
+    }
+}
+
+/// "Did you mean" compares with every known id; thousands of unknown references must
+/// still load (and fail) fast, so only the first ones are searched.
+#[test]
+fn many_unknown_references_fail_in_linear_time() {
+    let mut apps = String::new();
+    for i in 0..20_000 {
+        apps.push_str(&format!(
+            "[[app]]\nid = \"app{i}\"\nname = \"A\"\nowner = \"acme\"\nandroid = [\"com.acme.a{i}\"]\n"
+        ));
+    }
+    let names: Vec<String> = (0..20_000).map(|i| format!("\"missing{i}\"")).collect();
+    let body = format!(
+        "[[prohibition]]\nid = \"p1\"\napps = [{}]\nactions = [\"download\"]\nregion = \"US\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n",
+        names.join(", ")
+    );
+    let found = diagnostics(&[("apps.toml", &apps), ("order.toml", &order(&body))]);
+    assert_eq!(found.len(), 20_000);
+    assert!(found[0].hint.as_deref().unwrap_or("").contains("no app"));
 }
 
 #[test]

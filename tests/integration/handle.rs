@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
 use gatekeeper::{FailureMode, Gate, Gatekeeper, Mode, ReloadError, Reloaded};
-use policy::{Action, Country, Instant, Platform, Request, Signal};
+use policy::{Instant, Request};
 
 use crate::support::root;
 
@@ -16,13 +16,12 @@ pub fn at(s: &str) -> Instant {
 
 /// A WeChat update from a US storefront on 2020-09-22: denied under `us-2020`.
 pub fn wechat_update() -> Request {
-    Request::new(
-        Platform::Android,
-        "com.tencent.mm",
-        Action::Update,
-        at("2020-09-22T12:00:00Z"),
+    serde_json::from_str::<policy::RequestRecord>(
+        r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
     )
-    .with_signal(Signal::Storefront, Country::parse("US").unwrap())
+    .unwrap()
+    .into_request()
+    .unwrap()
 }
 
 /// Copies a shipped set (and what it includes) into a temporary folder of its own.
@@ -106,20 +105,15 @@ fn failure_modes_apply_when_no_policy_is_active() {
 
 #[test]
 fn a_malformed_request_is_an_error_not_a_verdict() {
-    let gk = Gatekeeper::builder()
-        .policy_dirs([root().join("policies/us-2020")])
-        .build()
-        .unwrap();
-    let no_signal = Request::new(
-        Platform::Android,
-        "com.tencent.mm",
-        Action::Update,
-        at("2020-09-22T12:00:00Z"),
+    // A request is validated when it is made, so a malformed one never reaches a check.
+    let no_signal: policy::RequestRecord = serde_json::from_str(
+        r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z"}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        no_signal.into_request(),
+        Err(policy::RequestError::NoSignal)
     );
-    assert!(matches!(
-        gk.check(&no_signal),
-        Err(gatekeeper::CheckError::Request(_))
-    ));
 }
 
 /// A change that fails to load leaves the last good policy active and says why.

@@ -7,7 +7,7 @@ use gatekeeper::layer::{DECISION_ID_HEADER, REVISION_HEADER, SHADOW_HEADER};
 use gatekeeper::{ExtractError, FailureMode, Gatekeeper, GatekeeperLayer, Mode};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use policy::{Action, Country, Instant, Platform, Signal};
+use policy::{Action, Country, Instant, Platform};
 use tower::ServiceExt;
 
 use crate::support::root;
@@ -35,9 +35,20 @@ fn extract(request: &Request<Body>, now: Instant) -> Result<Option<policy::Reque
     let storefront = header("x-storefront")
         .ok_or_else(|| ExtractError("`x-storefront` is required".to_owned()))?;
     let country = Country::parse(storefront).map_err(|e| ExtractError(e.to_string()))?;
-    Ok(Some(
-        policy::Request::new(platform, id, action, at).with_signal(Signal::Storefront, country),
-    ))
+    let record = policy::RequestRecord {
+        app: Some(policy::AppRecord {
+            platform: platform.as_str().to_owned(),
+            id: id.to_owned(),
+        }),
+        action: action.as_str().to_owned(),
+        at: at.to_string(),
+        storefront: Some(country.alpha2().to_owned()),
+        ..Default::default()
+    };
+    record
+        .into_request()
+        .map(Some)
+        .map_err(|e| ExtractError(e.to_string()))
 }
 
 fn store(gk: Gatekeeper) -> Router {

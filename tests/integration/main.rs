@@ -9,6 +9,7 @@ mod corpus;
 mod diagnostics;
 mod handle;
 mod layer;
+mod loading;
 mod properties;
 mod serve;
 mod simulate;

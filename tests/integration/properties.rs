@@ -1,6 +1,6 @@
 //! Properties over generated policy sets and requests.
 
-use policy::{Policy, RequestRecord, Source};
+use policy::{Policy, Posture, RequestRecord, Source};
 use proptest::prelude::*;
 
 const ACTIONS: [&str; 7] = [
@@ -50,7 +50,7 @@ fn prohibition() -> impl Strategy<Value = GenProhibition> {
         prop::collection::vec(0usize..7, 1..4),
         0usize..3,
         0i64..2000,
-        prop::option::of(1i64..1000),
+        prop::option::of(4i64..1000),
     )
         .prop_map(
             |(instrument, apps, owner, actions, region, effective, end)| GenProhibition {
@@ -75,7 +75,7 @@ fn change() -> impl Strategy<Value = GenChange> {
         0u8..3,
         prop::collection::vec(0usize..8, 1..3),
         0i64..2000,
-        prop::option::of(1i64..800),
+        prop::option::of(4i64..800),
     )
         .prop_map(|(instrument, kind, targets, at, until)| GenChange {
             instrument,
@@ -174,6 +174,10 @@ fn render(g: &GenPolicy) -> Vec<Source> {
                 .join(", "),
             p.region,
             hour(p.effective)
+        )
+        .replace(
+            &format!("effective = \"{}\"", hour(p.effective)),
+            &format!("effective = {}", moment(p.effective)),
         );
         if let Some(o) = p.owner {
             text.push_str(&format!("owners = [\"e{o}\"]\n"));
@@ -201,9 +205,15 @@ fn render(g: &GenPolicy) -> Vec<Source> {
                         .until
                         .map(|u| format!("until = \"{}\"\n", hour(u)))
                         .unwrap_or_default();
+                    // Both kinds of relief, and some of them with an open start.
+                    let kind = if c.instrument % 2 == 0 {
+                        "injunction"
+                    } else {
+                        "non-enforcement"
+                    };
                     format!(
-                        "\n[[suspension]]\nprohibitions = [{targets}]\nfrom = \"{}\"\n{until}",
-                        hour(c.at)
+                        "\n[[{kind}]]\nprohibitions = [{targets}]\nfrom = {}\n{until}",
+                        moment(c.at)
                     )
                 }
                 _ => format!(
@@ -222,6 +232,19 @@ fn render(g: &GenPolicy) -> Vec<Source> {
                 .map(|(i, t)| Source::new(format!("i{i}.toml"), t)),
         )
         .collect()
+}
+
+/// An instant, or, for one in three, a window of three hours starting there.
+fn moment(at: i64) -> String {
+    if at % 3 == 0 {
+        format!(
+            "{{ earliest = \"{}\", latest = \"{}\", note = \"open\" }}",
+            hour(at),
+            hour(at + 3)
+        )
+    } else {
+        format!("\"{}\"", hour(at))
+    }
 }
 
 fn compile(g: &GenPolicy) -> Policy {
@@ -285,7 +308,7 @@ fn request(r: &GenRequest, at: String) -> policy::Request {
 
 /// The decision's content without `valid_until`, to compare answers across instants.
 fn answer(policy: &Policy, request: &policy::Request) -> policy::DecisionRecord {
-    let mut record = policy.decide(request).unwrap().to_record();
+    let mut record = policy.decide(request, Posture::default()).to_record();
     record.valid_until = None;
     record
 }
@@ -298,12 +321,12 @@ proptest! {
     fn adding_a_prohibition_never_turns_a_deny_into_an_allow(g in gen_policy(), extra in prohibition(), r in gen_request()) {
         let before = compile(&g);
         let req = request(&r, hour(r.at));
-        let was_denied = before.decide(&req).unwrap().is_deny();
+        let was_denied = before.decide(&req, Posture::default()).is_deny();
         let mut more = g.clone();
         more.added.push(extra);
         let after = compile(&more);
         if was_denied {
-            prop_assert!(after.decide(&req).unwrap().is_deny());
+            prop_assert!(after.decide(&req, Posture::default()).is_deny());
         }
     }
 
@@ -312,12 +335,10 @@ proptest! {
     fn index_agrees_with_the_reference_scan(g in gen_policy(), r in gen_request()) {
         let policy = compile(&g);
         let req = request(&r, hour(r.at));
-        let fast = policy.decide(&req).unwrap();
-        if let Some((deny, because, valid_until)) = policy.decide_by_scan(&req) {
-            prop_assert_eq!(fast.is_deny(), deny);
-            let record = fast.to_record();
-            prop_assert_eq!(record.because.as_deref().unwrap_or("deny"), because);
-            prop_assert_eq!(fast.valid_until, valid_until);
+        for posture in Posture::ALL {
+            let fast = policy.decide(&req, posture).to_record();
+            let scanned = policy.decide_scanning(&req, posture).to_record();
+            prop_assert_eq!(fast, scanned);
         }
     }
 
@@ -327,19 +348,16 @@ proptest! {
         let policy = compile(&g);
         let req = request(&r, hour(r.at));
         let now = answer(&policy, &req);
-        match policy.decide(&req).unwrap().valid_until {
+        match policy.decide(&req, Posture::default()).valid_until {
             Some(next) => {
                 prop_assert!(next.as_nanos() > policy::Instant::parse_rfc3339(&hour(r.at)).unwrap().as_nanos());
-                let mut just_before = req.clone();
-                just_before.at = policy::Instant::from_nanos(next.as_nanos() - 1);
+                let just_before = req.at_instant(policy::Instant::from_nanos(next.as_nanos() - 1));
                 prop_assert_eq!(&answer(&policy, &just_before), &now);
-                let mut at_next = req.clone();
-                at_next.at = next;
+                let at_next = req.at_instant(next);
                 prop_assert_ne!(&answer(&policy, &at_next), &now);
             }
             None => {
-                let mut much_later = req.clone();
-                much_later.at = policy::Instant::parse_rfc3339("2040-01-01T00:00:00Z").unwrap();
+                let much_later = req.at_instant(policy::Instant::parse_rfc3339("2040-01-01T00:00:00Z").unwrap());
                 prop_assert_eq!(&answer(&policy, &much_later), &now);
             }
         }

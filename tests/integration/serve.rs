@@ -100,8 +100,7 @@ fn decide_answers_like_check_with_revision_and_decision_id() {
     let record: policy::RequestRecord = serde_json::from_str(WECHAT_US).unwrap();
     let expected = serde_json::to_value(
         policy
-            .decide(&record.into_request().unwrap())
-            .unwrap()
+            .decide(&record.into_request().unwrap(), policy::Posture::default())
             .to_record(),
     )
     .unwrap();
@@ -210,7 +209,7 @@ fn envoy_ext_authz_allows_with_200_and_denies_with_451() {
             .header("x-gatekeeper-app", "com.tencent.xin")
             .header("x-gatekeeper-action", action)
             .header("x-gatekeeper-storefront", storefront)
-            .header("x-gatekeeper-at", "2020-09-21T00:00:00Z")
+            .header("x-gatekeeper-at", "2020-09-21T12:00:00Z")
             .send()
             .unwrap()
     };

@@ -16,12 +16,34 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The scenarios of the statute's first days under each posture, and of the divestiture of
+/// 2026: each must run, by name, with its steps and no failure.
+const NEW_SCENARIOS: [(&str, usize); 4] = [
+    (
+        "us-2024-pafaca: 2025-01-18 to 2025-02-14, conservative posture, non-enforcement honoured",
+        15,
+    ),
+    (
+        "us-2024-pafaca: 2025-01-18 to 2025-02-14, permissive posture, non-enforcement honoured",
+        15,
+    ),
+    (
+        "us-2024-pafaca: 2025-01-18 to 2025-02-14, conservative posture, non-enforcement orders ignored",
+        10,
+    ),
+    (
+        "us-2024-pafaca: the qualified divestiture of 2026 (TikTok USDS Joint Venture LLC), conservative posture",
+        20,
+    ),
+];
+
 #[test]
 fn every_shipped_scenario_answers_as_expected() {
     let rt = runtime();
     let files = mockstore::scenario::shipped(&root().join("tests/scenarios")).unwrap();
-    assert!(files.len() >= 5);
+    assert!(files.len() >= 10, "{files:?}");
     let mut steps = 0;
+    let mut ran = Vec::new();
     for file in files {
         let result = rt
             .block_on(mockstore::scenario::run(
@@ -45,9 +67,103 @@ fn every_shipped_scenario_answers_as_expected() {
             result.name,
             failures.join("\n")
         );
+        assert_eq!(result.failures(), 0, "{}", result.name);
         steps += result.steps.len();
+        ran.push(result);
     }
-    assert!(steps >= 40, "{steps} steps");
+    assert!(steps >= 100, "{steps} steps");
+    for (name, min_steps) in NEW_SCENARIOS {
+        let result = ran
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("scenario `{name}` did not run"));
+        assert!(
+            result.steps.len() >= min_steps,
+            "`{name}`: {} steps",
+            result.steps.len()
+        );
+        assert_eq!(result.failures(), 0, "`{name}`");
+    }
+    let posture = |name: &str| {
+        let r = ran.iter().find(|r| r.name == name).unwrap();
+        (r.posture.as_str(), r.non_enforcement.as_str())
+    };
+    assert_eq!(posture(NEW_SCENARIOS[0].0), ("conservative", "honour"));
+    assert_eq!(posture(NEW_SCENARIOS[1].0), ("permissive", "honour"));
+    assert_eq!(posture(NEW_SCENARIOS[2].0), ("conservative", "ignore"));
+    // The divestiture scenario loads a policy folder beside it (made-up publisher accounts).
+    let divestiture = ran.iter().find(|r| r.name == NEW_SCENARIOS[3].0).unwrap();
+    assert!(
+        divestiture
+            .policies
+            .iter()
+            .any(|p| p.ends_with("tests/scenarios/policies/store-accounts")),
+        "{:?}",
+        divestiture.policies
+    );
+}
+
+/// A posture given when running overrides the scenario's own: the conservative scenario's
+/// answers inside the statute's window are then wrong, and reported as such.
+#[test]
+fn a_posture_override_changes_the_answers() {
+    let rt = runtime();
+    let file = root().join("tests/scenarios/us-2024-pafaca-2025-01-postures-conservative.toml");
+    let options = mockstore::scenario::RunOptions {
+        boundaries: Some(policy::Boundaries::Permissive),
+        ..Default::default()
+    };
+    let result = rt
+        .block_on(mockstore::scenario::run_with(
+            &file,
+            &root().join("policies"),
+            &options,
+        ))
+        .unwrap();
+    assert_eq!(result.posture, "permissive");
+    let mismatched: Vec<&str> = result
+        .steps
+        .iter()
+        .filter(|s| s.mismatch.is_some())
+        .map(|s| s.at.as_str())
+        .collect();
+    assert!(mismatched.contains(&"2025-01-18T14:00:00Z"), "{mismatched:?}");
+    assert!(mismatched.contains(&"2025-01-20T17:00:00Z"), "{mismatched:?}");
+    assert!(!mismatched.contains(&"2025-01-19T10:00:00Z"), "{mismatched:?}");
+}
+
+/// A scenario with an unknown posture, or a policy folder that is nowhere, is refused with
+/// what is wrong.
+#[test]
+fn a_bad_scenario_header_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = runtime();
+    let cases = [
+        (
+            "posture = \"lenient\"\npolicies = [\"us-2020\"]",
+            "expected `conservative` or `permissive`",
+        ),
+        (
+            "non_enforcement = \"maybe\"\npolicies = [\"us-2020\"]",
+            "expected `honour` or `ignore`",
+        ),
+        (
+            "policies = [\"no-such-set\"]",
+            "policy folder `no-such-set` not found",
+        ),
+    ];
+    for (i, (header, message)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("bad-{i}.toml"));
+        std::fs::write(&path, format!("name = \"bad\"\n{header}\n")).unwrap();
+        let error = rt
+            .block_on(mockstore::scenario::run(
+                &path,
+                &root().join("policies"),
+                &[],
+            ))
+            .unwrap_err();
+        assert!(format!("{error:#}").contains(message), "{error:#}");
+    }
 }
 
 /// Guards the comparison itself: a scenario whose expectation is wrong is reported with
@@ -153,6 +269,9 @@ fn malformed_requests_get_a_4xx_json_error() {
         ("/v1/payments/android/com.tencent.mm", String::new(), StatusCode::BAD_REQUEST, "give at least one country"),
         ("/v1/payments/android/com.tencent.mm?payer_country=ZZZ", String::new(), StatusCode::BAD_REQUEST, "unknown country code `ZZZ`"),
         ("/v1/hosting/US/tv/com.tencent.mm", String::new(), StatusCode::BAD_REQUEST, "unknown platform"),
+        ("/v1/publisher/releases", json!({ "app": release["app"], "version": "1", "publisher": { "store": "apple", "id": "ABCDE12345" } }).to_string(), StatusCode::BAD_REQUEST, "does not publish android apps"),
+        ("/v1/publisher/releases", json!({ "app": release["app"], "version": "1", "publisher": { "store": "google", "id": "12ab" } }).to_string(), StatusCode::BAD_REQUEST, "publisher.id"),
+        ("/v1/payments/android/com.tencent.mm?payer_country=US&publisher_store=steam&publisher_id=1", String::new(), StatusCode::BAD_REQUEST, "unknown store"),
     ];
     for (path, body, status, message) in cases {
         let (got, answer) = post(path, body);

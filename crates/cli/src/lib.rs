@@ -43,7 +43,7 @@ enum Command {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Run the sidecar decision service over HTTP (with an Envoy ext_authz endpoint).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,6 +75,8 @@ struct ServeArgs {
     /// `closed` or `open`: what happens with no valid policy or a failed audit trail.
     #[arg(long, value_parser = ["closed", "open"])]
     failure_mode: Option<String>,
+    #[command(flatten)]
+    posture: PostureArgs,
     /// The audit trail's folder.
     #[arg(long, value_name = "DIR")]
     audit_dir: Option<PathBuf>,
@@ -122,10 +124,40 @@ struct Policies {
     policies: Vec<PathBuf>,
 }
 
+/// The operator's posture where the law leaves room.
+#[derive(clap::Args, Debug, Default)]
+struct PostureArgs {
+    /// How to read instants the law leaves open: `conservative` (never early to serve; the
+    /// default) or `permissive`.
+    #[arg(long, value_parser = ["conservative", "permissive"])]
+    posture: Option<String>,
+    /// Whether executive non-enforcement orders count as relief: `honour` (the default) or
+    /// `ignore` (deny, naming the order set aside).
+    #[arg(long, value_parser = ["honour", "ignore"])]
+    non_enforcement: Option<String>,
+}
+
+impl PostureArgs {
+    fn apply(&self, posture: &mut policy::Posture) {
+        if let Some(b) = self.posture.as_deref().and_then(policy::Boundaries::parse) {
+            posture.boundaries = b;
+        }
+        if let Some(n) = self
+            .non_enforcement
+            .as_deref()
+            .and_then(policy::NonEnforcement::parse)
+        {
+            posture.non_enforcement = n;
+        }
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct WithInput {
     #[command(flatten)]
     policies: Policies,
+    #[command(flatten)]
+    posture: PostureArgs,
     /// JSON Lines requests; `-` or nothing reads standard input.
     #[arg(value_name = "FILE|-")]
     input: Option<PathBuf>,
@@ -175,7 +207,7 @@ where
             stderr,
         ),
         Command::Audit(AuditCommand::Verify { paths }) => audit_verify(&paths, stdout, stderr),
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
     };
     match result {
         Ok(code) => code,
@@ -281,6 +313,13 @@ fn serve_config(args: ServeArgs) -> anyhow::Result<serve::Config> {
     if let Some(m) = args.failure_mode {
         config.failure_mode = serde_json::from_value(quoted(&m))?;
     }
+    let mut posture = policy::Posture {
+        boundaries: config.posture,
+        non_enforcement: config.non_enforcement,
+    };
+    args.posture.apply(&mut posture);
+    config.posture = posture.boundaries;
+    config.non_enforcement = posture.non_enforcement;
     if let Some(f) = args.log_format {
         config.log_format = serde_json::from_value(quoted(&f))?;
     }
@@ -359,6 +398,8 @@ fn decide_lines(
         }
         _ => stdin,
     };
+    let mut posture = policy::Posture::default();
+    w.posture.apply(&mut posture);
     let mut bad = false;
     let mut line = String::new();
     let mut number = 0usize;
@@ -373,7 +414,7 @@ fn decide_lines(
         if line.trim().is_empty() {
             continue;
         }
-        match decide_line(&loaded.policy, line.trim(), mode) {
+        match decide_line(&loaded.policy, line.trim(), mode, posture) {
             Ok(out) => {
                 if mode == Mode::Explain && !first {
                     writeln!(stdout)?;
@@ -395,11 +436,16 @@ fn decide_lines(
     Ok(u8::from(bad))
 }
 
-fn decide_line(policy: &Policy, line: &str, mode: Mode) -> Result<String, String> {
+fn decide_line(
+    policy: &Policy,
+    line: &str,
+    mode: Mode,
+    posture: policy::Posture,
+) -> Result<String, String> {
     let record: RequestRecord =
         serde_json::from_str(line).map_err(|e| format!("invalid request: {e}"))?;
     let request = record.into_request().map_err(|e| e.to_string())?;
-    let decision = policy.decide(&request).map_err(|e| e.to_string())?;
+    let decision = policy.decide(&request, posture);
     Ok(match mode {
         Mode::Check => serde_json::to_string(&decision.to_record()).map_err(|e| e.to_string())?,
         Mode::Explain => decision.explain(&request).trim_end().to_owned(),

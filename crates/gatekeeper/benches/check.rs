@@ -9,7 +9,7 @@ use std::time::Instant as Clock;
 
 use divan::Bencher;
 use gatekeeper::{AuditConfig, AuditLog, Gatekeeper};
-use policy::{Request, RequestRecord};
+use policy::{Posture, Request, RequestRecord};
 
 fn main() {
     divan::main();
@@ -78,7 +78,7 @@ fn cycle(bencher: Bencher, mut decide: impl FnMut(&Request) -> bool) {
 fn bare_decide(bencher: Bencher) {
     let active = gatekeeper().active().unwrap();
     cycle(bencher, |r| {
-        active.policy.decide(r).map(|d| d.is_deny()).is_ok()
+        active.policy.decide(r, Posture::default()).is_deny()
     });
 }
 
@@ -86,7 +86,9 @@ fn bare_decide(bencher: Bencher) {
 #[divan::bench(sample_count = 300, sample_size = 500)]
 fn bare_decide_parts(bencher: Bencher) {
     let active = gatekeeper().active().unwrap();
-    cycle(bencher, |r| active.policy.decide_parts(r).is_ok());
+    cycle(bencher, |r| {
+        active.policy.decide_parts(r, Posture::default()).is_deny()
+    });
 }
 
 /// The same requests through the handle (audit off): the active-policy load, the decision,

@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::routing::get;
 use gatekeeper::{ExtractError, Gatekeeper, GatekeeperLayer};
-use policy::{Action, Country, Instant, Platform, Request, Signal};
+use policy::{AppRecord, Instant, Request, RequestRecord};
 
 /// `/apps/{platform}/{id}/{action}?storefront=XX[&at=RFC3339]`: gated. Other routes are not.
 fn extract(request: &http::Request<Body>, now: Instant) -> Result<Option<Request>, ExtractError> {
@@ -23,32 +23,29 @@ fn extract(request: &http::Request<Body>, now: Instant) -> Result<Option<Request
     let ["apps", platform, id, action] = parts[..] else {
         return Ok(None);
     };
-    let platform = match platform {
-        "ios" => Platform::Ios,
-        "android" => Platform::Android,
-        other => return Err(ExtractError(format!("unknown platform `{other}`"))),
-    };
-    let action: Action = action
-        .parse()
-        .map_err(|e: policy::UnknownAction| ExtractError(e.to_string()))?;
     let query = request.uri().query().unwrap_or_default();
     let param = |name: &str| {
         query
             .split('&')
             .filter_map(|kv| kv.split_once('='))
             .find(|(k, _)| *k == name)
-            .map(|(_, v)| v)
+            .map(|(_, v)| v.to_owned())
     };
-    let at = match param("at") {
-        Some(at) => Instant::parse_rfc3339(at).map_err(|e| ExtractError(format!("`at`: {e}")))?,
-        None => now,
+    // The one place a request is validated: its JSON form's `into_request`.
+    let record = RequestRecord {
+        app: Some(AppRecord {
+            platform: platform.to_owned(),
+            id: id.to_owned(),
+        }),
+        action: action.to_owned(),
+        at: param("at").unwrap_or_else(|| now.to_string()),
+        storefront: param("storefront"),
+        ..RequestRecord::default()
     };
-    let storefront =
-        param("storefront").ok_or_else(|| ExtractError("`storefront` is required".to_owned()))?;
-    let country = Country::parse(storefront).map_err(|e| ExtractError(e.to_string()))?;
-    Ok(Some(
-        Request::new(platform, id, action, at).with_signal(Signal::Storefront, country),
-    ))
+    record
+        .into_request()
+        .map(Some)
+        .map_err(|e| ExtractError(e.to_string()))
 }
 
 #[tokio::main]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use policy::{
-    Decision, DecisionParts, DecisionRecord, Diagnostics, Instant, Policy, Request, RequestError,
+    Decision, DecisionParts, DecisionRecord, Diagnostics, Instant, Policy, Posture, Request,
     RequestRecord,
 };
 use serde::Serialize;
@@ -203,9 +203,6 @@ impl Verdict {
 /// Why a check could not give a verdict.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    /// The request is malformed.
-    #[error(transparent)]
-    Request(#[from] RequestError),
     /// The audit trail failed and the failure mode is closed.
     #[error("audit trail unavailable, refusing to decide unrecorded: {0}")]
     Audit(AuditError),
@@ -246,6 +243,7 @@ pub(crate) struct Inner {
     active: ArcSwapOption<Installed>,
     mode: Mode,
     failure_mode: FailureMode,
+    posture: Posture,
     clock: Arc<dyn Clock>,
     audit: Option<AuditLog>,
     pub(crate) source: Option<PolicySource>,
@@ -296,6 +294,7 @@ pub struct Builder {
     policy: Option<(Policy, Revision)>,
     mode: Mode,
     failure_mode: FailureMode,
+    posture: Posture,
     clock: Option<Arc<dyn Clock>>,
     audit: Option<AuditConfig>,
 }
@@ -333,6 +332,13 @@ impl Builder {
         self
     }
 
+    /// How to read instants the law leaves open, and whether non-enforcement orders
+    /// are honoured; conservative and honoured by default.
+    pub fn posture(mut self, posture: Posture) -> Builder {
+        self.posture = posture;
+        self
+    }
+
     /// The clock; the system clock by default.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Builder {
         self.clock = Some(clock);
@@ -363,6 +369,7 @@ impl Builder {
                 active: ArcSwapOption::empty(),
                 mode: self.mode,
                 failure_mode: self.failure_mode,
+                posture: self.posture,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 audit,
                 source: self.source,
@@ -413,6 +420,11 @@ impl Gatekeeper {
         self.inner.failure_mode
     }
 
+    /// The posture decisions are made under.
+    pub fn posture(&self) -> Posture {
+        self.inner.posture
+    }
+
     /// The active policy, if any.
     pub fn active(&self) -> Option<Arc<Active>> {
         self.inner.active.load().as_ref().map(|i| i.active.clone())
@@ -426,7 +438,10 @@ impl Gatekeeper {
         let mode = self.inner.mode;
         let (judgement, denied) = match active {
             Some(active) => {
-                let parts = active.active.policy.decide_parts(request)?;
+                let parts = active
+                    .active
+                    .policy
+                    .decide_parts(request, self.inner.posture);
                 let denied = parts.is_deny();
                 (Judgement::Decided { active, parts }, denied)
             }
@@ -451,10 +466,10 @@ impl Gatekeeper {
         };
         match &verdict.judgement {
             Judgement::Decided { active, .. } => {
-                active.counters.0[gate as usize][request.action as usize].increment(1);
+                active.counters.0[gate as usize][request.action() as usize].increment(1);
             }
             Judgement::NoPolicy => {
-                metrics::counter!("gatekeeper_verdicts_total", "gate" => gate.as_str(), "action" => request.action.as_str(), "revision" => "none")
+                metrics::counter!("gatekeeper_verdicts_total", "gate" => gate.as_str(), "action" => request.action().as_str(), "revision" => "none")
                     .increment(1);
             }
         }

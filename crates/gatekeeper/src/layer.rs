@@ -184,10 +184,6 @@ where
         };
         let verdict = match self.gatekeeper.check(&policy_request) {
             Ok(v) => v,
-            Err(CheckError::Request(e)) => {
-                let body = serde_json::json!({ "error": e.to_string() });
-                return Box::pin(async move { Ok(json_response(StatusCode::BAD_REQUEST, &body)) });
-            }
             Err(e @ CheckError::Audit(_)) => {
                 let body = serde_json::json!({ "error": e.to_string() });
                 return Box::pin(async move {

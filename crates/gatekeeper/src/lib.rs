@@ -7,13 +7,22 @@
 //!
 //! ```
 //! use gatekeeper::{Gatekeeper, Mode};
-//! use policy::{Action, Country, Platform, Request, Signal};
+//! use policy::{Boundaries, NonEnforcement, Posture, RequestRecord};
 //!
 //! let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies/us-2020");
-//! let gk = Gatekeeper::builder().policy_dirs([root]).mode(Mode::Enforce).build().unwrap();
-//! let at = policy::Instant::parse_rfc3339("2020-09-22T12:00:00Z").unwrap();
-//! let request = Request::new(Platform::Android, "com.tencent.mm", Action::Update, at)
-//!     .with_signal(Signal::Storefront, Country::parse("PRI").unwrap());
+//! let gk = Gatekeeper::builder()
+//!     .policy_dirs([root])
+//!     .mode(Mode::Enforce)
+//!     // Where the law leaves an instant open, never serve early; honour
+//!     // executive non-enforcement orders (both are the defaults).
+//!     .posture(Posture { boundaries: Boundaries::Conservative, non_enforcement: NonEnforcement::Honour })
+//!     .build()
+//!     .unwrap();
+//! let record: RequestRecord = serde_json::from_str(r#"{
+//!     "app": {"platform": "android", "id": "com.tencent.mm"},
+//!     "action": "update", "at": "2020-09-22T12:00:00Z", "storefront": "PRI"
+//! }"#).unwrap();
+//! let request = record.into_request().unwrap();
 //! let verdict = gk.check(&request).unwrap();
 //! assert!(!verdict.permits());
 //! assert_eq!(verdict.revision(), Some(&gk.active().unwrap().revision));
@@ -45,4 +54,6 @@ pub use http_source::HttpSource;
 pub use layer::{ExtractError, Extractor, GatekeeperLayer, GatekeeperService};
 pub use policy;
 pub use revision::{Revision, sha256_hex};
-pub use source::{Disk, Files, LoadedPolicy, MemoryFiles, load_dirs, load_from};
+pub use source::{
+    Disk, Expanded, Files, LoadedPolicy, MAX_POLICY_FILE_BYTES, MemoryFiles, load_dirs, load_from,
+};

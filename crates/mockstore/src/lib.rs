@@ -39,18 +39,21 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts a store with the policy folders on an ephemeral port of 127.0.0.1. Its clock is a
-/// settable clock (set through `PUT /v1/admin/clock`), starting at 2020-01-01.
+/// Starts a store with the policy folders on an ephemeral port of 127.0.0.1, its gatekeeper
+/// deciding under `config.posture`. Its clock is a settable clock (set through
+/// `PUT /v1/admin/clock`), starting at 2020-01-01.
 pub async fn start(policies: &[PathBuf], config: StoreConfig) -> anyhow::Result<Running> {
     let clock = ManualClock::new(
         Instant::parse_rfc3339("2020-01-01T00:00:00Z").map_err(|e| anyhow::anyhow!("{e}"))?,
     );
     let dirs = policies.to_vec();
     let c = clock.clone();
+    let posture = config.posture;
     let gatekeeper = tokio::task::spawn_blocking(move || {
         Gatekeeper::builder()
             .policy_dirs(dirs)
             .clock(Arc::new(c))
+            .posture(posture)
             .build()
     })
     .await

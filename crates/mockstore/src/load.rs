@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant as Stopwatch;
 
 use anyhow::Context as _;
-use policy::{Policy, RequestRecord};
+use policy::{Policy, Posture, RequestRecord};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -187,12 +187,24 @@ async fn stock(base: &str) -> anyhow::Result<()> {
 
 /// Runs the workload five times through a gated store and five times through an ungated
 /// one, alternating; cross-checks the gated answers against `policy`; compares the median
-/// throughputs.
+/// throughputs. The store and the cross-check decide under the default posture.
 pub async fn run(
     policies: &[PathBuf],
     n: usize,
     seed: u64,
     concurrency: usize,
+    progress: &indicatif::ProgressBar,
+) -> anyhow::Result<LoadReport> {
+    run_with_posture(policies, n, seed, concurrency, Posture::default(), progress).await
+}
+
+/// [`run`], with the store and the cross-check deciding under `posture`.
+pub async fn run_with_posture(
+    policies: &[PathBuf],
+    n: usize,
+    seed: u64,
+    concurrency: usize,
+    posture: Posture,
     progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<LoadReport> {
     let dirs = policies.to_vec();
@@ -201,15 +213,19 @@ pub async fn run(
             .await?
             .map_err(|d| anyhow::anyhow!("the policies do not load:\n{}", d.render()))?;
     let work = Arc::new(generate(n, seed));
+    let config = StoreConfig {
+        posture,
+        ..StoreConfig::default()
+    };
     let ungated = crate::start(
         policies,
         StoreConfig {
             gated: false,
-            ..StoreConfig::default()
+            ..config.clone()
         },
     )
     .await?;
-    let gated = crate::start(policies, StoreConfig::default()).await?;
+    let gated = crate::start(policies, config).await?;
     stock(&ungated.base).await?;
     stock(&gated.base).await?;
     // Warm both stores' connections the same way, then alternate the measured runs so that
@@ -246,12 +262,7 @@ pub async fn run(
             .clone()
             .into_request()
             .map_err(|e| e.to_string())
-            .and_then(|r| {
-                policy
-                    .decide(&r)
-                    .map(|d| d.to_record())
-                    .map_err(|e| e.to_string())
-            });
+            .map(|r| policy.decide(&r, posture).to_record());
         let problem = match expected {
             Err(e) => Some(format!("`gatekeeper check` refuses the request: {e}")),
             Ok(d) if d.decision == "deny" => {

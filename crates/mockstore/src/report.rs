@@ -58,10 +58,12 @@ fn markdown(scenarios: &[ScenarioResult], load: Option<&LoadReport>, seconds: f6
     for s in scenarios {
         let _ = writeln!(
             out,
-            "## {}\n\n`{}`, policies: {}\n",
+            "## {}\n\n`{}`, policies: {}; posture: {}, non-enforcement orders: {}\n",
             s.name,
             s.file,
-            s.policies.join(", ")
+            s.policies.join(", "),
+            s.posture,
+            s.non_enforcement
         );
         out.push_str(&table(s));
         for step in s.steps.iter().filter(|x| x.mismatch.is_some()) {

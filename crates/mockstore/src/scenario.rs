@@ -2,7 +2,10 @@
 //!
 //! ```toml
 //! name = "us-2020, 2020-09-19 to 2020-09-21"
-//! policies = ["us-2020"]             # folders under policies/ (or paths)
+//! policies = ["us-2020"]             # folders under policies/, or paths relative to the
+//!                                    # scenario file or to the repository's root
+//! posture = "conservative"           # optional: or "permissive" (how windows are read)
+//! non_enforcement = "honour"         # optional: or "ignore" (non-enforcement orders set aside)
 //!
 //! [[step]]
 //! name = "WeChat update withheld in Puerto Rico"
@@ -13,7 +16,12 @@
 //! installed = "8.0.0"
 //! expect.status = 200
 //! expect.json = { "/updates/0/available" = false, "/updates/0/reasons/0/prohibition" = "wechat-app-store" }
+//! expect.absent = ["/updates/0/uncertain"]   # pointers that must not be in the answer
 //! ```
+//!
+//! A `publish` step may name the account it publishes from, and a `download`, `cdn`, `host`
+//! or `payment` step the account it asks about (`publisher = { store = "google", id = "..." }`);
+//! an update check carries the account of the app's latest release.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +29,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use policy::{Boundaries, NonEnforcement, Posture, PublisherRecord};
 
 use crate::store::{AppJson, ReleaseFile, StoreConfig};
 
@@ -64,6 +74,9 @@ pub struct Expect {
     /// JSON pointer (`/updates/0/available`) to the value it must have.
     #[serde(default)]
     pub json: BTreeMap<String, toml::Value>,
+    /// JSON pointers that must be absent (`/uncertain`): TOML has no null.
+    #[serde(default)]
+    pub absent: Vec<String>,
 }
 
 /// One step of a scenario.
@@ -90,6 +103,9 @@ pub struct Step {
     #[serde(default)]
     pub files: Vec<ReleaseFile>,
     pub signing_cert_sha256: Option<String>,
+    /// The publisher account: of the release (publish), or asked about (download, cdn,
+    /// host, payment).
+    pub publisher: Option<PublisherRecord>,
     pub expect: Expect,
 }
 
@@ -100,10 +116,45 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// Policy folders: names under `policies/`, or paths.
+    /// Policy folders: names under `policies/`, or paths relative to the scenario file or
+    /// to the repository's root.
     pub policies: Vec<String>,
+    /// `conservative` (the default) or `permissive`: how the store's gatekeeper reads the
+    /// windows of instants the record leaves open.
+    pub posture: Option<String>,
+    /// `honour` (the default) or `ignore`: whether non-enforcement orders count as relief.
+    pub non_enforcement: Option<String>,
     #[serde(default)]
     pub step: Vec<Step>,
+}
+
+impl Scenario {
+    /// The posture the store's gatekeeper is built with.
+    pub fn posture(&self) -> anyhow::Result<Posture> {
+        let mut posture = Posture::default();
+        if let Some(text) = &self.posture {
+            posture.boundaries = Boundaries::parse(text).ok_or_else(|| {
+                anyhow::anyhow!("`posture = \"{text}\"`: expected `conservative` or `permissive`")
+            })?;
+        }
+        if let Some(text) = &self.non_enforcement {
+            posture.non_enforcement = NonEnforcement::parse(text).ok_or_else(|| {
+                anyhow::anyhow!("`non_enforcement = \"{text}\"`: expected `honour` or `ignore`")
+            })?;
+        }
+        Ok(posture)
+    }
+}
+
+/// How to run scenarios, beyond what their files say.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Policy folders to load instead of the scenario's own.
+    pub policies: Vec<PathBuf>,
+    /// Overrides the scenario's `posture`.
+    pub boundaries: Option<Boundaries>,
+    /// Overrides the scenario's `non_enforcement`.
+    pub non_enforcement: Option<NonEnforcement>,
 }
 
 /// What one step did.
@@ -131,6 +182,10 @@ pub struct ScenarioResult {
     pub name: String,
     pub file: String,
     pub policies: Vec<String>,
+    /// The store's posture: `conservative` or `permissive`.
+    pub posture: String,
+    /// `honour` or `ignore`.
+    pub non_enforcement: String,
     pub steps: Vec<StepResult>,
 }
 
@@ -149,18 +204,40 @@ pub fn load(path: &Path) -> anyhow::Result<Scenario> {
         .map_err(|e| anyhow::anyhow!("`{}`: {}", path.display(), e.to_string().trim_end()))
 }
 
-/// The policy folders a scenario names, resolved against `policies_root`.
-pub fn policy_dirs(scenario: &Scenario, policies_root: &Path) -> Vec<PathBuf> {
+/// The policy folders a scenario names. A name is looked up, in order, under
+/// `policies_root`, beside the scenario file, under the repository's root (the parent of
+/// `policies_root`) and in the working directory; an absolute path is taken as it is.
+pub fn policy_dirs(
+    scenario: &Scenario,
+    scenario_file: &Path,
+    policies_root: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let beside = scenario_file.parent().unwrap_or(Path::new("."));
+    let repo = policies_root.parent().unwrap_or(Path::new("."));
     scenario
         .policies
         .iter()
         .map(|p| {
-            let direct = PathBuf::from(p);
-            if direct.is_dir() {
-                direct
+            let given = PathBuf::from(p);
+            let candidates = if given.is_absolute() {
+                vec![given]
             } else {
-                policies_root.join(p)
-            }
+                vec![policies_root.join(p), beside.join(p), repo.join(p), given]
+            };
+            candidates
+                .iter()
+                .find(|c| c.is_dir())
+                .cloned()
+                .ok_or_else(|| {
+                    let looked: Vec<String> = candidates
+                        .iter()
+                        .map(|c| format!("`{}`", c.display()))
+                        .collect();
+                    anyhow::anyhow!(
+                        "policy folder `{p}` not found (looked at {})",
+                        looked.join(", ")
+                    )
+                })
         })
         .collect()
 }
@@ -175,10 +252,10 @@ fn split_app(app: &str) -> anyhow::Result<AppJson> {
     })
 }
 
-fn query(pairs: &[(&str, &Option<String>)]) -> String {
+fn query(pairs: &[(&str, Option<&str>)]) -> String {
     let parts: Vec<String> = pairs
         .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
         .collect();
     if parts.is_empty() {
         String::new()
@@ -194,14 +271,36 @@ async fn send(
     step: &Step,
 ) -> anyhow::Result<(u16, Value, Vec<(String, String)>)> {
     let app = split_app(&step.app)?;
+    anyhow::ensure!(
+        step.kind != StepKind::Update || step.publisher.is_none(),
+        "an update check carries the publisher account of the app's latest release: give `publisher` on the `publish` step"
+    );
+    let publisher = [
+        (
+            "publisher_store",
+            step.publisher.as_ref().map(|p| p.store.as_str()),
+        ),
+        (
+            "publisher_id",
+            step.publisher.as_ref().map(|p| p.id.as_str()),
+        ),
+    ];
+    let with_publisher = |pairs: &[(&str, Option<&str>)]| {
+        let mut all = pairs.to_vec();
+        all.extend(publisher);
+        query(&all)
+    };
     let response = match step.kind {
         StepKind::Publish => {
-            let body = json!({
+            let mut body = json!({
                 "app": app,
                 "version": step.version.clone().unwrap_or_else(|| "1.0.0".to_owned()),
                 "signing_cert_sha256": step.signing_cert_sha256,
                 "files": step.files,
             });
+            if let Some(p) = &step.publisher {
+                body["publisher"] = json!(p);
+            }
             client
                 .post(format!("{base}/v1/publisher/releases"))
                 .json(&body)
@@ -222,10 +321,10 @@ async fn send(
                 .await?
         }
         StepKind::Download => {
-            let q = query(&[
-                ("storefront", &step.storefront),
-                ("device_country", &step.device_country),
-                ("ip_country", &step.ip_country),
+            let q = with_publisher(&[
+                ("storefront", step.storefront.as_deref()),
+                ("device_country", step.device_country.as_deref()),
+                ("ip_country", step.ip_country.as_deref()),
             ]);
             client
                 .get(format!(
@@ -238,7 +337,7 @@ async fn send(
         StepKind::Cdn => {
             let server = step.server_country.clone().unwrap_or_default();
             let version = step.version.clone().unwrap_or_else(|| "1.0.0".to_owned());
-            let q = query(&[("client_country", &step.client_country)]);
+            let q = with_publisher(&[("client_country", step.client_country.as_deref())]);
             client
                 .get(format!(
                     "{base}/v1/cdn/{server}/{}/{}/{version}{q}",
@@ -249,16 +348,17 @@ async fn send(
         }
         StepKind::Host => {
             let server = step.server_country.clone().unwrap_or_default();
+            let q = with_publisher(&[]);
             client
                 .post(format!(
-                    "{base}/v1/hosting/{server}/{}/{}",
+                    "{base}/v1/hosting/{server}/{}/{}{q}",
                     app.platform, app.id
                 ))
                 .send()
                 .await?
         }
         StepKind::Payment => {
-            let q = query(&[("payer_country", &step.payer_country)]);
+            let q = with_publisher(&[("payer_country", step.payer_country.as_deref())]);
             client
                 .post(format!("{base}/v1/payments/{}/{}{q}", app.platform, app.id))
                 .send()
@@ -330,10 +430,13 @@ fn place(step: &Step) -> String {
         ("payer", &step.payer_country),
         ("client", &step.client_country),
     ];
-    let parts: Vec<String> = pairs
+    let mut parts: Vec<String> = pairs
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
         .collect();
+    if let Some(p) = &step.publisher {
+        parts.push(format!("publisher {}:{}", p.store, p.id));
+    }
     if parts.is_empty() {
         "every storefront".to_owned()
     } else {
@@ -354,22 +457,55 @@ fn compare(expect: &Expect, status: u16, body: &Value) -> Option<String> {
             problems.push(format!("`{pointer}`: expected {want}, got {got}"));
         }
     }
+    for pointer in &expect.absent {
+        if let Some(got) = body.pointer(pointer) {
+            problems.push(format!("`{pointer}`: expected absent, got {got}"));
+        }
+    }
     (!problems.is_empty()).then(|| problems.join("; "))
 }
 
-/// Runs a scenario against a fresh store with its policies (or `override_policies`).
+/// Runs a scenario against a fresh store with its policies (or `override_policies`) and
+/// its posture.
 pub async fn run(
     path: &Path,
     policies_root: &Path,
     override_policies: &[PathBuf],
 ) -> anyhow::Result<ScenarioResult> {
-    let scenario = load(path)?;
-    let dirs = if override_policies.is_empty() {
-        policy_dirs(&scenario, policies_root)
-    } else {
-        override_policies.to_vec()
+    let options = RunOptions {
+        policies: override_policies.to_vec(),
+        ..RunOptions::default()
     };
-    let running = crate::start(&dirs, StoreConfig::default())
+    run_with(path, policies_root, &options).await
+}
+
+/// Runs a scenario against a fresh store, with what `options` override.
+pub async fn run_with(
+    path: &Path,
+    policies_root: &Path,
+    options: &RunOptions,
+) -> anyhow::Result<ScenarioResult> {
+    let scenario = load(path)?;
+    let dirs = if options.policies.is_empty() {
+        policy_dirs(&scenario, path, policies_root)
+            .with_context(|| format!("`{}`", path.display()))?
+    } else {
+        options.policies.clone()
+    };
+    let mut posture = scenario
+        .posture()
+        .with_context(|| format!("`{}`", path.display()))?;
+    if let Some(b) = options.boundaries {
+        posture.boundaries = b;
+    }
+    if let Some(n) = options.non_enforcement {
+        posture.non_enforcement = n;
+    }
+    let config = StoreConfig {
+        posture,
+        ..StoreConfig::default()
+    };
+    let running = crate::start(&dirs, config)
         .await
         .with_context(|| format!("starting the store for `{}`", path.display()))?;
     let client = reqwest::Client::new();
@@ -422,6 +558,8 @@ pub async fn run(
         name: scenario.name,
         file: shown(path),
         policies: dirs.iter().map(|d| shown(d)).collect(),
+        posture: posture.boundaries.as_str().to_owned(),
+        non_enforcement: posture.non_enforcement.as_str().to_owned(),
         steps,
     })
 }

@@ -11,7 +11,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use gatekeeper::{ExtractError, Gate, Gatekeeper, GatekeeperLayer, ManualClock};
-use policy::{Action, Country, Instant, Platform, Request, Signal};
+use policy::{
+    Action, AppRecord, Country, Instant, Platform, Posture, PublisherRecord, Request, RequestError,
+    RequestRecord, Signal,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -26,6 +29,8 @@ pub struct StoreConfig {
     pub max_body_bytes: usize,
     /// Whether the gatekeeper layer guards the routes (off: to measure what it costs).
     pub gated: bool,
+    /// How the embedded gatekeeper reads windows and non-enforcement orders.
+    pub posture: Posture,
 }
 
 impl Default for StoreConfig {
@@ -42,6 +47,7 @@ impl Default for StoreConfig {
             admin_token: "admin".to_owned(),
             max_body_bytes: 1024 * 1024,
             gated: true,
+            posture: Posture::default(),
         }
     }
 }
@@ -67,6 +73,9 @@ pub struct AppJson {
 #[serde(deny_unknown_fields)]
 pub struct Release {
     pub app: AppJson,
+    /// The store account it is published from: `{"store":"google","id":"..."}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherRecord>,
     pub version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_cert_sha256: Option<String>,
@@ -161,52 +170,91 @@ fn instant(at: Option<&str>, now: Instant) -> Result<Instant, String> {
 /// - `GET /v1/cdn/{server_country}/{platform}/{id}/{version}?client_country=`: `cdn`
 /// - `POST /v1/hosting/{server_country}/{platform}/{id}`: `host`
 /// - `POST /v1/payments/{platform}/{id}?payer_country=`: `payment`
+///
+/// Each may carry the app's publisher account (`publisher_store=&publisher_id=`). The store's
+/// own layer uses the account of the app's latest release instead when it has one: a store
+/// knows who publishes what.
 pub fn extract(
     request: &http::Request<Body>,
     now: Instant,
 ) -> Result<Option<Request>, ExtractError> {
-    let path: Vec<&str> = request.uri().path().trim_matches('/').split('/').collect();
-    let q = query(request.uri());
-    let e = |m: String| ExtractError(m);
-    let make = |p: &str, id: &str, action: Action| -> Result<Request, ExtractError> {
-        let at = instant(q.get("at").map(String::as_str), now).map_err(e)?;
-        Ok(Request::new(platform(p).map_err(e)?, id, action, at))
+    request_for(request.uri(), now, |_, _| None)
+}
+
+/// The policy request of a gated route; `known` gives the publisher account the store knows
+/// for an app (`platform`, `id`), which takes precedence over the query's.
+fn request_for(
+    uri: &http::Uri,
+    now: Instant,
+    known: impl Fn(&str, &str) -> Option<PublisherRecord>,
+) -> Result<Option<Request>, ExtractError> {
+    let path: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+    let q = query(uri);
+    let field = |name: &str| q.get(name).cloned();
+    let make = |p: &str, id: &str, action: Action| RequestRecord {
+        app: Some(AppRecord {
+            platform: p.to_owned(),
+            id: id.to_owned(),
+        }),
+        publisher: known(p, id).or_else(|| {
+            Some(PublisherRecord {
+                store: field("publisher_store")?,
+                id: field("publisher_id")?,
+            })
+        }),
+        action: action.as_str().to_owned(),
+        at: q.get("at").cloned().unwrap_or_else(|| now.to_string()),
+        ..RequestRecord::default()
     };
-    let with = |mut r: Request, signal: Signal, field: &str| -> Result<Request, ExtractError> {
-        if let Some(code) = q.get(field) {
-            r = r.with_signal(signal, country(field, code).map_err(e)?);
-        }
-        Ok(r)
-    };
-    let request = match path[..] {
-        ["v1", "apps", p, id, "download"] => {
-            let r = make(p, id, Action::Download)?;
-            let r = with(r, Signal::Storefront, "storefront")?;
-            let r = with(r, Signal::DeviceCountry, "device_country")?;
-            with(r, Signal::IpCountry, "ip_country")?
-        }
-        ["v1", "cdn", server, p, id, _version] => {
-            let r = make(p, id, Action::Cdn)?.with_signal(
-                Signal::ServerCountry,
-                country("server_country", server).map_err(e)?,
-            );
-            with(r, Signal::IpCountry, "client_country")?
-        }
-        ["v1", "hosting", server, p, id] => make(p, id, Action::Host)?.with_signal(
-            Signal::ServerCountry,
-            country("server_country", server).map_err(e)?,
-        ),
-        ["v1", "payments", p, id] => with(
-            make(p, id, Action::Payment)?,
-            Signal::BillingCountry,
-            "payer_country",
-        )?,
+    let record = match path[..] {
+        ["v1", "apps", p, id, "download"] => RequestRecord {
+            storefront: field("storefront"),
+            device_country: field("device_country"),
+            ip_country: field("ip_country"),
+            ..make(p, id, Action::Download)
+        },
+        ["v1", "cdn", server, p, id, _version] => RequestRecord {
+            server_country: Some(server.to_owned()),
+            ip_country: field("client_country"),
+            ..make(p, id, Action::Cdn)
+        },
+        ["v1", "hosting", server, p, id] => RequestRecord {
+            server_country: Some(server.to_owned()),
+            ..make(p, id, Action::Host)
+        },
+        ["v1", "payments", p, id] => RequestRecord {
+            billing_country: field("payer_country"),
+            ..make(p, id, Action::Payment)
+        },
         _ => return Ok(None),
     };
-    if request.signals.iter().all(Option::is_none) {
-        return Err(ExtractError("give at least one country (`storefront`, `device_country`, `ip_country`, `payer_country`)".to_owned()));
+    match record.into_request() {
+        Ok(r) => Ok(Some(r)),
+        Err(RequestError::NoSignal) => Err(ExtractError("give at least one country (`storefront`, `device_country`, `ip_country`, `payer_country`)".to_owned())),
+        Err(e) => Err(ExtractError(e.to_string())),
     }
-    Ok(Some(request))
+}
+
+/// The fields of a decision record a device or publisher is shown beside `available` (or
+/// beside what a gated route serves): why it is allowed (`because`, `by`, `in_force_from`),
+/// the non-enforcement orders set aside, how the app was recognised (`matched_by`, `owner`),
+/// and where the readings of the policy's windows disagree (`uncertain`).
+const DECISION_FIELDS: [&str; 7] = [
+    "because",
+    "by",
+    "in_force_from",
+    "relief_set_aside",
+    "matched_by",
+    "owner",
+    "uncertain",
+];
+
+fn copy_decision_fields(record: &Value, answer: &mut Value) {
+    for field in DECISION_FIELDS {
+        if let Some(v) = record.get(field).filter(|v| !v.is_null()) {
+            answer[field] = v.clone();
+        }
+    }
 }
 
 impl Store {
@@ -228,6 +276,10 @@ impl Store {
             .route("/v1/hosting/{server}/{platform}/{id}", post(hosting))
             .route("/v1/payments/{platform}/{id}", post(payment));
         let gated = if self.0.config.gated {
+            let store = self.clone();
+            let extract = move |request: &http::Request<Body>, now: Instant| {
+                request_for(request.uri(), now, |p, id| store.publisher_of(p, id))
+            };
             gated.layer(GatekeeperLayer::new(self.0.gatekeeper.clone(), extract))
         } else {
             gated
@@ -255,14 +307,49 @@ impl Store {
             .and_then(|v| v.last().cloned())
     }
 
+    /// The publisher account of the app's latest release in this store.
+    fn publisher_of(&self, platform_text: &str, id: &str) -> Option<PublisherRecord> {
+        let key = (platform(platform_text).ok()?, id.to_owned());
+        self.latest(&key)?.publisher
+    }
+
+    /// Why a request the layer let through was allowed: the decision fields of the same
+    /// request under the same policy and posture (the layer passes no verdict on to the
+    /// route). Nothing when the routes are not gated.
+    fn why_served(&self, uri: &http::Uri) -> Value {
+        let mut fields = json!({});
+        if !self.0.config.gated {
+            return fields;
+        }
+        let request = request_for(uri, self.now(), |p, id| self.publisher_of(p, id));
+        if let (Ok(Some(request)), Some(active)) = (request, self.0.gatekeeper.active()) {
+            let decision = active
+                .policy
+                .decide(&request, self.0.gatekeeper.posture())
+                .to_record();
+            let record = serde_json::to_value(decision).unwrap_or(Value::Null);
+            copy_decision_fields(&record, &mut fields);
+        }
+        fields
+    }
+
+    /// Validates a request record, then judges it.
+    // The error is the HTTP answer itself, built once, on the error path.
+    #[allow(clippy::result_large_err)]
+    fn judge_record(&self, record: RequestRecord) -> Result<(bool, Value), Response> {
+        let request = record.into_request().map_err(|e| bad(e.to_string()))?;
+        self.judge(&request)
+    }
+
     /// Checks one request; the JSON a device or publisher sees for it.
     // The error is the HTTP answer itself, built once, on the error path.
     #[allow(clippy::result_large_err)]
     fn judge(&self, request: &Request) -> Result<(bool, Value), Response> {
-        let verdict = self.0.gatekeeper.check(request).map_err(|e| match e {
-            gatekeeper::CheckError::Request(e) => bad(e.to_string()),
-            e => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-        })?;
+        let verdict = self
+            .0
+            .gatekeeper
+            .check(request)
+            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         let record = serde_json::to_value(verdict.to_record()).unwrap_or(Value::Null);
         let available = verdict.gate != Gate::Deny;
         let mut answer = json!({ "available": available, "decision_id": record["decision_id"] });
@@ -275,6 +362,7 @@ impl Store {
         } else if verdict.gate == Gate::ShadowDeny {
             answer["shadow_deny"] = json!(true);
         }
+        copy_decision_fields(&record, &mut answer);
         Ok((available, answer))
     }
 }
@@ -386,17 +474,25 @@ async fn publish(State(store): State<Store>, body: Body) -> Response {
     let now = store.now();
     let mut availability = BTreeMap::new();
     for &storefront in &store.0.config.storefronts {
-        let mut request = Request::new(key.0, key.1.clone(), action, now)
-            .with_signal(Signal::Storefront, storefront);
-        request.signing_cert_sha256 = cert.clone();
-        request.code_sha256 = digests.clone();
-        let mut answer = match store.judge(&request) {
+        let record = |action: Action| RequestRecord {
+            app: Some(AppRecord {
+                platform: key.0.as_str().to_owned(),
+                id: key.1.clone(),
+            }),
+            publisher: release.publisher.clone(),
+            action: action.as_str().to_owned(),
+            at: now.to_string(),
+            storefront: Some(storefront.alpha2().to_owned()),
+            signing_cert_sha256: cert.clone(),
+            code_sha256: digests.clone(),
+            ..RequestRecord::default()
+        };
+        let mut answer = match store.judge_record(record(action)) {
             Ok((_, a)) => a,
             Err(r) => return r,
         };
         if answer["available"] == json!(true) && !digests.is_empty() {
-            request.action = Action::CodeUse;
-            answer = match store.judge(&request) {
+            answer = match store.judge_record(record(Action::CodeUse)) {
                 Ok((_, a)) => a,
                 Err(r) => return r,
             };
@@ -462,11 +558,26 @@ async fn updates(State(store): State<Store>, body: Body) -> Response {
             answers.push(json!({ "app": installed.app, "installed": installed.version, "update": null, "up_to_date": true }));
             continue;
         }
-        let mut request = Request::new(key.0, key.1.clone(), Action::Update, at);
-        for (signal, c) in &countries {
-            request = request.with_signal(*signal, *c);
-        }
-        let mut answer = match store.judge(&request) {
+        let code = |s: Signal| {
+            countries
+                .iter()
+                .find(|(x, _)| *x == s)
+                .map(|(_, c)| c.alpha2().to_owned())
+        };
+        let record = RequestRecord {
+            app: Some(AppRecord {
+                platform: key.0.as_str().to_owned(),
+                id: key.1.clone(),
+            }),
+            publisher: latest.publisher.clone(),
+            action: Action::Update.as_str().to_owned(),
+            at: at.to_string(),
+            storefront: code(Signal::Storefront),
+            device_country: code(Signal::DeviceCountry),
+            ip_country: code(Signal::IpCountry),
+            ..RequestRecord::default()
+        };
+        let mut answer = match store.judge_record(record) {
             Ok((_, a)) => a,
             Err(r) => return r,
         };
@@ -478,14 +589,26 @@ async fn updates(State(store): State<Store>, body: Body) -> Response {
     axum::Json(json!({ "updates": answers })).into_response()
 }
 
+/// A gated route's answer, with why it was served.
+fn served(store: &Store, uri: &http::Uri, mut body: Value) -> Response {
+    if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), store.why_served(uri)) {
+        body.extend(fields);
+    }
+    axum::Json(body).into_response()
+}
+
 /// `GET /v1/apps/{platform}/{id}/download` (gated): the latest release.
-async fn download(State(store): State<Store>, Path((p, id)): Path<(String, String)>) -> Response {
+async fn download(
+    State(store): State<Store>,
+    Path((p, id)): Path<(String, String)>,
+    uri: http::Uri,
+) -> Response {
     let key = match platform(&p) {
         Ok(p) => (p, id),
         Err(m) => return bad(m),
     };
     match store.latest(&key) {
-        Some(r) => axum::Json(json!({ "release": r })).into_response(),
+        Some(r) => served(&store, &uri, json!({ "release": r })),
         None => error(
             StatusCode::NOT_FOUND,
             format!("`{}` has no release in this store", key.1),
@@ -494,16 +617,36 @@ async fn download(State(store): State<Store>, Path((p, id)): Path<(String, Strin
 }
 
 /// `GET /v1/cdn/{server}/{platform}/{id}/{version}` (gated): an artifact from the edge.
-async fn cdn(Path((server, _p, id, version)): Path<(String, String, String, String)>) -> Response {
-    axum::Json(json!({ "artifact": format!("{id}-{version}"), "edge": server })).into_response()
+async fn cdn(
+    State(store): State<Store>,
+    Path((server, _p, id, version)): Path<(String, String, String, String)>,
+    uri: http::Uri,
+) -> Response {
+    served(
+        &store,
+        &uri,
+        json!({ "artifact": format!("{id}-{version}"), "edge": server }),
+    )
 }
 
 /// `POST /v1/hosting/{server}/{platform}/{id}` (gated): backend hosting of an app.
-async fn hosting(Path((server, _p, id)): Path<(String, String, String)>) -> Response {
-    axum::Json(json!({ "hosted": id, "server_country": server })).into_response()
+async fn hosting(
+    State(store): State<Store>,
+    Path((server, _p, id)): Path<(String, String, String)>,
+    uri: http::Uri,
+) -> Response {
+    served(
+        &store,
+        &uri,
+        json!({ "hosted": id, "server_country": server }),
+    )
 }
 
 /// `POST /v1/payments/{platform}/{id}` (gated): a payment through the app.
-async fn payment(Path((_p, id)): Path<(String, String)>) -> Response {
-    axum::Json(json!({ "paid": true, "through": id })).into_response()
+async fn payment(
+    State(store): State<Store>,
+    Path((_p, id)): Path<(String, String)>,
+    uri: http::Uri,
+) -> Response {
+    served(&store, &uri, json!({ "paid": true, "through": id }))
 }

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use divan::Bencher;
-use policy::{Policy, Request, RequestRecord, Source};
+use policy::{Policy, Posture, Request, RequestRecord, Source};
 
 fn main() {
     divan::main();
@@ -132,7 +132,11 @@ fn decide_mix(bencher: Bencher) {
     let mut i = 0;
     bencher.bench_local(|| {
         i = (i + 1) % requests.len();
-        divan::black_box(policy.decide(divan::black_box(&requests[i])).is_ok())
+        divan::black_box(
+            policy
+                .decide(divan::black_box(&requests[i]), Posture::default())
+                .is_deny(),
+        )
     });
 }
 
@@ -141,7 +145,13 @@ fn decide_mix(bencher: Bencher) {
 fn decide_deny(bencher: Bencher) {
     let policy = shipped();
     let requests = mix();
-    bencher.bench_local(|| divan::black_box(policy.decide(divan::black_box(&requests[0])).is_ok()));
+    bencher.bench_local(|| {
+        divan::black_box(
+            policy
+                .decide(divan::black_box(&requests[0]), Posture::default())
+                .is_deny(),
+        )
+    });
 }
 
 /// An app that no policy names.
@@ -149,16 +159,29 @@ fn decide_deny(bencher: Bencher) {
 fn decide_not_covered(bencher: Bencher) {
     let policy = shipped();
     let requests = mix();
-    bencher.bench_local(|| divan::black_box(policy.decide(divan::black_box(&requests[9])).is_ok()));
+    bencher.bench_local(|| {
+        divan::black_box(
+            policy
+                .decide(divan::black_box(&requests[9]), Posture::default())
+                .is_deny(),
+        )
+    });
 }
 
 /// A hindsight judgement (`known_at`), which scans instead of using the time line.
 #[divan::bench(sample_count = 300, sample_size = 500)]
 fn decide_in_hindsight(bencher: Bencher) {
     let policy = shipped();
-    let mut request = mix().swap_remove(4);
-    request.known_at = policy::Instant::parse_rfc3339("2020-09-19T06:00:00Z").ok();
-    bencher.bench_local(|| divan::black_box(policy.decide(divan::black_box(&request)).is_ok()));
+    let mut record = RequestRecord::from(&mix().swap_remove(4));
+    record.known_at = Some("2020-09-19T06:00:00Z".into());
+    let request = record.into_request().unwrap();
+    bencher.bench_local(|| {
+        divan::black_box(
+            policy
+                .decide(divan::black_box(&request), Posture::default())
+                .is_deny(),
+        )
+    });
 }
 
 /// Loading and compiling the shipped policies from their text.

@@ -1,9 +1,11 @@
 //! Stage three: the compiled index and the decision function.
 //!
 //! For every app and action the covering prohibitions are known at compile time, so
-//! the whole answer over time is precomputed as a time line per combination of the
-//! regions involved. A decision is then a hash lookup of the app, a bit test per
-//! region, and a binary search of the time line.
+//! the whole answer over time is precomputed, from the rules in [`crate::law`], as a
+//! time line per posture and per combination of the jurisdiction tests involved. A
+//! decision is then a hash lookup of the app, a test per jurisdiction, and a binary
+//! search of the time line. Requests judged in hindsight (`known_at`) are judged by
+//! the same rules at the points that matter, without the precomputed lines.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
@@ -13,75 +15,32 @@ use serde::Serialize;
 use crate::action::Action;
 use crate::country::Country;
 use crate::instant::Instant;
+use crate::law::{self, AllowReason, Coverage, Judgement, Outcome, Posture, Uncertain};
 use crate::model::*;
-use crate::request::{Platform, Request, RequestError, Signal};
-use crate::validate::Model;
+use crate::request::{Platform, Request, Signal, SignalSet, Store};
+use crate::validate::{Model, descends_from};
 
-/// Above this many distinct regions for one app and action, the time lines for every
-/// combination would be too many, and the entry is decided by scanning instead.
-const MAX_INDEXED_REGIONS: usize = 6;
+/// Above this many distinct jurisdiction tests for one app and action, the time lines
+/// for every combination would be too many, and the entry is decided by scanning.
+const MAX_INDEXED_TESTS: usize = 6;
 
-/// Why an allowed request is allowed, from least to most final.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AllowReason {
-    /// No known prohibition covers the app.
-    NotCovered,
-    /// Prohibitions cover the app, but not this action.
-    ActionNotProhibited,
-    /// Prohibitions cover the app and action, but no signal is in their regions.
-    OutsideJurisdiction,
-    /// The covering prohibitions have not taken effect yet.
-    NotYetInForce,
-    /// A court order or non-enforcement order suspends them.
-    Suspended,
-    /// They reached their end.
-    Lapsed,
-    /// They were revoked.
-    Revoked,
-}
-
-impl AllowReason {
-    /// The spelling in decisions.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AllowReason::NotCovered => "not-covered",
-            AllowReason::ActionNotProhibited => "action-not-prohibited",
-            AllowReason::OutsideJurisdiction => "outside-jurisdiction",
-            AllowReason::NotYetInForce => "not-yet-in-force",
-            AllowReason::Suspended => "suspended",
-            AllowReason::Lapsed => "lapsed",
-            AllowReason::Revoked => "revoked",
-        }
-    }
-}
-
-/// The answer for one app, before it is dressed as a [`Decision`].
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub(crate) enum Outcome {
-    Deny(Vec<ProhibitionIdx>),
-    Allow {
-        because: AllowReason,
-        by: Option<InstrumentIdx>,
-        in_force_from: Option<Instant>,
-    },
-}
-
-/// The answer for one prohibition at one instant.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Status {
-    InForce,
-    NotYet(Instant),
-    Suspended(InstrumentIdx),
-    Lapsed(InstrumentIdx),
-    Revoked(InstrumentIdx),
-}
+/// No spelling kept: the identifier is written in lower case in the policy.
+const LOWER_CASE: u32 = u32::MAX;
+/// Marks a slot's target as an entity known by a publisher account, not an app.
+const ENTITY: u32 = 1 << 31;
 
 #[derive(Debug)]
 struct Timeline {
     /// Segment starts; the first is [`Instant::MIN`].
     starts: Vec<Instant>,
-    outcomes: Vec<u32>,
+    judgements: Vec<u32>,
+}
+
+/// A jurisdiction test: a region and the groups of signals that must each be in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Test {
+    region: RegionIdx,
+    groups: Vec<SignalSet>,
 }
 
 #[derive(Debug)]
@@ -90,36 +49,48 @@ struct Entry {
     covering: Vec<ProhibitionIdx>,
     /// Those that prohibit the action.
     with_action: Vec<ProhibitionIdx>,
-    /// The distinct regions of `with_action`; bit `i` of a mask stands for `regions[i]`.
-    regions: Vec<RegionIdx>,
+    /// An app the entry stands for (the exemptions that name it name every app sharing
+    /// the entry); `None` for apps known by publisher account.
+    app: Option<AppIdx>,
+    /// The distinct jurisdiction tests of `with_action`; bit `i` of a mask stands for `tests[i]`.
+    tests: Vec<Test>,
+    /// For each of `with_action`, its test.
+    test_of: Vec<u8>,
     /// Every instant at which the answer may change, sorted.
     instants: Vec<Instant>,
-    /// One time line per region mask (judged with the instruments known at each instant),
-    /// or none when there are too many regions.
+    /// One time line per posture and mask (`posture.index() << tests.len() | mask`), or
+    /// none when there are too many tests.
     timelines: Vec<Timeline>,
 }
 
-/// Where an identifier leads: the app, and its coverage (the entry for each action), so
-/// that a lookup needs no second table indexed by app.
+/// Where an identifier leads: the app (or publishing entity) and its coverage (the
+/// entry for each action), so that a lookup needs no second table.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    app: AppIdx,
+    target: u32,
     coverage: u32,
+    /// Index in `Index::spelled` of the identifier as the policy wrote it, when it is
+    /// not all lower case.
+    spelled: u32,
 }
 
-type IdMap = HashMap<String, Slot>;
+type IdMap = HashMap<Box<str>, Slot>;
 
 #[derive(Debug, Default)]
-pub(crate) struct Index {
+struct Index {
+    /// Keys are folded to lower case: identifiers match whatever their letter case.
     ios: IdMap,
     android: IdMap,
     certs: IdMap,
     code: IdMap,
-    /// Per app, the entry for each action.
+    apple_accounts: IdMap,
+    google_accounts: IdMap,
+    spelled: Vec<Box<str>>,
+    /// Per coverage, the entry for each action.
     coverages: Vec<[u32; 7]>,
     entries: Vec<Entry>,
-    outcomes: Vec<Outcome>,
-    changes_of: Vec<Vec<u32>>,
+    judgements: Vec<Judgement>,
+    changes_of: Vec<Vec<ChangeIdx>>,
 }
 
 /// A compiled policy set: validated, indexed, ready to decide.
@@ -141,6 +112,8 @@ pub enum MatchedBy {
     SigningCert,
     /// A digest of the covered app's constituent code it carries.
     CodeSha256,
+    /// The store account it is published from belongs to a covered owner.
+    PublisherAccount,
 }
 
 impl MatchedBy {
@@ -151,6 +124,7 @@ impl MatchedBy {
             MatchedBy::AndroidPackage => "Android package name",
             MatchedBy::SigningCert => "signing certificate",
             MatchedBy::CodeSha256 => "constituent-code digest",
+            MatchedBy::PublisherAccount => "publisher account",
         }
     }
 
@@ -161,16 +135,32 @@ impl MatchedBy {
             MatchedBy::AndroidPackage => "android-package",
             MatchedBy::SigningCert => "signing-cert",
             MatchedBy::CodeSha256 => "code-sha256",
+            MatchedBy::PublisherAccount => "publisher-account",
         }
     }
 }
 
-/// Which region a request fell in, and the signal that placed it there.
+/// The covered app a request was recognised as.
 #[derive(Clone, Copy, Debug)]
+pub struct Matched<'p> {
+    /// The listed app; `None` for an unlisted app matched by its publisher account.
+    pub app: Option<&'p App>,
+    /// The app's owner, or the entity whose account publishes it.
+    pub owner: &'p Entity,
+    pub by: MatchedBy,
+    /// The request's identifier differs from the policy's only in letter case.
+    pub case_insensitive: bool,
+}
+
+/// Which region a request fell in, and the signal that placed it there.
+#[derive(Clone, Debug)]
 pub struct Jurisdiction<'p> {
     pub region: &'p Region,
-    pub signal: Signal,
-    pub value: Country,
+    /// The first signal that placed it; `None` when every group was assumed.
+    pub signal: Option<(Signal, Country)>,
+    /// The groups of signals of which the request carried none, assumed to be in the
+    /// region (fail closed).
+    pub assumed: Vec<SignalSet>,
 }
 
 /// Deny or allow, with the reason.
@@ -179,11 +169,13 @@ pub enum Verdict<'p> {
     /// Prohibited by these prohibitions, in force at the instant.
     Deny {
         prohibitions: Cow<'p, [ProhibitionIdx]>,
+        /// Non-enforcement orders in effect that the operator's posture set aside.
+        set_aside: Cow<'p, [InstrumentIdx]>,
     },
     /// Allowed, for this reason.
     Allow {
         because: AllowReason,
-        /// The instrument behind `suspended`, `revoked` or `lapsed`.
+        /// The instrument behind `revoked`, `exempt`, `lapsed`, `enjoined`, `not-enforced`.
         by: Option<InstrumentIdx>,
         /// When the covering prohibition takes effect, for `not-yet-in-force`.
         in_force_from: Option<Instant>,
@@ -195,16 +187,18 @@ pub enum Verdict<'p> {
 pub struct Decision<'p> {
     pub policy: &'p Policy,
     pub verdict: Verdict<'p>,
-    /// The covered app the request was recognised as, if any.
-    pub app: Option<(&'p App, MatchedBy)>,
+    pub matched: Option<Matched<'p>>,
     pub jurisdiction: Option<Jurisdiction<'p>>,
-    /// The next instant at which the answer for the same app, action and signals could
-    /// change; `None` if never.
+    /// Where the two readings of the policy's windows give another answer.
+    pub uncertain: Option<Uncertain>,
+    /// The next instant at which the answer for the same request could change; `None`
+    /// if never.
     pub valid_until: Option<Instant>,
     /// The instant judged.
     pub at: Instant,
     /// The instruments issued by this instant were taken into account.
     pub known_at: Instant,
+    pub posture: Posture,
 }
 
 impl Decision<'_> {
@@ -214,34 +208,44 @@ impl Decision<'_> {
     }
 }
 
-/// An outcome in the index, or one computed for this request alone.
+/// A judgement in the index, or one computed for this request alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum OutcomeRef {
+enum JudgementRef {
     Interned(u32),
-    Owned(Box<Outcome>),
+    Owned(Box<Judgement>),
     NotCovered,
 }
 
-static NOT_COVERED: Outcome = Outcome::Allow {
-    because: AllowReason::NotCovered,
-    by: None,
-    in_force_from: None,
+static NOT_COVERED: Judgement = Judgement {
+    outcome: Outcome::NOT_COVERED,
+    uncertain: None,
 };
+
+/// Where a request was placed: the test's region and prohibition, the placing signal,
+/// and the assumed groups (a bit per group of the prohibition's test).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Placement {
+    region: RegionIdx,
+    prohibition: ProhibitionIdx,
+    signal: Option<(Signal, Country)>,
+    assumed: u8,
+}
 
 /// A decision as indices into the policy that made it: owned, `'static`, and cheap to
 /// keep next to an `Arc` of the policy. [`Policy::view`] turns it into a [`Decision`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecisionParts {
-    outcome: OutcomeRef,
+    judgement: JudgementRef,
     deny: bool,
-    app: Option<(AppIdx, MatchedBy)>,
-    jurisdiction: Option<(RegionIdx, Signal, Country)>,
+    matched: Option<(u32, MatchedBy, bool)>,
+    placement: Option<Placement>,
     /// See [`Decision::valid_until`].
     pub valid_until: Option<Instant>,
     /// The instant judged.
     pub at: Instant,
     /// The instruments issued by this instant were taken into account.
     pub known_at: Instant,
+    pub posture: Posture,
 }
 
 impl DecisionParts {
@@ -252,21 +256,50 @@ impl DecisionParts {
 }
 
 struct Judged {
-    outcome: OutcomeRef,
-    app: AppIdx,
+    judgement: JudgementRef,
+    target: u32,
     matched_by: MatchedBy,
-    jurisdiction: Option<(RegionIdx, Signal, Country)>,
+    case_insensitive: bool,
+    placement: Option<Placement>,
     valid_until: Option<Instant>,
+}
+
+/// Whether a request passes a jurisdiction test: `None` when a group it carries signals
+/// of has none in the region; otherwise the first placing signal and the assumed groups.
+fn place(
+    region: &Region,
+    groups: &[SignalSet],
+    request: &Request,
+) -> Option<(Option<(Signal, Country)>, u8)> {
+    let mut first = None;
+    let mut assumed = 0u8;
+    for (gi, group) in groups.iter().enumerate() {
+        let mut carried = false;
+        let mut hit = None;
+        for s in group.iter() {
+            if let Some(c) = request.signal(s) {
+                carried = true;
+                if region.set.contains(c) {
+                    hit = Some((s, c));
+                    break;
+                }
+            }
+        }
+        match (carried, hit) {
+            (false, _) => assumed |= 1 << gi,
+            (true, None) => return None,
+            (true, Some(h)) => {
+                first.get_or_insert(h);
+            }
+        }
+    }
+    Some((first, assumed))
 }
 
 impl Policy {
     pub(crate) fn compile(model: Model) -> Policy {
-        let mut policy = Policy {
-            model,
-            index: Index::default(),
-        };
-        policy.build_index();
-        policy
+        let index = build_index(&model);
+        Policy { model, index }
     }
 
     /// The instruments, in load order.
@@ -305,121 +338,65 @@ impl Policy {
     pub fn region(&self, i: RegionIdx) -> &Region {
         &self.model.regions[i as usize]
     }
-
-    fn build_index(&mut self) {
-        let model = &self.model;
-        let mut index = Index {
-            changes_of: vec![Vec::new(); model.prohibitions.len()],
-            ..Index::default()
-        };
-        for (ci, c) in model.changes.iter().enumerate() {
-            for &p in &c.targets {
-                index.changes_of[p as usize].push(ci as u32);
-            }
-        }
-        let mut covering: Vec<Vec<ProhibitionIdx>> = vec![Vec::new(); model.apps.len()];
-        for (pi, p) in model.prohibitions.iter().enumerate() {
-            for &a in &p.covered {
-                covering[a as usize].push(pi as ProhibitionIdx);
-            }
-        }
-        let mut entry_ids: HashMap<(Vec<ProhibitionIdx>, Vec<ProhibitionIdx>), u32> =
-            HashMap::default();
-        let mut outcome_ids: HashMap<Outcome, u32> = HashMap::default();
-        // Apps with the same covering prohibitions share their entries: work out each
-        // distinct coverage once.
-        let mut by_coverage: HashMap<Vec<ProhibitionIdx>, u32> = HashMap::default();
-        let mut app_coverage: Vec<u32> = Vec::with_capacity(covering.len());
-        for cov in covering {
-            if let Some(c) = by_coverage.get(&cov) {
-                app_coverage.push(*c);
-                continue;
-            }
-            let mut per_action = [0u32; 7];
-            for action in Action::ALL {
-                let with_action: Vec<ProhibitionIdx> = cov
-                    .iter()
-                    .copied()
-                    .filter(|&p| model.prohibitions[p as usize].actions.contains(action))
-                    .collect();
-                let key = (cov.clone(), with_action);
-                let id = match entry_ids.get(&key) {
-                    Some(id) => *id,
-                    None => {
-                        let entry =
-                            build_entry(model, &index, key.0.clone(), key.1.clone(), &mut |o| {
-                                let next = index_len(&outcome_ids);
-                                *outcome_ids.entry(o).or_insert(next)
-                            });
-                        let id = index.entries.len() as u32;
-                        index.entries.push(entry);
-                        entry_ids.insert(key, id);
-                        id
-                    }
-                };
-                per_action[action.index()] = id;
-            }
-            let c = index.coverages.len() as u32;
-            index.coverages.push(per_action);
-            app_coverage.push(c);
-            by_coverage.insert(cov, c);
-        }
-        for (ai, app) in model.apps.iter().enumerate() {
-            let slot = Slot {
-                app: ai as AppIdx,
-                coverage: app_coverage[ai],
-            };
-            for (map, ids) in [
-                (&mut index.ios, &app.ios),
-                (&mut index.android, &app.android),
-                (&mut index.certs, &app.signing_cert_sha256),
-                (&mut index.code, &app.code_sha256),
-            ] {
-                for id in ids {
-                    map.insert(id.clone(), slot);
-                }
-            }
-        }
-        let mut outcomes: Vec<(u32, Outcome)> =
-            outcome_ids.into_iter().map(|(o, i)| (i, o)).collect();
-        outcomes.sort_by_key(|(i, _)| *i);
-        index.outcomes = outcomes.into_iter().map(|(_, o)| o).collect();
-        self.index = index;
+    /// A prohibition's effective instant with the delays issued by `known_at`, under a
+    /// reading of windows.
+    pub fn effective_instant(
+        &self,
+        p: ProhibitionIdx,
+        known_at: Instant,
+        posture: Posture,
+    ) -> Instant {
+        law::effective(
+            &self.model,
+            &self.index.changes_of[p as usize],
+            p,
+            known_at,
+            posture.boundaries,
+        )
+    }
+    /// The chain of instruments a prohibition was made under, its own first.
+    pub fn authority(&self, p: ProhibitionIdx) -> Vec<InstrumentIdx> {
+        law::authority(&self.model, p)
     }
 
-    fn outcome_of<'a>(&'a self, outcome: &'a OutcomeRef) -> &'a Outcome {
-        match outcome {
-            OutcomeRef::Interned(i) => &self.index.outcomes[*i as usize],
-            OutcomeRef::Owned(o) => o,
-            OutcomeRef::NotCovered => &NOT_COVERED,
+    fn judgement<'a>(&'a self, j: &'a JudgementRef) -> &'a Judgement {
+        match j {
+            JudgementRef::Interned(i) => &self.index.judgements[*i as usize],
+            JudgementRef::Owned(o) => o,
+            JudgementRef::NotCovered => &NOT_COVERED,
         }
     }
 
-    /// Decides a request.
-    pub fn decide(&self, request: &Request) -> Result<Decision<'_>, RequestError> {
-        self.decide_parts(request).map(|parts| self.view(parts))
+    /// Decides a request under a posture.
+    pub fn decide(&self, request: &Request, posture: Posture) -> Decision<'_> {
+        self.view(self.decide_parts(request, posture))
     }
 
     /// Decides a request, as indices into this policy: what a caller keeps next to an
     /// `Arc` of the policy. On the usual path (one covered app, no `known_at`) it does
     /// not allocate.
-    pub fn decide_parts(&self, request: &Request) -> Result<DecisionParts, RequestError> {
-        if request.signals.iter().all(Option::is_none) {
-            return Err(RequestError::NoSignal);
-        }
-        if request.app.is_none()
-            && request.signing_cert_sha256.is_none()
-            && request.code_sha256.is_empty()
-        {
-            return Err(RequestError::NoApp);
-        }
+    pub fn decide_parts(&self, request: &Request, posture: Posture) -> DecisionParts {
+        self.decide_with(request, posture, false)
+    }
+
+    /// Decides without the precomputed time lines, from the rules at every instant that
+    /// matters: the slow path the index is checked against.
+    #[doc(hidden)]
+    pub fn decide_scanning(&self, request: &Request, posture: Posture) -> Decision<'_> {
+        self.view(self.decide_with(request, posture, true))
+    }
+
+    fn decide_with(&self, request: &Request, posture: Posture, scan: bool) -> DecisionParts {
         let known_at = request.known_at.unwrap_or(request.at);
         let mut first: Option<Judged> = None;
         let mut more: Vec<Judged> = Vec::new();
-        let mut judge = |slot: Slot, by: MatchedBy| {
-            let seen = first.iter().chain(more.iter()).any(|j| j.app == slot.app);
+        let mut judge = |slot: Slot, by: MatchedBy, case_insensitive: bool| {
+            let seen = first
+                .iter()
+                .chain(more.iter())
+                .any(|j| j.target == slot.target);
             if !seen {
-                let j = self.judge(slot, by, request);
+                let j = self.judge(slot, by, case_insensitive, request, posture, scan);
                 if first.is_none() {
                     first = Some(j);
                 } else {
@@ -427,111 +404,207 @@ impl Policy {
                 }
             }
         };
-        if let Some(app) = &request.app {
+        let by_app = request.app.as_ref().and_then(|app| {
             let (map, by) = match app.platform {
                 Platform::Ios => (&self.index.ios, MatchedBy::IosBundleId),
                 Platform::Android => (&self.index.android, MatchedBy::AndroidPackage),
             };
-            if let Some(&a) = map.get(app.id.as_str()) {
-                judge(a, by);
-            }
-        }
-        if let Some(cert) = &request.signing_cert_sha256
-            && let Some(&a) = self.index.certs.get(cert.as_str())
+            self.lookup(map, &app.id)
+                .map(|(slot, case)| (slot, by, case))
+        });
+        let by_cert = request
+            .signing_cert_sha256
+            .as_ref()
+            .and_then(|c| self.index.certs.get(c.as_str()).copied());
+        let by_code = |c: &String| self.index.code.get(c.as_str()).copied();
+        // An app no identifier names may still be published from a covered owner's
+        // account; a listed app is judged as listed, whoever publishes it.
+        let by_publisher = if by_app.is_none()
+            && by_cert.is_none()
+            && !request.code_sha256.iter().any(|c| by_code(c).is_some())
         {
-            judge(a, MatchedBy::SigningCert);
+            request.publisher.as_ref().and_then(|p| {
+                let map = match p.store {
+                    Store::Apple => &self.index.apple_accounts,
+                    Store::Google => &self.index.google_accounts,
+                };
+                map.get(p.id.as_str()).copied()
+            })
+        } else {
+            None
+        };
+        if let Some((slot, by, case)) = by_app {
+            judge(slot, by, case);
+        }
+        if let Some(slot) = by_cert {
+            judge(slot, MatchedBy::SigningCert, false);
         }
         for code in &request.code_sha256 {
-            if let Some(&a) = self.index.code.get(code.as_str()) {
-                judge(a, MatchedBy::CodeSha256);
+            if let Some(slot) = by_code(code) {
+                judge(slot, MatchedBy::CodeSha256, false);
             }
         }
+        if let Some(slot) = by_publisher {
+            judge(slot, MatchedBy::PublisherAccount, false);
+        }
         let Some(first) = first else {
-            return Ok(DecisionParts {
-                outcome: OutcomeRef::NotCovered,
+            return DecisionParts {
+                judgement: JudgementRef::NotCovered,
                 deny: false,
-                app: None,
-                jurisdiction: None,
+                matched: None,
+                placement: None,
                 valid_until: None,
                 at: request.at,
                 known_at,
-            });
+                posture,
+            };
         };
         let judged = if more.is_empty() {
             first
         } else {
             self.combine(first, more)
         };
-        Ok(DecisionParts {
-            deny: matches!(self.outcome_of(&judged.outcome), Outcome::Deny(_)),
-            outcome: judged.outcome,
-            app: Some((judged.app, judged.matched_by)),
-            jurisdiction: judged.jurisdiction,
+        DecisionParts {
+            deny: matches!(
+                self.judgement(&judged.judgement).outcome,
+                Outcome::Deny { .. }
+            ),
+            judgement: judged.judgement,
+            matched: Some((judged.target, judged.matched_by, judged.case_insensitive)),
+            placement: judged.placement,
             valid_until: judged.valid_until,
             at: request.at,
             known_at,
-        })
+            posture,
+        }
+    }
+
+    /// Looks an app id up whatever its letter case; says whether the case differs.
+    fn lookup(&self, map: &IdMap, id: &str) -> Option<(Slot, bool)> {
+        let upper = id.bytes().any(|b| b.is_ascii_uppercase());
+        let slot = if upper {
+            *map.get(id.to_ascii_lowercase().as_str())?
+        } else {
+            *map.get(id)?
+        };
+        let differs = match slot.spelled {
+            LOWER_CASE => upper,
+            i => *self.index.spelled[i as usize] != *id,
+        };
+        Some((slot, differs))
     }
 
     /// Turns decision parts made by this policy into a [`Decision`] that names the
     /// apps, regions and instruments. Parts from another policy give nonsense or panic.
     pub fn view(&self, parts: DecisionParts) -> Decision<'_> {
-        let verdict = match parts.outcome {
-            OutcomeRef::Owned(o) => match *o {
-                Outcome::Deny(p) => Verdict::Deny {
-                    prohibitions: Cow::Owned(p),
+        let uncertain = self.judgement(&parts.judgement).uncertain;
+        let verdict = match parts.judgement {
+            JudgementRef::Owned(j) => match j.outcome {
+                Outcome::Deny {
+                    prohibitions,
+                    set_aside,
+                } => Verdict::Deny {
+                    prohibitions: Cow::Owned(prohibitions),
+                    set_aside: Cow::Owned(set_aside),
                 },
                 allow => allow_verdict(&allow),
             },
-            OutcomeRef::Interned(i) => match &self.index.outcomes[i as usize] {
-                Outcome::Deny(p) => Verdict::Deny {
-                    prohibitions: Cow::Borrowed(p),
+            JudgementRef::Interned(i) => match &self.index.judgements[i as usize].outcome {
+                Outcome::Deny {
+                    prohibitions,
+                    set_aside,
+                } => Verdict::Deny {
+                    prohibitions: Cow::Borrowed(prohibitions),
+                    set_aside: Cow::Borrowed(set_aside),
                 },
                 allow => allow_verdict(allow),
             },
-            OutcomeRef::NotCovered => allow_verdict(&NOT_COVERED),
+            JudgementRef::NotCovered => allow_verdict(&Outcome::NOT_COVERED),
         };
+        let model = &self.model;
         Decision {
             policy: self,
             verdict,
-            app: parts.app.map(|(a, m)| (&self.model.apps[a as usize], m)),
-            jurisdiction: parts.jurisdiction.map(|(r, signal, value)| Jurisdiction {
-                region: &self.model.regions[r as usize],
-                signal,
-                value,
+            matched: parts.matched.map(|(target, by, case_insensitive)| {
+                let (app, owner) = if target & ENTITY != 0 {
+                    (None, target & !ENTITY)
+                } else {
+                    let app = &model.apps[target as usize];
+                    (Some(app), app.owner)
+                };
+                Matched {
+                    app,
+                    owner: &model.entities[owner as usize],
+                    by,
+                    case_insensitive,
+                }
             }),
+            jurisdiction: parts.placement.map(|p| {
+                let groups = &model.prohibitions[p.prohibition as usize].jurisdiction;
+                Jurisdiction {
+                    region: &model.regions[p.region as usize],
+                    signal: p.signal,
+                    assumed: groups
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| p.assumed & (1 << i) != 0)
+                        .map(|(_, g)| *g)
+                        .collect(),
+                }
+            }),
+            uncertain,
             valid_until: parts.valid_until,
             at: parts.at,
             known_at: parts.known_at,
+            posture: parts.posture,
         }
     }
 
     /// Several covered apps in one request (an app carrying another's code): deny when
     /// any denies; otherwise the most final reason; the answer holds while all hold.
     fn combine(&self, first: Judged, more: Vec<Judged>) -> Judged {
-        let valid_until = std::iter::once(&first)
-            .chain(more.iter())
-            .filter_map(|j| j.valid_until)
-            .min();
         let all: Vec<Judged> = std::iter::once(first).chain(more).collect();
+        let valid_until = all.iter().filter_map(|j| j.valid_until).min();
+        let uncertain = all
+            .iter()
+            .find_map(|j| self.judgement(&j.judgement).uncertain);
         let mut denied: Vec<ProhibitionIdx> = Vec::new();
+        let mut aside: Vec<InstrumentIdx> = Vec::new();
         let mut pick: Option<usize> = None;
         for (i, j) in all.iter().enumerate() {
-            if let Outcome::Deny(p) = self.outcome_of(&j.outcome) {
-                for x in p {
+            if let Outcome::Deny {
+                prohibitions,
+                set_aside,
+            } = &self.judgement(&j.judgement).outcome
+            {
+                for x in prohibitions {
                     if !denied.contains(x) {
                         denied.push(*x);
+                    }
+                }
+                for x in set_aside {
+                    if !aside.contains(x) {
+                        aside.push(*x);
                     }
                 }
                 pick.get_or_insert(i);
             }
         }
-        let (pick, outcome) = match pick {
-            Some(i) => (i, OutcomeRef::Owned(Box::new(Outcome::Deny(denied)))),
+        let (pick, judgement) = match pick {
+            Some(i) => (
+                i,
+                JudgementRef::Owned(Box::new(Judgement {
+                    outcome: Outcome::Deny {
+                        prohibitions: denied,
+                        set_aside: aside,
+                    },
+                    uncertain,
+                })),
+            ),
             None => {
-                let rank = |j: &Judged| match self.outcome_of(&j.outcome) {
-                    Outcome::Allow { because, .. } => *because,
-                    Outcome::Deny(_) => AllowReason::Revoked,
+                let rank = |j: &Judged| match self.judgement(&j.judgement).outcome {
+                    Outcome::Allow { because, .. } => because.rank(),
+                    Outcome::Deny { .. } => u8::MAX,
                 };
                 let mut best = 0;
                 for (i, j) in all.iter().enumerate() {
@@ -539,133 +612,142 @@ impl Policy {
                         best = i;
                     }
                 }
-                (best, all[best].outcome.clone())
+                (best, all[best].judgement.clone())
             }
         };
         let chosen = &all[pick];
         Judged {
-            outcome,
-            app: chosen.app,
+            judgement,
+            target: chosen.target,
             matched_by: chosen.matched_by,
-            jurisdiction: chosen.jurisdiction,
+            case_insensitive: chosen.case_insensitive,
+            placement: chosen.placement,
             valid_until,
         }
     }
 
-    fn judge(&self, slot: Slot, matched_by: MatchedBy, request: &Request) -> Judged {
-        let app = slot.app;
+    fn judge(
+        &self,
+        slot: Slot,
+        matched_by: MatchedBy,
+        case_insensitive: bool,
+        request: &Request,
+        posture: Posture,
+        scan: bool,
+    ) -> Judged {
         let entry = &self.index.entries
             [self.index.coverages[slot.coverage as usize][request.action.index()] as usize];
-        // The first signal that places the request in a region, if any does.
-        let placing = |r: RegionIdx| {
-            let set = &self.model.regions[r as usize].set;
-            request.carried_signals().find(|(_, c)| set.contains(*c))
-        };
-        let (outcome, valid_until): (OutcomeRef, Option<Instant>) =
-            if request.known_at.is_none() && !entry.timelines.is_empty() {
-                // Bit `i` of the mask: the request is in `entry.regions[i]`.
+        let test = |t: &Test| place(&self.model.regions[t.region as usize], &t.groups, request);
+        let (judgement, valid_until) =
+            if !scan && request.known_at.is_none() && !entry.timelines.is_empty() {
+                // Bit `i` of the mask: the request passes `entry.tests[i]`.
                 let mut mask = 0usize;
-                for (bit, &r) in entry.regions.iter().enumerate() {
-                    if placing(r).is_some() {
+                for (bit, t) in entry.tests.iter().enumerate() {
+                    if test(t).is_some() {
                         mask |= 1 << bit;
                     }
                 }
-                let tl = &entry.timelines[mask];
+                let tl = &entry.timelines[posture.index() << entry.tests.len() | mask];
                 let i = tl
                     .starts
                     .partition_point(|s| *s <= request.at)
                     .saturating_sub(1);
                 (
-                    OutcomeRef::Interned(tl.outcomes[i]),
+                    JudgementRef::Interned(tl.judgements[i]),
                     tl.starts.get(i + 1).copied(),
                 )
             } else {
-                let in_region = |r: RegionIdx| placing(r).is_some();
-                let (o, v) = self.scan(entry, &in_region, request.at, request.known_at);
-                (OutcomeRef::Owned(Box::new(o)), v)
+                let passes: Vec<bool> = entry.tests.iter().map(|t| test(t).is_some()).collect();
+                let in_jurisdiction = |p: ProhibitionIdx| {
+                    entry
+                        .with_action
+                        .iter()
+                        .position(|x| *x == p)
+                        .is_some_and(|i| passes[entry.test_of[i] as usize])
+                };
+                let k = request.known_at;
+                let segments = self.segments(entry, &in_jurisdiction, posture, k);
+                let i = segments
+                    .partition_point(|(s, _)| *s <= request.at)
+                    .saturating_sub(1);
+                (
+                    JudgementRef::Owned(Box::new(segments[i].1.clone())),
+                    segments.get(i + 1).map(|(s, _)| *s),
+                )
             };
-        // Report the region of the first denying prohibition, or the first region the
-        // request is in when the covering prohibitions are not in force.
-        let region = match self.outcome_of(&outcome) {
-            Outcome::Deny(p) => p
+        // Report the test of the first denying prohibition, or the first test the
+        // request passes when the covering prohibitions are not in force.
+        let reported = match &self.judgement(&judgement).outcome {
+            Outcome::Deny { prohibitions, .. } => prohibitions
                 .first()
-                .map(|p| self.model.prohibitions[*p as usize].region),
+                .and_then(|p| entry.with_action.iter().position(|x| x == p)),
             Outcome::Allow { because, .. } if *because >= AllowReason::NotYetInForce => entry
-                .regions
+                .test_of
                 .iter()
-                .copied()
-                .find(|r| placing(*r).is_some()),
+                .position(|&t| test(&entry.tests[t as usize]).is_some()),
             Outcome::Allow { .. } => None,
         };
-        let jurisdiction = region.and_then(|r| placing(r).map(|(s, c)| (r, s, c)));
+        let placement = reported.and_then(|i| {
+            let t = &entry.tests[entry.test_of[i] as usize];
+            test(t).map(|(signal, assumed)| Placement {
+                region: t.region,
+                prohibition: entry.with_action[i],
+                signal,
+                assumed,
+            })
+        });
         Judged {
-            outcome,
-            app,
+            judgement,
+            target: slot.target,
             matched_by,
-            jurisdiction,
+            case_insensitive,
+            placement,
             valid_until,
         }
     }
 
-    /// The reference evaluation: the outcome at `at`, and the first later instant at
-    /// which it differs. `known_at: None` judges each instant with the instruments
-    /// known at that instant.
-    fn scan(
+    /// The answer over time for an entry, under a posture, with the instruments issued
+    /// by `known_at` (or, without it, by each instant judged).
+    fn segments(
         &self,
         entry: &Entry,
-        in_region: &dyn Fn(RegionIdx) -> bool,
-        at: Instant,
+        in_jurisdiction: &dyn Fn(ProhibitionIdx) -> bool,
+        posture: Posture,
         known_at: Option<Instant>,
-    ) -> (Outcome, Option<Instant>) {
-        let now = outcome_at(
+    ) -> Vec<(Instant, Judgement)> {
+        segments_of(
             &self.model,
-            &self.index,
+            &self.index.changes_of,
             entry,
-            in_region,
-            at,
-            known_at.unwrap_or(at),
-        );
-        let start = entry.instants.partition_point(|i| *i <= at);
-        let next = entry.instants[start..].iter().copied().find(|&t| {
-            outcome_at(
-                &self.model,
-                &self.index,
-                entry,
-                in_region,
-                t,
-                known_at.unwrap_or(t),
-            ) != now
-        });
-        (now, next)
+            in_jurisdiction,
+            posture,
+            known_at,
+        )
     }
+}
 
-    /// Decides by scanning every instant instead of using the precomputed time lines.
-    /// The slow reference the index is tested against; not for production paths.
-    #[doc(hidden)]
-    pub fn decide_by_scan(
-        &self,
-        request: &Request,
-    ) -> Option<(bool, &'static str, Option<Instant>)> {
-        let app = request
-            .app
-            .as_ref()
-            .and_then(|a| match a.platform {
-                Platform::Ios => self.index.ios.get(a.id.as_str()),
-                Platform::Android => self.index.android.get(a.id.as_str()),
-            })
-            .copied()?;
-        let entry = &self.index.entries
-            [self.index.coverages[app.coverage as usize][request.action.index()] as usize];
-        let in_region = |r: RegionIdx| {
-            let set = &self.model.regions[r as usize].set;
-            request.carried_signals().any(|(_, c)| set.contains(c))
-        };
-        let (o, v) = self.scan(entry, &in_region, request.at, request.known_at);
-        Some(match o {
-            Outcome::Deny(_) => (true, "deny", v),
-            Outcome::Allow { because, .. } => (false, because.as_str(), v),
-        })
-    }
+fn segments_of(
+    model: &Model,
+    changes_of: &[Vec<ChangeIdx>],
+    entry: &Entry,
+    in_jurisdiction: &dyn Fn(ProhibitionIdx) -> bool,
+    posture: Posture,
+    known_at: Option<Instant>,
+) -> Vec<(Instant, Judgement)> {
+    let coverage = Coverage {
+        covering: &entry.covering,
+        with_action: &entry.with_action,
+        changes_of,
+        app: entry.app,
+    };
+    let other = posture.other_reading();
+    law::segments(&entry.instants, &mut |t| {
+        let k = known_at.unwrap_or(t);
+        (
+            law::outcome(model, &coverage, in_jurisdiction, t, k, posture),
+            law::outcome(model, &coverage, in_jurisdiction, t, k, other),
+        )
+    })
 }
 
 /// The verdict of an allowing outcome (callers take denies first).
@@ -680,228 +762,249 @@ fn allow_verdict(outcome: &Outcome) -> Verdict<'static> {
             by,
             in_force_from,
         },
-        Outcome::Deny(_) => Verdict::Deny {
+        Outcome::Deny { .. } => Verdict::Deny {
             prohibitions: Cow::Owned(Vec::new()),
+            set_aside: Cow::Owned(Vec::new()),
         },
     }
 }
 
-fn index_len(map: &HashMap<Outcome, u32>) -> u32 {
-    map.len() as u32
-}
-
-fn build_entry(
-    model: &Model,
-    index: &Index,
-    covering: Vec<ProhibitionIdx>,
-    with_action: Vec<ProhibitionIdx>,
-    intern: &mut dyn FnMut(Outcome) -> u32,
-) -> Entry {
-    let issued = |i: InstrumentIdx| model.instruments[i as usize].issued;
-    let mut instants = Vec::new();
-    for &p in &covering {
-        instants.push(issued(model.prohibitions[p as usize].instrument));
-    }
-    let mut regions: Vec<RegionIdx> = Vec::new();
-    for &p in &with_action {
-        let pr = &model.prohibitions[p as usize];
-        instants.push(pr.effective);
-        instants.extend(pr.end);
-        if !regions.contains(&pr.region) {
-            regions.push(pr.region);
-        }
-        for &c in &index.changes_of[p as usize] {
-            let ch = &model.changes[c as usize];
-            instants.push(issued(ch.instrument));
-            match ch.kind {
-                ChangeKind::Delay { effective } => instants.push(effective),
-                ChangeKind::Suspension { from, until } => {
-                    instants.push(from);
-                    instants.extend(until);
-                }
-                ChangeKind::Revocation { from } => instants.push(from),
-            }
-        }
-    }
-    instants.retain(|i| *i != Instant::MIN);
-    instants.sort_unstable();
-    instants.dedup();
-    let mut entry = Entry {
-        covering,
-        with_action,
-        regions,
-        instants,
-        timelines: Vec::new(),
+fn build_index(model: &Model) -> Index {
+    let mut index = Index {
+        changes_of: vec![Vec::new(); model.prohibitions.len()],
+        ..Index::default()
     };
-    if entry.regions.len() > MAX_INDEXED_REGIONS {
-        return entry;
+    for (ci, c) in model.changes.iter().enumerate() {
+        for &p in &c.targets {
+            index.changes_of[p as usize].push(ci as ChangeIdx);
+        }
     }
-    let mut timelines = Vec::with_capacity(1 << entry.regions.len());
-    for mask in 0..(1usize << entry.regions.len()) {
-        let in_region = |r: RegionIdx| {
-            entry
-                .regions
+    let mut app_covering: Vec<Vec<ProhibitionIdx>> = vec![Vec::new(); model.apps.len()];
+    for (pi, p) in model.prohibitions.iter().enumerate() {
+        for &a in &p.covered {
+            app_covering[a as usize].push(pi as ProhibitionIdx);
+        }
+    }
+    let mut builder = Builder {
+        model,
+        index: &mut index,
+        by_key: HashMap::default(),
+        entry_ids: HashMap::default(),
+        judgement_ids: HashMap::default(),
+    };
+    let app_coverage: Vec<u32> = app_covering
+        .into_iter()
+        .enumerate()
+        .map(|(a, covering)| builder.coverage(covering, Some(a as AppIdx)))
+        .collect();
+    // An unlisted app published from an entity's account: the prohibitions naming the
+    // entity or one of its ancestors.
+    let entity_coverage: Vec<u32> = (0..model.entities.len())
+        .map(|e| {
+            let covering = model
+                .prohibitions
                 .iter()
-                .position(|x| *x == r)
-                .is_some_and(|bit| mask & (1 << bit) != 0)
+                .enumerate()
+                .filter(|(_, p)| {
+                    p.owners
+                        .iter()
+                        .any(|&o| descends_from(&model.entities, e as EntityIdx, o))
+                })
+                .map(|(pi, _)| pi as ProhibitionIdx)
+                .collect();
+            builder.coverage(covering, None)
+        })
+        .collect();
+    let mut judgements: Vec<(u32, Judgement)> =
+        builder.judgement_ids.drain().map(|(j, i)| (i, j)).collect();
+    judgements.sort_by_key(|(i, _)| *i);
+    index.judgements = judgements.into_iter().map(|(_, j)| j).collect();
+    for (ai, app) in model.apps.iter().enumerate() {
+        for (which, ids) in [
+            (0, &app.ios),
+            (1, &app.android),
+            (2, &app.signing_cert_sha256),
+            (3, &app.code_sha256),
+        ] {
+            for id in ids {
+                let spelled = if id.bytes().any(|b| b.is_ascii_uppercase()) {
+                    index.spelled.push(id.as_str().into());
+                    index.spelled.len() as u32 - 1
+                } else {
+                    LOWER_CASE
+                };
+                let slot = Slot {
+                    target: ai as u32,
+                    coverage: app_coverage[ai],
+                    spelled,
+                };
+                let map = match which {
+                    0 => &mut index.ios,
+                    1 => &mut index.android,
+                    2 => &mut index.certs,
+                    _ => &mut index.code,
+                };
+                map.insert(id.to_ascii_lowercase().into(), slot);
+            }
+        }
+    }
+    for (ei, entity) in model.entities.iter().enumerate() {
+        for account in &entity.publisher_accounts {
+            let slot = Slot {
+                target: ENTITY | ei as u32,
+                coverage: entity_coverage[ei],
+                spelled: LOWER_CASE,
+            };
+            let map = match account.store {
+                Store::Apple => &mut index.apple_accounts,
+                Store::Google => &mut index.google_accounts,
+            };
+            map.insert(account.id.as_str().into(), slot);
+        }
+    }
+    index
+}
+
+/// Covering prohibitions, those with the action, exemptions naming the app.
+type EntryKey = (Vec<ProhibitionIdx>, Vec<ProhibitionIdx>, Vec<ChangeIdx>);
+
+struct Builder<'a> {
+    model: &'a Model,
+    index: &'a mut Index,
+    /// Apps with the same covering prohibitions and exemptions share their entries.
+    by_key: HashMap<(Vec<ProhibitionIdx>, Vec<ChangeIdx>), u32>,
+    entry_ids: HashMap<EntryKey, u32>,
+    judgement_ids: HashMap<Judgement, u32>,
+}
+
+impl Builder<'_> {
+    /// The coverage (an entry per action) of an app, or of an entity's unlisted apps.
+    fn coverage(&mut self, covering: Vec<ProhibitionIdx>, app: Option<AppIdx>) -> u32 {
+        let model = self.model;
+        // The exemptions that name this app and reach one of its prohibitions.
+        let exempting: Vec<ChangeIdx> = match app {
+            None => Vec::new(),
+            Some(a) => model
+                .changes
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| match &c.kind {
+                    ChangeKind::Exemption { apps, .. } => {
+                        apps.contains(&a) && c.targets.iter().any(|p| covering.contains(p))
+                    }
+                    _ => false,
+                })
+                .map(|(ci, _)| ci as ChangeIdx)
+                .collect(),
         };
-        let mut tl = Timeline {
-            starts: Vec::new(),
-            outcomes: Vec::new(),
+        let key = (covering, exempting);
+        if let Some(&c) = self.by_key.get(&key) {
+            return c;
+        }
+        let mut per_action = [0u32; 7];
+        for action in Action::ALL {
+            let with_action: Vec<ProhibitionIdx> = key
+                .0
+                .iter()
+                .copied()
+                .filter(|&p| model.prohibitions[p as usize].actions.contains(action))
+                .collect();
+            let entry_key = (key.0.clone(), with_action, key.1.clone());
+            per_action[action.index()] = match self.entry_ids.get(&entry_key) {
+                Some(&id) => id,
+                None => {
+                    let entry = self.entry(entry_key.0.clone(), entry_key.1.clone(), app);
+                    let id = self.index.entries.len() as u32;
+                    self.index.entries.push(entry);
+                    self.entry_ids.insert(entry_key, id);
+                    id
+                }
+            };
+        }
+        let c = self.index.coverages.len() as u32;
+        self.index.coverages.push(per_action);
+        self.by_key.insert(key, c);
+        c
+    }
+
+    fn entry(
+        &mut self,
+        covering: Vec<ProhibitionIdx>,
+        with_action: Vec<ProhibitionIdx>,
+        app: Option<AppIdx>,
+    ) -> Entry {
+        let model = self.model;
+        let mut tests: Vec<Test> = Vec::new();
+        let mut test_of = Vec::with_capacity(with_action.len());
+        for &p in &with_action {
+            let pr = &model.prohibitions[p as usize];
+            let t = Test {
+                region: pr.region,
+                groups: pr.jurisdiction.clone(),
+            };
+            let i = match tests.iter().position(|x| *x == t) {
+                Some(i) => i,
+                None => {
+                    tests.push(t);
+                    tests.len() - 1
+                }
+            };
+            test_of.push(i as u8);
+        }
+        let instants = law::instants(
+            model,
+            &Coverage {
+                covering: &covering,
+                with_action: &with_action,
+                changes_of: &self.index.changes_of,
+                app,
+            },
+        );
+        let mut entry = Entry {
+            covering,
+            with_action,
+            app,
+            tests,
+            test_of,
+            instants,
+            timelines: Vec::new(),
         };
-        let points = std::iter::once(Instant::MIN).chain(entry.instants.iter().copied());
-        for t in points {
-            let id = intern(outcome_at(model, index, &entry, &in_region, t, t));
-            if tl.outcomes.last() != Some(&id) {
-                tl.starts.push(t);
-                tl.outcomes.push(id);
+        if entry.tests.len() > MAX_INDEXED_TESTS {
+            return entry;
+        }
+        let masks = 1usize << entry.tests.len();
+        let mut timelines = Vec::with_capacity(4 * masks);
+        for posture in Posture::ALL {
+            for mask in 0..masks {
+                let in_jurisdiction = |p: ProhibitionIdx| {
+                    entry
+                        .with_action
+                        .iter()
+                        .position(|x| *x == p)
+                        .is_some_and(|i| mask & (1 << entry.test_of[i]) != 0)
+                };
+                let segments = segments_of(
+                    model,
+                    &self.index.changes_of,
+                    &entry,
+                    &in_jurisdiction,
+                    posture,
+                    None,
+                );
+                let mut tl = Timeline {
+                    starts: Vec::with_capacity(segments.len()),
+                    judgements: Vec::with_capacity(segments.len()),
+                };
+                for (start, judgement) in segments {
+                    let next = self.judgement_ids.len() as u32;
+                    let id = *self.judgement_ids.entry(judgement).or_insert(next);
+                    tl.starts.push(start);
+                    tl.judgements.push(id);
+                }
+                timelines.push(tl);
             }
         }
-        timelines.push(tl);
-    }
-    entry.timelines = timelines;
-    entry
-}
-
-/// The outcome for an entry at instant `t`, judged with the instruments issued by `k`.
-fn outcome_at(
-    model: &Model,
-    index: &Index,
-    entry: &Entry,
-    in_region: &dyn Fn(RegionIdx) -> bool,
-    t: Instant,
-    k: Instant,
-) -> Outcome {
-    let known = |p: &ProhibitionIdx| {
-        model.instruments[model.prohibitions[*p as usize].instrument as usize].issued <= k
-    };
-    let allow = |because| Outcome::Allow {
-        because,
-        by: None,
-        in_force_from: None,
-    };
-    if !entry.covering.iter().any(known) {
-        return allow(AllowReason::NotCovered);
-    }
-    let mut acting = entry.with_action.iter().filter(|p| known(p)).peekable();
-    if acting.peek().is_none() {
-        return allow(AllowReason::ActionNotProhibited);
-    }
-    let mut in_jurisdiction = acting
-        .filter(|p| in_region(model.prohibitions[**p as usize].region))
-        .peekable();
-    if in_jurisdiction.peek().is_none() {
-        return allow(AllowReason::OutsideJurisdiction);
-    }
-    let mut in_force = Vec::new();
-    let mut best: Option<Status> = None;
-    for &p in in_jurisdiction {
-        let status = status_at(model, index, p, t, k);
-        if status == Status::InForce {
-            in_force.push(p);
-            continue;
-        }
-        best = Some(match best {
-            None => status,
-            Some(b) => more_final(b, status),
-        });
-    }
-    if !in_force.is_empty() {
-        return Outcome::Deny(in_force);
-    }
-    match best {
-        Some(Status::Revoked(by)) => Outcome::Allow {
-            because: AllowReason::Revoked,
-            by: Some(by),
-            in_force_from: None,
-        },
-        Some(Status::Lapsed(by)) => Outcome::Allow {
-            because: AllowReason::Lapsed,
-            by: Some(by),
-            in_force_from: None,
-        },
-        Some(Status::Suspended(by)) => Outcome::Allow {
-            because: AllowReason::Suspended,
-            by: Some(by),
-            in_force_from: None,
-        },
-        Some(Status::NotYet(from)) => Outcome::Allow {
-            because: AllowReason::NotYetInForce,
-            by: None,
-            in_force_from: Some(from),
-        },
-        // Unreachable: every prohibition in jurisdiction is either in force or has a
-        // status; answer conservatively if it ever happens.
-        Some(Status::InForce) | None => Outcome::Deny(Vec::new()),
-    }
-}
-
-fn rank(s: Status) -> u8 {
-    match s {
-        Status::InForce => 0,
-        Status::NotYet(_) => 1,
-        Status::Suspended(_) => 2,
-        Status::Lapsed(_) => 3,
-        Status::Revoked(_) => 4,
-    }
-}
-
-/// The more final of two statuses; among not-yet-in-force, the earlier start; on a
-/// tie, the first.
-fn more_final(a: Status, b: Status) -> Status {
-    match (a, b) {
-        (Status::NotYet(x), Status::NotYet(y)) => Status::NotYet(x.min(y)),
-        _ if rank(b) > rank(a) => b,
-        _ => a,
-    }
-}
-
-/// The status of one prohibition at `t`, with the instruments issued by `k`.
-fn status_at(model: &Model, index: &Index, p: ProhibitionIdx, t: Instant, k: Instant) -> Status {
-    let pr = &model.prohibitions[p as usize];
-    let issued = |i: InstrumentIdx| model.instruments[i as usize].issued;
-    let mut effective = pr.effective;
-    let mut delay_issued: Option<Instant> = None;
-    let mut revoked: Option<(Instant, InstrumentIdx)> = None;
-    let mut suspended: Option<(Instant, InstrumentIdx)> = None;
-    for &c in &index.changes_of[p as usize] {
-        let ch = &model.changes[c as usize];
-        let when = issued(ch.instrument);
-        if when > k {
-            continue;
-        }
-        match ch.kind {
-            // The latest delay known replaces the earlier ones.
-            ChangeKind::Delay { effective: e } if delay_issued.is_none_or(|d| when >= d) => {
-                effective = e;
-                delay_issued = Some(when);
-            }
-            // The earliest revocation in effect is the one that ended it.
-            ChangeKind::Revocation { from }
-                if from <= t && revoked.is_none_or(|(f, _)| from < f) =>
-            {
-                revoked = Some((from, ch.instrument));
-            }
-            // The most recent suspension in effect names it.
-            ChangeKind::Suspension { from, until }
-                if from <= t
-                    && until.is_none_or(|u| t < u)
-                    && suspended.is_none_or(|(f, _)| from > f) =>
-            {
-                suspended = Some((from, ch.instrument));
-            }
-            _ => {}
-        }
-    }
-    if let Some((_, by)) = revoked {
-        Status::Revoked(by)
-    } else if pr.end.is_some_and(|e| e <= t) {
-        Status::Lapsed(pr.instrument)
-    } else if let Some((_, by)) = suspended {
-        Status::Suspended(by)
-    } else if t < effective {
-        Status::NotYet(effective)
-    } else {
-        Status::InForce
+        entry.timelines = timelines;
+        entry
     }
 }

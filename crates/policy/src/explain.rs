@@ -2,34 +2,13 @@
 
 use std::fmt::Write as _;
 
-use crate::engine::{AllowReason, Decision, Policy, Verdict};
+use crate::engine::{Decision, Verdict};
 use crate::instant::{Instant, format_eastern, format_utc};
-use crate::model::{ChangeKind, ProhibitionIdx};
+use crate::law::{AllowReason, NonEnforcement};
 use crate::request::Request;
 
 fn when(i: Instant) -> String {
     format!("{} ({}, US Eastern)", format_utc(i), format_eastern(i))
-}
-
-impl Policy {
-    /// A prohibition's effective instant with the delays issued by `known_at`.
-    pub fn effective_instant(&self, p: ProhibitionIdx, known_at: Instant) -> Instant {
-        let pr = self.prohibition(p);
-        let mut effective = pr.effective;
-        let mut latest: Option<Instant> = None;
-        for c in self.changes() {
-            let issued = self.instrument(c.instrument).issued;
-            if let ChangeKind::Delay { effective: e } = c.kind
-                && c.targets.contains(&p)
-                && issued <= known_at
-                && latest.is_none_or(|l| issued >= l)
-            {
-                effective = e;
-                latest = Some(issued);
-            }
-        }
-        effective
-    }
 }
 
 impl Decision<'_> {
@@ -39,26 +18,40 @@ impl Decision<'_> {
     pub fn explain(&self, request: &Request) -> String {
         let policy = self.policy;
         let mut out = String::new();
-        let what = match self.app {
-            Some((app, by)) => format!(
-                "`{}` of {} (app `{}`, recognised by its {})",
-                request.action,
-                app.name,
-                app.id,
-                by.describe()
+        let what = match (self.matched, request.app()) {
+            (Some(m), _) if m.app.is_some() => {
+                let app = m.app.map_or("", |a| a.name.as_str());
+                let id = m.app.map_or("", |a| a.id.as_str());
+                let case = if m.case_insensitive {
+                    ", letter case aside"
+                } else {
+                    ""
+                };
+                format!(
+                    "`{}` of {app} (app `{id}`, recognised by its {}{case})",
+                    request.action(),
+                    m.by.describe()
+                )
+            }
+            (Some(m), named) => format!(
+                "`{}` of {} (not listed; published from an account of {}, `{}`)",
+                request.action(),
+                named
+                    .map(|a| format!("{} app `{}`", a.platform.as_str(), a.id))
+                    .unwrap_or_else(|| "an unnamed app".to_owned()),
+                m.owner.name,
+                m.owner.id
             ),
-            None => {
-                let named = request
-                    .app
-                    .as_ref()
+            (None, named) => {
+                let named = named
                     .map(|a| format!("{} app `{}`", a.platform.as_str(), a.id))
                     .unwrap_or_else(|| "an unnamed app".to_owned());
-                format!("`{}` of {named}", request.action)
+                format!("`{}` of {named}", request.action())
             }
         };
         let verb = if self.is_deny() { "DENY" } else { "ALLOW" };
         let _ = writeln!(out, "{verb}: {what}, at {}.", when(self.at));
-        if request.known_at.is_some() {
+        if request.known_at().is_some() {
             let _ = writeln!(
                 out,
                 "Judged in hindsight, with the instruments issued by {}.",
@@ -67,19 +60,55 @@ impl Decision<'_> {
         } else {
             let _ = writeln!(out, "Judged with the instruments issued by that instant.");
         }
+        let _ = writeln!(
+            out,
+            "Posture: {} reading of open instants; non-enforcement orders {}.",
+            self.posture.boundaries.as_str(),
+            match self.posture.non_enforcement {
+                NonEnforcement::Honour => "honoured",
+                NonEnforcement::Ignore => "set aside",
+            }
+        );
         if let Some(j) = &self.jurisdiction {
+            let because = match j.signal {
+                Some((s, c)) => format!(
+                    "because its {} is `{}` ({})",
+                    s.describe(),
+                    c.alpha2(),
+                    c.name()
+                ),
+                None => "by assumption".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "Where: in region `{}` ({}), because its {} is `{}` ({}).",
-                j.region.id,
-                j.region.name,
-                j.signal.describe(),
-                j.value.alpha2(),
-                j.value.name()
+                "Where: in region `{}` ({}), {because}.",
+                j.region.id, j.region.name,
+            );
+            for g in &j.assumed {
+                let names: Vec<&str> = g.iter().map(|s| s.as_str()).collect();
+                let _ = writeln!(
+                    out,
+                    "    assumed in the region: the request carries none of {} (fail closed)",
+                    names.join(", ")
+                );
+            }
+        }
+        if let Some(u) = &self.uncertain {
+            let edge =
+                |i: Option<Instant>, open: &str| i.map(when).unwrap_or_else(|| open.to_owned());
+            let _ = writeln!(
+                out,
+                "Uncertain: from {} until {} the record's open instants read the other way give another answer; this one follows the {} reading.",
+                edge(u.from, "the beginning"),
+                edge(u.until, "ever after"),
+                self.posture.boundaries.as_str()
             );
         }
         match &self.verdict {
-            Verdict::Deny { prohibitions } => {
+            Verdict::Deny {
+                prohibitions,
+                set_aside,
+            } => {
                 let _ = writeln!(out, "Why: prohibited by");
                 for &p in prohibitions.iter() {
                     let pr = policy.prohibition(p);
@@ -101,10 +130,29 @@ impl Decision<'_> {
                     let _ = writeln!(
                         out,
                         "    in force since {}",
-                        when(policy.effective_instant(p, self.known_at))
+                        when(policy.effective_instant(p, self.known_at, self.posture))
                     );
                     let _ = writeln!(out, "    \"{}\"", pr.text);
                     let _ = writeln!(out, "    source: {}", ins.source);
+                    let chain: Vec<String> = policy
+                        .authority(p)
+                        .into_iter()
+                        .map(|a| {
+                            let a = policy.instrument(a);
+                            format!("`{}` ({})", a.id, a.citation)
+                        })
+                        .collect();
+                    let _ = writeln!(out, "    authority: {}", chain.join(" <- "));
+                }
+                for &i in set_aside.iter() {
+                    let ins = policy.instrument(i);
+                    let _ = writeln!(
+                        out,
+                        "Set aside: {} `{}` ({}) defers enforcement, but this store's posture does not honour non-enforcement orders.",
+                        ins.kind.describe(),
+                        ins.id,
+                        ins.citation
+                    );
                 }
             }
             Verdict::Allow {
@@ -125,7 +173,7 @@ impl Decision<'_> {
                     })
                     .unwrap_or_default();
                 let why = match because {
-                    AllowReason::NotCovered if self.app.is_none() => {
+                    AllowReason::NotCovered if self.matched.is_none() => {
                         "the app is not a covered app of the loaded policies".to_owned()
                     }
                     AllowReason::NotCovered => {
@@ -133,7 +181,7 @@ impl Decision<'_> {
                     }
                     AllowReason::ActionNotProhibited => format!(
                         "prohibitions cover this app, but none prohibits `{}`",
-                        request.action
+                        request.action()
                     ),
                     AllowReason::OutsideJurisdiction => {
                         let signals: Vec<String> = request
@@ -141,8 +189,8 @@ impl Decision<'_> {
                             .map(|(s, c)| format!("{} `{}`", s.as_str(), c.alpha2()))
                             .collect();
                         format!(
-                            "prohibitions cover `{}` of this app, but no signal of the request ({}) lies in their regions",
-                            request.action,
+                            "prohibitions cover `{}` of this app, but the request's signals ({}) do not place it in their regions",
+                            request.action(),
                             signals.join(", ")
                         )
                     }
@@ -150,8 +198,16 @@ impl Decision<'_> {
                         "the covering prohibition is not in force yet; it takes effect at {}",
                         in_force_from.map(when).unwrap_or_default()
                     ),
-                    AllowReason::Suspended => {
-                        format!("the covering prohibition is suspended by {by_text}")
+                    AllowReason::NotEnforced => format!(
+                        "enforcement of the covering prohibition is deferred by {by_text}; the law itself stays in force"
+                    ),
+                    AllowReason::Enjoined => {
+                        format!("the covering prohibition is enjoined by {by_text}")
+                    }
+                    AllowReason::Exempt => {
+                        format!(
+                            "the covering prohibition ceased to apply to this app under {by_text}"
+                        )
                     }
                     AllowReason::Lapsed => {
                         format!("the covering prohibition, made by {by_text}, has ended")
@@ -174,20 +230,16 @@ impl Decision<'_> {
                 );
             }
             Some(next) => {
-                let mut later = request.clone();
-                later.at = next;
-                let after = policy
-                    .decide(&later)
-                    .map(|d| match d.verdict {
-                        Verdict::Deny { .. } => "denied".to_owned(),
-                        Verdict::Allow { because, by, .. } => {
-                            let by = by
-                                .map(|b| format!(" by `{}`", policy.instrument(b).id))
-                                .unwrap_or_default();
-                            format!("allowed ({}{by})", because.as_str())
-                        }
-                    })
-                    .unwrap_or_else(|e| e.to_string());
+                let later = request.at_instant(next);
+                let after = match policy.decide(&later, self.posture).verdict {
+                    Verdict::Deny { .. } => "denied".to_owned(),
+                    Verdict::Allow { because, by, .. } => {
+                        let by = by
+                            .map(|b| format!(" by `{}`", policy.instrument(b).id))
+                            .unwrap_or_default();
+                        format!("allowed ({}{by})", because.as_str())
+                    }
+                };
                 let _ = writeln!(
                     out,
                     "What would change it: the answer holds until {}; from then the same request is {after}.",

@@ -11,7 +11,7 @@
 //! text and requests.
 //!
 //! ```
-//! use policy::{Policy, Source, RequestRecord};
+//! use policy::{Policy, Posture, Source, RequestRecord};
 //!
 //! let text = r#"
 //! [instrument]
@@ -47,16 +47,13 @@
 //! text = "Any provision of services to distribute or maintain the app"
 //! "#;
 //! let policy = Policy::from_sources([Source::new("order-1.toml", text)]).unwrap();
-//! let request: RequestRecord = RequestRecord {
-//!     app: Some(policy::AppRecord { platform: "android".into(), id: "com.acme.chat".into() }),
-//!     action: "update".into(),
-//!     at: "2020-09-22T12:00:00Z".into(),
-//!     storefront: Some("PRI".into()),
-//!     ..Default::default()
-//! };
-//! let decision = policy.decide(&request.into_request().unwrap()).unwrap();
+//! let request: RequestRecord = serde_json::from_str(r#"{
+//!     "app": {"platform": "android", "id": "com.acme.chat"},
+//!     "action": "update", "at": "2020-09-22T12:00:00Z", "storefront": "PRI"
+//! }"#).unwrap();
+//! let decision = policy.decide(&request.into_request().unwrap(), Posture::default());
 //! assert!(decision.is_deny());
-//! assert_eq!(decision.to_record().jurisdiction.unwrap().value, "PR");
+//! assert_eq!(decision.to_record().jurisdiction.unwrap().value.as_deref(), Some("PR"));
 //! ```
 
 #![forbid(unsafe_code)]
@@ -67,8 +64,9 @@ mod diagnostic;
 mod engine;
 mod explain;
 mod instant;
+mod law;
 pub mod model;
-pub mod raw;
+mod raw;
 mod request;
 mod validate;
 mod wire;
@@ -76,12 +74,16 @@ mod wire;
 pub use action::{Action, ActionSet, UnknownAction};
 pub use country::{Country, CountrySet, UnknownCountry};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Source};
-pub use engine::{AllowReason, Decision, DecisionParts, Jurisdiction, MatchedBy, Policy, Verdict};
-pub use instant::{Instant, InstantError, format_eastern, format_utc, parse_policy_instant};
+pub use engine::{Decision, DecisionParts, Jurisdiction, Matched, MatchedBy, Policy, Verdict};
+pub use instant::{Instant, format_eastern, format_utc};
+pub use law::{AllowReason, Boundaries, NonEnforcement, Posture, Uncertain};
 pub use raw::{ParsedFile, parse_file};
-pub use request::{AppRef, Platform, Request, RequestError, Signal};
+pub use request::{AppRef, Platform, Publisher, Request, RequestError, Signal, SignalSet, Store};
 pub use validate::normalize_sha256;
-pub use wire::{AppRecord, DecisionRecord, JurisdictionRecord, ReasonRecord, RequestRecord};
+pub use wire::{
+    AppRecord, DecisionRecord, InstrumentRecord, JurisdictionRecord, PublisherRecord, ReasonRecord,
+    RequestRecord, UncertainRecord,
+};
 
 impl Policy {
     /// Parses, validates and compiles a set of policy files. `include` keys are not

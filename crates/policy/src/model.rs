@@ -6,6 +6,7 @@ use serde::Serialize;
 use crate::action::ActionSet;
 use crate::country::{Country, CountrySet};
 use crate::instant::Instant;
+use crate::request::{SignalSet, Store};
 
 /// Index of an instrument in [`crate::Policy::instruments`].
 pub type InstrumentIdx = u32;
@@ -17,6 +18,35 @@ pub type AppIdx = u32;
 pub type RegionIdx = u32;
 /// Index of an entity in [`crate::Policy::entities`].
 pub type EntityIdx = u32;
+/// Index of a change in [`crate::Policy::changes`].
+pub type ChangeIdx = u32;
+
+/// An instant as a policy file gives it: exact, or a window between the earliest and
+/// the latest reading of an instrument whose words leave the instant open.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Moment {
+    pub earliest: Instant,
+    /// Equal to `earliest` for an exact instant.
+    pub latest: Instant,
+    /// Why the instant is open (windows only).
+    pub note: Option<String>,
+}
+
+impl Moment {
+    /// An exact instant.
+    pub fn exact(at: Instant) -> Moment {
+        Moment {
+            earliest: at,
+            latest: at,
+            note: None,
+        }
+    }
+
+    /// Whether the policy leaves the instant open.
+    pub fn is_window(&self) -> bool {
+        self.earliest != self.latest
+    }
+}
 
 /// What sort of legal instrument.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
@@ -29,11 +59,15 @@ pub enum InstrumentKind {
     NonEnforcementOrder,
     Revocation,
     Statute,
+    /// A divestiture (or similar event) that takes apps out of a prohibition's reach.
+    Divestiture,
+    /// A letter addressed to a store assuring it of non-enforcement (an operator's own).
+    AssuranceLetter,
 }
 
 impl InstrumentKind {
     /// Every kind, in declaration order.
-    pub const ALL: [InstrumentKind; 7] = [
+    pub const ALL: [InstrumentKind; 9] = [
         InstrumentKind::ExecutiveOrder,
         InstrumentKind::Identification,
         InstrumentKind::Amendment,
@@ -41,6 +75,8 @@ impl InstrumentKind {
         InstrumentKind::NonEnforcementOrder,
         InstrumentKind::Revocation,
         InstrumentKind::Statute,
+        InstrumentKind::Divestiture,
+        InstrumentKind::AssuranceLetter,
     ];
 
     /// The spelling used in policy files.
@@ -53,6 +89,8 @@ impl InstrumentKind {
             InstrumentKind::NonEnforcementOrder => "non-enforcement-order",
             InstrumentKind::Revocation => "revocation",
             InstrumentKind::Statute => "statute",
+            InstrumentKind::Divestiture => "divestiture",
+            InstrumentKind::AssuranceLetter => "assurance-letter",
         }
     }
 
@@ -66,6 +104,8 @@ impl InstrumentKind {
             InstrumentKind::NonEnforcementOrder => "non-enforcement order",
             InstrumentKind::Revocation => "revocation",
             InstrumentKind::Statute => "statute",
+            InstrumentKind::Divestiture => "divestiture",
+            InstrumentKind::AssuranceLetter => "assurance letter",
         }
     }
 }
@@ -82,7 +122,7 @@ pub struct Instrument {
     pub citation: String,
     pub source: String,
     /// When it was issued: from then on a store could know it.
-    pub issued: Instant,
+    pub issued: Moment,
     pub notes: Vec<String>,
     /// The file that defines it.
     pub file: String,
@@ -104,7 +144,17 @@ pub struct Entity {
     pub id: String,
     pub name: String,
     pub parent: Option<EntityIdx>,
+    /// The store accounts it publishes apps from.
+    pub publisher_accounts: Vec<PublisherAccount>,
     pub notes: Vec<String>,
+}
+
+/// A developer account in a store.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PublisherAccount {
+    pub store: Store,
+    /// Normal form (Apple team ids upper case).
+    pub id: String,
 }
 
 /// A covered app.
@@ -138,26 +188,42 @@ pub struct Prohibition {
     pub covered: Vec<AppIdx>,
     pub actions: ActionSet,
     pub region: RegionIdx,
+    /// The groups of signals that must each place the request in the region (a group
+    /// the request carries no signal of is assumed to); one group of every signal when
+    /// the file gives none.
+    pub jurisdiction: Vec<SignalSet>,
     /// As the instrument wrote it; delays may move it.
-    pub effective: Instant,
-    pub end: Option<Instant>,
+    pub effective: Moment,
+    pub end: Option<Moment>,
     /// The instrument's wording.
     pub text: String,
     pub notes: Vec<String>,
 }
 
+/// Which kind of relief a window of no force is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Relief {
+    /// A court order: enforcement is barred by law.
+    Injunction,
+    /// An executive non-enforcement order: the law stays in force, enforcement is deferred.
+    NonEnforcement,
+}
+
 /// What a later instrument does to prohibitions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeKind {
-    /// Moves the effective instant.
-    Delay { effective: Instant },
+    /// Moves the effective instant; the latest issued delay wins.
+    Delay { effective: Moment },
     /// No force during `[from, until)`; open-ended without `until`.
-    Suspension {
-        from: Instant,
-        until: Option<Instant>,
+    Relief {
+        relief: Relief,
+        from: Moment,
+        until: Option<Moment>,
     },
     /// No force from `from` on, for good.
-    Revocation { from: Instant },
+    Revocation { from: Moment },
+    /// The prohibitions cease to apply to these apps from `from` on (a qualified divestiture).
+    Exemption { apps: Vec<AppIdx>, from: Moment },
 }
 
 /// A change made by an instrument to prohibitions.

@@ -51,7 +51,17 @@ pub struct RawEntity {
     pub name: String,
     pub parent: Option<S>,
     #[serde(default)]
+    pub publisher_accounts: Vec<Spanned<RawAccount>>,
+    #[serde(default)]
     pub notes: Vec<String>,
+}
+
+/// `{ store = "apple", id = "ABCDE12345" }`: a store account an entity publishes from.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub store: S,
+    pub id: S,
 }
 
 /// `[[app]]`: a covered app and everything that identifies it.
@@ -87,6 +97,8 @@ pub struct RawProhibition {
     pub owners: Vec<S>,
     pub actions: Spanned<Vec<S>>,
     pub region: S,
+    /// Groups of signal names, each of which must place the request in the region.
+    pub jurisdiction: Option<Spanned<Vec<Spanned<Vec<S>>>>>,
     pub effective: Spanned<toml::Value>,
     pub end: Option<Spanned<toml::Value>>,
     pub text: String,
@@ -116,16 +128,31 @@ pub struct RawDelay {
     pub notes: Vec<String>,
 }
 
-/// `[[suspension]]`: stops prohibitions for a window (injunction, non-enforcement).
+/// `[[injunction]]` and `[[non-enforcement]]`: prohibitions without force for a window.
 #[derive(Deserialize, Debug, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct RawSuspension {
+pub struct RawRelief {
     #[serde(default)]
     pub prohibitions: Vec<S>,
     #[serde(default)]
     pub instruments: Vec<S>,
     pub from: Spanned<toml::Value>,
     pub until: Option<Spanned<toml::Value>>,
+    pub text: Option<String>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+/// `[[exemption]]`: prohibitions cease to apply to named apps from an instant.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawExemption {
+    pub apps: Spanned<Vec<S>>,
+    #[serde(default)]
+    pub prohibitions: Vec<S>,
+    #[serde(default)]
+    pub instruments: Vec<S>,
+    pub from: Spanned<toml::Value>,
     pub text: Option<String>,
     #[serde(default)]
     pub notes: Vec<String>,
@@ -158,8 +185,10 @@ pub struct ParsedFile {
     pub apps: Vec<RawApp>,
     pub prohibitions: Vec<RawProhibition>,
     pub delays: Vec<RawDelay>,
-    pub suspensions: Vec<RawSuspension>,
+    pub injunctions: Vec<RawRelief>,
+    pub non_enforcements: Vec<RawRelief>,
     pub revocations: Vec<RawRevocation>,
+    pub exemptions: Vec<RawExemption>,
     /// Problems found while parsing.
     pub diagnostics: Vec<Diagnostic>,
     /// Ids of entries that failed to parse, so that references to them are not
@@ -167,7 +196,7 @@ pub struct ParsedFile {
     pub broken_ids: HashSet<String>,
 }
 
-const TOP_LEVEL_KEYS: &str = "`include`, `instrument`, `region`, `entity`, `app`, `prohibition`, `delay`, `suspension`, `revocation`";
+const TOP_LEVEL_KEYS: &str = "`include`, `instrument`, `region`, `entity`, `app`, `prohibition`, `delay`, `injunction`, `non-enforcement`, `revocation`, `exemption`";
 
 /// Parses one policy file. Never fails as a whole: problems are in `diagnostics`.
 pub fn parse_file(source: Source) -> ParsedFile {
@@ -180,11 +209,22 @@ pub fn parse_file(source: Source) -> ParsedFile {
         apps: Vec::new(),
         prohibitions: Vec::new(),
         delays: Vec::new(),
-        suspensions: Vec::new(),
+        injunctions: Vec::new(),
+        non_enforcements: Vec::new(),
         revocations: Vec::new(),
+        exemptions: Vec::new(),
         diagnostics: Vec::new(),
         broken_ids: HashSet::new(),
     };
+    if file.source.text.trim().is_empty() {
+        let len = file.source.text.len();
+        file.diagnostics.push(
+            Diagnostic::at(&file.source, 0..len, "policy file is empty").with_hint(
+                "a truncated save would drop instruments silently; restore the file or delete it",
+            ),
+        );
+        return file;
+    }
     // The tree borrows this copy while diagnostics borrow the file's own text.
     let text = file.source.text.clone();
     let parsed = DeTable::parse(&text).map(|root| root.into_inner());
@@ -219,8 +259,16 @@ pub fn parse_file(source: Source) -> ParsedFile {
             "app" => file.apps = many(&mut file, "app", value),
             "prohibition" => file.prohibitions = many(&mut file, "prohibition", value),
             "delay" => file.delays = many(&mut file, "delay", value),
-            "suspension" => file.suspensions = many(&mut file, "suspension", value),
+            "injunction" => file.injunctions = many(&mut file, "injunction", value),
+            "non-enforcement" => {
+                file.non_enforcements = many(&mut file, "non-enforcement", value)
+            }
             "revocation" => file.revocations = many(&mut file, "revocation", value),
+            "exemption" => file.exemptions = many(&mut file, "exemption", value),
+            "suspension" => file.diagnostics.push(
+                Diagnostic::at(&file.source, key_span, "`suspension` is not a policy item")
+                    .with_hint("write `[[injunction]]` for a court order, or `[[non-enforcement]]` for an executive non-enforcement order: a store may treat the two differently"),
+            ),
             other => {
                 let message = format!("unknown key `{other}`");
                 file.diagnostics.push(
@@ -317,4 +365,4 @@ macro_rules! targets {
         }
     )*};
 }
-targets!(RawDelay, RawSuspension, RawRevocation);
+targets!(RawDelay, RawRelief, RawRevocation, RawExemption);

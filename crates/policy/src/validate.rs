@@ -1,11 +1,11 @@
 //! Stage two: raw items from every file to the validated model, reporting every
-//! problem at once.
+//! problem at once. One function per item kind; ids are collected first, so that
+//! references resolve whatever the file order.
 
 use std::collections::HashSet;
-
-use rustc_hash::FxHashMap as HashMap;
 use std::ops::Range;
 
+use rustc_hash::FxHashMap as HashMap;
 use toml::Spanned;
 
 use crate::action::{Action, ActionSet};
@@ -13,7 +13,11 @@ use crate::country::{Country, CountrySet};
 use crate::diagnostic::Diagnostic;
 use crate::instant::{self, Instant};
 use crate::model::*;
-use crate::raw::{ParsedFile, RawTargets, S};
+use crate::raw::{
+    ParsedFile, RawApp, RawEntity, RawExemption, RawInstrument, RawProhibition, RawRegion,
+    RawRelief, RawTargets, S,
+};
+use crate::request::{Signal, SignalSet, Store, check_app_id};
 
 /// The validated model, before indexing.
 #[derive(Debug, Default)]
@@ -26,17 +30,33 @@ pub(crate) struct Model {
     pub changes: Vec<Change>,
 }
 
+/// How many unknown references get a "did you mean" search: the search compares with
+/// every known id, and a file with thousands of broken references must still fail fast.
+const SUGGESTIONS: usize = 64;
+
 /// Where an id was first defined, for duplicate reports.
 type Defined = HashMap<String, (usize, Range<usize>)>;
 
-fn new_map<K, V>() -> HashMap<K, V> {
-    HashMap::default()
+/// The ids of each kind, by name.
+#[derive(Default)]
+struct Ids {
+    instruments: HashMap<String, u32>,
+    regions: HashMap<String, u32>,
+    entities: HashMap<String, u32>,
+    apps: HashMap<String, u32>,
+    prohibitions: HashMap<String, u32>,
+    /// The file that defines each instrument.
+    file_instrument: Vec<Option<InstrumentIdx>>,
 }
 
 struct Validator<'f> {
     files: &'f [ParsedFile],
     diagnostics: Vec<Diagnostic>,
     broken: HashSet<&'f str>,
+    ids: Ids,
+    suggestions_left: usize,
+    /// Identifiers claimed by an app or entity: (kind, normal form) -> (owner, file, span).
+    claimed: HashMap<(&'static str, String), (String, usize, Range<usize>)>,
 }
 
 pub(crate) fn validate(files: &[ParsedFile]) -> Result<Model, Vec<Diagnostic>> {
@@ -50,8 +70,48 @@ pub(crate) fn validate(files: &[ParsedFile]) -> Result<Model, Vec<Diagnostic>> {
             .iter()
             .flat_map(|f| f.broken_ids.iter().map(String::as_str))
             .collect(),
+        ids: Ids::default(),
+        suggestions_left: SUGGESTIONS,
+        claimed: HashMap::default(),
     };
-    let model = v.run();
+    v.collect_ids();
+    let mut model = Model::default();
+    for (fi, f) in files.iter().enumerate() {
+        if let Some(raw) = &f.instrument
+            && v.ids.file_instrument[fi].is_some()
+        {
+            let instrument = v.instrument(fi, raw);
+            model.instruments.push(instrument);
+        }
+    }
+    for (fi, f) in files.iter().enumerate() {
+        for raw in &f.regions {
+            let region = v.region(fi, raw);
+            model.regions.push(region);
+        }
+    }
+    for (fi, f) in files.iter().enumerate() {
+        for raw in &f.entities {
+            let entity = v.entity(fi, raw);
+            model.entities.push(entity);
+        }
+    }
+    v.ownership_cycles(&model.entities);
+    for (fi, f) in files.iter().enumerate() {
+        for raw in &f.apps {
+            let app = v.app(fi, raw);
+            model.apps.push(app);
+        }
+    }
+    for (fi, f) in files.iter().enumerate() {
+        for raw in &f.prohibitions {
+            let prohibition = v.prohibition(fi, raw, &model);
+            model.prohibitions.push(prohibition);
+        }
+    }
+    for (fi, f) in files.iter().enumerate() {
+        v.changes(fi, f, &mut model);
+    }
     if v.diagnostics.is_empty() {
         Ok(model)
     } else {
@@ -74,6 +134,82 @@ impl<'f> Validator<'f> {
             .push(Diagnostic::at(source, span, message).with_hint(hint));
     }
 
+    /// A hint naming where something was first written.
+    fn first_at(&self, file: usize, span: Range<usize>) -> String {
+        let first = Diagnostic::at(&self.files[file].source, span, "");
+        let (line, column) = first.line_column().unwrap_or((0, 0));
+        format!("{}:{line}:{column}", first.file)
+    }
+
+    fn collect_ids(&mut self) {
+        let files = self.files;
+        let mut d_ins = Defined::default();
+        let (mut d_reg, mut d_ent, mut d_app, mut d_pro) = (
+            Defined::default(),
+            Defined::default(),
+            Defined::default(),
+            Defined::default(),
+        );
+        let mut ids = Ids {
+            file_instrument: vec![None; files.len()],
+            ..Ids::default()
+        };
+        for (fi, f) in files.iter().enumerate() {
+            if let Some(ins) = &f.instrument
+                && self.define(&mut d_ins, "instrument", fi, &ins.id)
+            {
+                let idx = ids.instruments.len() as u32;
+                ids.instruments.insert(ins.id.get_ref().clone(), idx);
+                ids.file_instrument[fi] = Some(idx);
+            }
+            type Kind<'k, 's> = (
+                &'k mut Defined,
+                &'static str,
+                &'k mut HashMap<String, u32>,
+                Vec<&'s S>,
+            );
+            let kinds: [Kind<'_, '_>; 4] = [
+                (
+                    &mut d_reg,
+                    "region",
+                    &mut ids.regions,
+                    f.regions.iter().map(|r| &r.id).collect(),
+                ),
+                (
+                    &mut d_ent,
+                    "entity",
+                    &mut ids.entities,
+                    f.entities.iter().map(|e| &e.id).collect(),
+                ),
+                (
+                    &mut d_app,
+                    "app",
+                    &mut ids.apps,
+                    f.apps.iter().map(|a| &a.id).collect(),
+                ),
+                (
+                    &mut d_pro,
+                    "prohibition",
+                    &mut ids.prohibitions,
+                    f.prohibitions.iter().map(|p| &p.id).collect(),
+                ),
+            ];
+            for (defined, what, map, names) in kinds {
+                for id in names {
+                    // Every entry gets an index, in file order, even when its id is bad,
+                    // so that indices match the model's vectors.
+                    let idx = map.len() as u32;
+                    if self.define(defined, what, fi, id) {
+                        map.insert(id.get_ref().clone(), idx);
+                    } else {
+                        map.insert(format!("\u{0}{what}{idx}"), idx);
+                    }
+                }
+            }
+        }
+        self.ids = ids;
+    }
+
     /// Registers an id, reporting duplicates and malformed ids.
     fn define(&mut self, defined: &mut Defined, what: &str, file: usize, id: &S) -> bool {
         let name = id.get_ref();
@@ -91,11 +227,9 @@ impl<'f> Validator<'f> {
             return false;
         }
         if let Some((first_file, first_span)) = defined.get(name) {
-            let first = Diagnostic::at(&self.files[*first_file].source, first_span.clone(), "");
-            let (line, column) = first.line_column().unwrap_or((0, 0));
             let hint = format!(
-                "`{name}` is first defined at {}:{line}:{column}; ids must be unique across the loaded files",
-                first.file
+                "`{name}` is first defined at {}; ids must be unique across the loaded files",
+                self.first_at(*first_file, first_span.clone())
             );
             self.error(
                 file,
@@ -110,13 +244,14 @@ impl<'f> Validator<'f> {
     }
 
     /// Resolves a reference to an id, reporting unknown ones with a suggestion.
-    fn resolve(
-        &mut self,
-        file: usize,
-        what: &str,
-        ids: &HashMap<String, u32>,
-        name: &S,
-    ) -> Option<u32> {
+    fn resolve(&mut self, file: usize, what: &str, name: &S) -> Option<u32> {
+        let ids = match what {
+            "instrument" => &self.ids.instruments,
+            "region" => &self.ids.regions,
+            "entity" => &self.ids.entities,
+            "app" => &self.ids.apps,
+            _ => &self.ids.prohibitions,
+        };
         if let Some(i) = ids.get(name.get_ref()) {
             return Some(*i);
         }
@@ -124,7 +259,18 @@ impl<'f> Validator<'f> {
             // The target failed to parse and was reported already.
             return None;
         }
-        let hint = suggest(name.get_ref(), ids.keys().map(String::as_str), what);
+        let hint = if self.suggestions_left > 0 {
+            self.suggestions_left -= 1;
+            suggest(
+                name.get_ref(),
+                ids.keys()
+                    .map(String::as_str)
+                    .filter(|k| !k.starts_with('\u{0}')),
+                what,
+            )
+        } else {
+            format!("no {what} with that id is defined in the loaded files")
+        };
         self.error(
             file,
             name.span(),
@@ -134,523 +280,650 @@ impl<'f> Validator<'f> {
         None
     }
 
-    fn instant(&mut self, file: usize, value: &Spanned<toml::Value>) -> Option<Instant> {
-        match instant::from_toml(value.get_ref()) {
+    /// An instant or a window `{ earliest, latest, note }`.
+    fn moment(&mut self, file: usize, value: &Spanned<toml::Value>) -> Option<Moment> {
+        let span = value.span();
+        let toml::Value::Table(table) = value.get_ref() else {
+            return self.instant(file, span, value.get_ref()).map(Moment::exact);
+        };
+        const WINDOW: &str = "write a window as `{ earliest = ..., latest = ..., note = \"why the instant is open\" }`";
+        if let Some(key) = table
+            .keys()
+            .find(|k| !matches!(k.as_str(), "earliest" | "latest" | "note"))
+        {
+            self.error(
+                file,
+                span,
+                format!("unknown field `{key}` in a window"),
+                WINDOW,
+            );
+            return None;
+        }
+        let edge = |this: &mut Self, key: &str| match table.get(key) {
+            Some(v) => this.instant(file, span.clone(), v),
+            None => {
+                this.error(file, span.clone(), format!("window has no `{key}`"), WINDOW);
+                None
+            }
+        };
+        let earliest = edge(self, "earliest");
+        let latest = edge(self, "latest");
+        let note = match table.get("note") {
+            Some(toml::Value::String(n)) if !n.trim().is_empty() => Some(n.clone()),
+            _ => {
+                self.error(
+                    file,
+                    span.clone(),
+                    "window has no `note`".to_owned(),
+                    "say in words why the instrument leaves the instant open",
+                );
+                None
+            }
+        };
+        let (earliest, latest, note) = (earliest?, latest?, note?);
+        if latest <= earliest {
+            self.error(
+                file,
+                span,
+                format!("window's latest reading {latest} is not after its earliest {earliest}"),
+                "give `latest` after `earliest`, or write a single instant when the record fixes it",
+            );
+            return None;
+        }
+        Some(Moment {
+            earliest,
+            latest,
+            note: Some(note),
+        })
+    }
+
+    fn instant(&mut self, file: usize, span: Range<usize>, value: &toml::Value) -> Option<Instant> {
+        match instant::from_toml(value) {
             Ok(i) => Some(i),
             Err(e) => {
                 let hint = e.hint();
-                self.error(file, value.span(), e.to_string(), hint);
+                self.error(file, span, e.to_string(), hint);
                 None
             }
         }
     }
 
-    fn run(&mut self) -> Model {
-        let files = self.files;
-        let mut model = Model::default();
+    fn instrument(&mut self, fi: usize, raw: &RawInstrument) -> Instrument {
+        let kind = InstrumentKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == raw.kind.get_ref());
+        if kind.is_none() {
+            let expected = InstrumentKind::ALL
+                .map(|k| format!("`{}`", k.as_str()))
+                .join(", ");
+            self.error(
+                fi,
+                raw.kind.span(),
+                format!("unknown instrument kind `{}`", raw.kind.get_ref()),
+                format!("expected one of {expected}"),
+            );
+        }
+        let src = raw.source.get_ref();
+        if !(src.starts_with("https://") || src.starts_with("http://")) {
+            self.error(
+                fi,
+                raw.source.span(),
+                format!("source `{src}` is not an http(s) URL"),
+                "give the URL where the instrument's text can be read",
+            );
+        }
+        let pursuant_to = raw
+            .pursuant_to
+            .iter()
+            .filter_map(|p| self.resolve(fi, "instrument", p))
+            .collect();
+        let issued = self.moment(fi, &raw.issued);
+        Instrument {
+            id: raw.id.get_ref().clone(),
+            kind: kind.unwrap_or(InstrumentKind::Statute),
+            title: raw.title.clone(),
+            authority: raw.authority.clone(),
+            pursuant_to,
+            citation: raw.citation.clone(),
+            source: src.clone(),
+            issued: issued.unwrap_or(Moment::exact(Instant::MIN)),
+            notes: raw.notes.clone(),
+            file: self.files[fi].source.name.clone(),
+        }
+    }
 
-        // Ids first, so that references resolve whatever the file order.
-        let mut instrument_ids = new_map();
-        let mut region_ids = new_map();
-        let mut entity_ids = new_map();
-        let mut app_ids = new_map();
-        let mut prohibition_ids = new_map();
-        let (mut d_ins, mut d_reg, mut d_ent, mut d_app, mut d_pro) =
-            (new_map(), new_map(), new_map(), new_map(), new_map());
-        for (fi, f) in files.iter().enumerate() {
-            if let Some(ins) = &f.instrument
-                && self.define(&mut d_ins, "instrument", fi, &ins.id)
-            {
-                instrument_ids.insert(ins.id.get_ref().clone(), instrument_ids.len() as u32);
-            }
-            for r in &f.regions {
-                if self.define(&mut d_reg, "region", fi, &r.id) {
-                    region_ids.insert(r.id.get_ref().clone(), region_ids.len() as u32);
-                }
-            }
-            for e in &f.entities {
-                if self.define(&mut d_ent, "entity", fi, &e.id) {
-                    entity_ids.insert(e.id.get_ref().clone(), entity_ids.len() as u32);
-                }
-            }
-            for a in &f.apps {
-                if self.define(&mut d_app, "app", fi, &a.id) {
-                    app_ids.insert(a.id.get_ref().clone(), app_ids.len() as u32);
-                }
-            }
-            for p in &f.prohibitions {
-                if self.define(&mut d_pro, "prohibition", fi, &p.id) {
-                    prohibition_ids.insert(p.id.get_ref().clone(), prohibition_ids.len() as u32);
-                }
+    fn region(&mut self, fi: usize, raw: &RawRegion) -> Region {
+        let mut countries = Vec::new();
+        for c in raw.countries.get_ref() {
+            match Country::parse(c.get_ref()) {
+                Ok(country) => countries.push(country),
+                Err(e) => self.error(
+                    fi,
+                    c.span(),
+                    e.to_string()
+                        .split(';')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    "use ISO 3166-1 alpha-2 (`PR`) or alpha-3 (`PRI`) codes",
+                ),
             }
         }
+        if raw.countries.get_ref().is_empty() {
+            self.error(
+                fi,
+                raw.countries.span(),
+                format!("region `{}` has no countries", raw.id.get_ref()),
+                "list at least one ISO 3166-1 code",
+            );
+        }
+        countries.sort();
+        countries.dedup();
+        Region {
+            id: raw.id.get_ref().clone(),
+            name: raw.name.clone(),
+            set: countries.iter().copied().collect::<CountrySet>(),
+            countries,
+            notes: raw.notes.clone(),
+        }
+    }
 
-        // Instruments.
-        let mut file_instrument: Vec<Option<InstrumentIdx>> = vec![None; files.len()];
-        for (fi, f) in files.iter().enumerate() {
-            let Some(raw) = &f.instrument else { continue };
-            let Some(&idx) = instrument_ids.get(raw.id.get_ref()) else {
+    fn entity(&mut self, fi: usize, raw: &RawEntity) -> Entity {
+        let parent = raw
+            .parent
+            .as_ref()
+            .and_then(|p| self.resolve(fi, "entity", p));
+        let mut publisher_accounts = Vec::new();
+        for account in &raw.publisher_accounts {
+            let a = account.get_ref();
+            let Some(store) = Store::parse(a.store.get_ref()) else {
+                self.error(
+                    fi,
+                    a.store.span(),
+                    format!("unknown store `{}`", a.store.get_ref()),
+                    "expected `apple` (Apple team id) or `google` (Google Play developer account id)",
+                );
                 continue;
             };
-            if d_ins.get(raw.id.get_ref()).map(|d| d.0) != Some(fi) {
-                continue;
-            }
-            file_instrument[fi] = Some(idx);
-            let kind = InstrumentKind::ALL
-                .into_iter()
-                .find(|k| k.as_str() == raw.kind.get_ref());
-            if kind.is_none() {
-                let expected = InstrumentKind::ALL
-                    .map(|k| format!("`{}`", k.as_str()))
-                    .join(", ");
-                self.error(
-                    fi,
-                    raw.kind.span(),
-                    format!("unknown instrument kind `{}`", raw.kind.get_ref()),
-                    format!("expected one of {expected}"),
-                );
-            }
-            let src = raw.source.get_ref();
-            if !(src.starts_with("https://") || src.starts_with("http://")) {
-                self.error(
-                    fi,
-                    raw.source.span(),
-                    format!("source `{src}` is not an http(s) URL"),
-                    "give the URL where the instrument's text can be read",
-                );
-            }
-            let pursuant_to = raw
-                .pursuant_to
-                .iter()
-                .filter_map(|p| self.resolve(fi, "instrument", &instrument_ids, p))
-                .collect();
-            let issued = self.instant(fi, &raw.issued);
-            model.instruments.push(Instrument {
-                id: raw.id.get_ref().clone(),
-                kind: kind.unwrap_or(InstrumentKind::Statute),
-                title: raw.title.clone(),
-                authority: raw.authority.clone(),
-                pursuant_to,
-                citation: raw.citation.clone(),
-                source: src.clone(),
-                issued: issued.unwrap_or(Instant::MIN),
-                notes: raw.notes.clone(),
-                file: f.source.name.clone(),
-            });
-        }
-
-        // Regions.
-        for (fi, f) in files.iter().enumerate() {
-            for raw in &f.regions {
-                let mut countries = Vec::new();
-                for c in raw.countries.get_ref() {
-                    match Country::parse(c.get_ref()) {
-                        Ok(country) => countries.push(country),
-                        Err(e) => self.error(
-                            fi,
-                            c.span(),
-                            e.to_string()
-                                .split(';')
-                                .next()
-                                .unwrap_or_default()
-                                .to_owned(),
-                            "use ISO 3166-1 alpha-2 (`PR`) or alpha-3 (`PRI`) codes",
-                        ),
+            match store.normalize_account(a.id.get_ref()) {
+                Ok(id) => {
+                    if self.claim(fi, "publisher account", id.clone(), raw.id.get_ref(), &a.id) {
+                        publisher_accounts.push(PublisherAccount { store, id });
                     }
                 }
-                if raw.countries.get_ref().is_empty() {
-                    self.error(
-                        fi,
-                        raw.countries.span(),
-                        format!("region `{}` has no countries", raw.id.get_ref()),
-                        "list at least one ISO 3166-1 code",
-                    );
-                }
-                countries.sort();
-                countries.dedup();
-                model.regions.push(Region {
-                    id: raw.id.get_ref().clone(),
-                    name: raw.name.clone(),
-                    set: countries.iter().copied().collect::<CountrySet>(),
-                    countries,
-                    notes: raw.notes.clone(),
-                });
+                Err(message) => self.error(
+                    fi,
+                    a.id.span(),
+                    message,
+                    "copy the account id from the store's developer console",
+                ),
             }
         }
+        Entity {
+            id: raw.id.get_ref().clone(),
+            name: raw.name.clone(),
+            parent,
+            publisher_accounts,
+            notes: raw.notes.clone(),
+        }
+    }
 
-        // Entities, then their parent chains.
-        let mut parent_spans = Vec::new();
-        for (fi, f) in files.iter().enumerate() {
+    fn ownership_cycles(&mut self, entities: &[Entity]) {
+        let mut at_entity = 0;
+        for (fi, f) in self.files.iter().enumerate() {
             for raw in &f.entities {
-                let parent = raw
-                    .parent
-                    .as_ref()
-                    .and_then(|p| self.resolve(fi, "entity", &entity_ids, p));
-                parent_spans.push((fi, raw.parent.as_ref().map(|p| p.span())));
-                model.entities.push(Entity {
-                    id: raw.id.get_ref().clone(),
-                    name: raw.name.clone(),
-                    parent,
-                    notes: raw.notes.clone(),
-                });
-            }
-        }
-        for (start, (fi, span)) in parent_spans.iter().enumerate() {
-            let mut at = model.entities[start].parent;
-            let mut steps = 0;
-            while let Some(p) = at {
-                if p as usize == start || steps > model.entities.len() {
-                    let id = model.entities[start].id.clone();
-                    self.error(
-                        *fi,
-                        span.clone().unwrap_or(0..0),
-                        format!("entity `{id}` is its own ancestor"),
-                        "an entity's `parent` chain must end at an entity without a parent",
-                    );
-                    break;
-                }
-                at = model.entities[p as usize].parent;
-                steps += 1;
-            }
-        }
-
-        // Apps and their identifiers, each claimed by one app only.
-        let mut claimed: HashMap<(&str, String), (&'f str, usize, Range<usize>)> =
-            HashMap::default();
-        for (fi, f) in files.iter().enumerate() {
-            for raw in &f.apps {
-                let owner = self.resolve(fi, "entity", &entity_ids, &raw.owner);
-                let app_id: &'f str = raw.id.get_ref();
-                let mut lists: Vec<Vec<String>> = Vec::new();
-                // (what, values, whether they are SHA-256 digests)
-                for (kind, values, digest) in [
-                    ("iOS bundle id", &raw.ios, false),
-                    ("Android package", &raw.android, false),
-                    ("signing certificate", &raw.signing_cert_sha256, true),
-                    ("constituent-code digest", &raw.code_sha256, true),
-                ] {
-                    let mut list = Vec::new();
-                    for value in values {
-                        let normalized = if digest {
-                            normalize_sha256(value.get_ref())
-                        } else {
-                            Some(value.get_ref().clone())
-                                .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
-                        };
-                        let Some(normalized) = normalized else {
-                            let hint = if digest {
-                                "write 64 hexadecimal digits, optionally in colon-separated pairs"
-                            } else {
-                                "identifiers are non-empty and have no spaces"
-                            };
-                            self.error(
-                                fi,
-                                value.span(),
-                                format!("invalid {kind} `{}`", value.get_ref()),
-                                hint,
-                            );
-                            continue;
-                        };
-                        let key = (kind, normalized);
-                        match claimed.get(&key) {
-                            Some((other, ofi, ospan)) if *other != app_id => {
-                                let first = Diagnostic::at(&files[*ofi].source, ospan.clone(), "");
-                                let (line, column) = first.line_column().unwrap_or((0, 0));
-                                let hint = format!(
-                                    "app `{other}` claims it at {}:{line}:{column}; an identifier names one app",
-                                    first.file
-                                );
-                                self.error(
-                                    fi,
-                                    value.span(),
-                                    format!(
-                                        "{kind} `{}` is claimed by apps `{other}` and `{app_id}`",
-                                        value.get_ref()
-                                    ),
-                                    hint,
-                                );
-                            }
-                            Some(_) => {}
-                            None => {
-                                claimed.insert(key.clone(), (app_id, fi, value.span()));
-                            }
-                        }
-                        list.push(key.1);
-                    }
-                    lists.push(list);
-                }
-                for team in &raw.apple_team_ids {
-                    let t = team.get_ref();
-                    if t.len() != 10
-                        || !t
-                            .chars()
-                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
-                    {
+                let start = at_entity;
+                at_entity += 1;
+                let mut at = entities[start].parent;
+                let mut steps = 0;
+                while let Some(p) = at {
+                    if p as usize == start || steps > entities.len() {
+                        let span = raw.parent.as_ref().map_or(raw.id.span(), |p| p.span());
                         self.error(
                             fi,
-                            team.span(),
-                            format!("invalid Apple team id `{t}`"),
-                            "an Apple team id is 10 upper-case letters and digits",
+                            span,
+                            format!("entity `{}` is its own ancestor", entities[start].id),
+                            "an entity's `parent` chain must end at an entity without a parent",
                         );
+                        break;
                     }
+                    at = entities[p as usize].parent;
+                    steps += 1;
                 }
-                if raw.ios.is_empty()
-                    && raw.android.is_empty()
-                    && raw.signing_cert_sha256.is_empty()
-                    && raw.code_sha256.is_empty()
-                {
-                    self.error(
-                        fi,
-                        raw.id.span(),
-                        format!("app `{app_id}` has no identifier"),
-                        "give at least one of `ios`, `android`, `signing_cert_sha256` or `code_sha256`",
-                    );
-                }
-                let mut lists = lists.into_iter();
-                model.apps.push(App {
-                    id: app_id.to_owned(),
-                    name: raw.name.clone(),
-                    owner: owner.unwrap_or(0),
-                    ios: lists.next().unwrap_or_default(),
-                    android: lists.next().unwrap_or_default(),
-                    signing_cert_sha256: lists.next().unwrap_or_default(),
-                    code_sha256: lists.next().unwrap_or_default(),
-                    apple_team_ids: raw
-                        .apple_team_ids
-                        .iter()
-                        .map(|t| t.get_ref().clone())
-                        .collect(),
-                    notes: raw.notes.clone(),
-                });
             }
         }
+    }
 
-        // Prohibitions.
-        for (fi, f) in files.iter().enumerate() {
-            for raw in &f.prohibitions {
-                let instrument =
-                    self.owning_instrument(fi, &file_instrument, "prohibition", &raw.id);
-                let apps: Vec<AppIdx> = raw
-                    .apps
-                    .iter()
-                    .filter_map(|a| self.resolve(fi, "app", &app_ids, a))
-                    .collect();
-                let owners: Vec<EntityIdx> = raw
-                    .owners
-                    .iter()
-                    .filter_map(|o| self.resolve(fi, "entity", &entity_ids, o))
-                    .collect();
-                if raw.apps.is_empty() && raw.owners.is_empty() {
-                    self.error(
-                        fi,
-                        raw.id.span(),
-                        format!("prohibition `{}` covers no app", raw.id.get_ref()),
-                        "name the covered apps with `apps = [...]` or their owners with `owners = [...]`",
-                    );
-                }
-                let mut actions = ActionSet::default();
-                for a in raw.actions.get_ref() {
-                    match a.get_ref().parse::<Action>() {
-                        Ok(action) => actions.insert(action),
-                        Err(_) => {
-                            let hint = format!("expected one of {}", Action::expected());
-                            self.error(
-                                fi,
-                                a.span(),
-                                format!("unknown action `{}`", a.get_ref()),
-                                hint,
-                            );
-                        }
-                    }
-                }
-                if raw.actions.get_ref().is_empty() {
-                    self.error(
-                        fi,
-                        raw.actions.span(),
-                        format!("prohibition `{}` prohibits no action", raw.id.get_ref()),
-                        format!("list one or more of {}", Action::expected()),
-                    );
-                }
-                let region = self.resolve(fi, "region", &region_ids, &raw.region);
-                let effective = self.instant(fi, &raw.effective);
-                let end = raw.end.as_ref().and_then(|e| self.instant(fi, e));
-                if let (Some(start), Some(stop), Some(end_raw)) = (effective, end, &raw.end)
-                    && stop <= start
-                {
-                    self.error(
-                        fi,
-                        end_raw.span(),
-                        format!("end {stop} is not after the effective instant {start}"),
-                        "a prohibition must end after it takes effect",
-                    );
-                }
-                model.prohibitions.push(Prohibition {
-                    id: raw.id.get_ref().clone(),
-                    item: raw.item.clone(),
-                    instrument: instrument.unwrap_or(0),
-                    apps,
-                    owners,
-                    covered: Vec::new(),
-                    actions,
-                    region: region.unwrap_or(0),
-                    effective: effective.unwrap_or(Instant::MIN),
-                    end,
-                    text: raw.text.clone(),
-                    notes: raw.notes.clone(),
-                });
-            }
-        }
-        for p in &mut model.prohibitions {
-            let mut covered = p.apps.clone();
-            for (ai, app) in model.apps.iter().enumerate() {
-                if p.owners
-                    .iter()
-                    .any(|&o| descends_from(&model.entities, app.owner, o))
-                {
-                    covered.push(ai as AppIdx);
-                }
-            }
-            covered.sort_unstable();
-            covered.dedup();
-            p.covered = covered;
-        }
-
-        // Changes by later instruments.
-        for (fi, f) in files.iter().enumerate() {
-            let changes = f
-                .delays
-                .iter()
-                .map(|d| {
-                    (
-                        d.targets(),
-                        "delay",
-                        d.text.clone(),
-                        d.notes.clone(),
-                        Kind::Delay(&d.effective),
-                    )
-                })
-                .chain(f.suspensions.iter().map(|s| {
-                    (
-                        s.targets(),
-                        "suspension",
-                        s.text.clone(),
-                        s.notes.clone(),
-                        Kind::Suspension(&s.from, s.until.as_ref()),
-                    )
-                }))
-                .chain(f.revocations.iter().map(|r| {
-                    (
-                        r.targets(),
-                        "revocation",
-                        r.text.clone(),
-                        r.notes.clone(),
-                        Kind::Revocation(&r.from),
-                    )
-                }));
-            for (targets, what, text, notes, kind) in changes {
-                let anchor = first_span(&targets, &kind);
-                let instrument = match file_instrument[fi] {
-                    Some(i) => Some(i),
-                    None => {
-                        self.error(
-                            fi,
-                            anchor.clone(),
-                            format!("{what} is not in an instrument's file"),
-                            "add an `[instrument]` table to this file, or move the change into the file of the instrument that makes it",
-                        );
-                        None
-                    }
-                };
-                let resolved = self.targets(
-                    fi,
-                    &targets,
-                    &prohibition_ids,
-                    &instrument_ids,
-                    &model,
-                    anchor,
-                    what,
+    /// Claims an identifier for one owner; reports it when another already has it.
+    fn claim(&mut self, fi: usize, kind: &'static str, key: String, owner: &str, at: &S) -> bool {
+        match self.claimed.get(&(kind, key.clone())) {
+            Some((other, _, _)) if other == owner => true,
+            Some((other, ofi, ospan)) => {
+                let hint = format!(
+                    "`{other}` claims it at {}; an identifier names one app or owner (letter case aside)",
+                    self.first_at(*ofi, ospan.clone())
                 );
-                let kind = match kind {
-                    Kind::Delay(e) => self
-                        .instant(fi, e)
-                        .map(|effective| ChangeKind::Delay { effective }),
-                    Kind::Revocation(from) => self
-                        .instant(fi, from)
-                        .map(|from| ChangeKind::Revocation { from }),
-                    Kind::Suspension(from_raw, until_raw) => {
-                        let from = self.instant(fi, from_raw);
-                        let until = until_raw.and_then(|u| self.instant(fi, u));
-                        if let (Some(f), Some(u), Some(ur)) = (from, until, until_raw)
-                            && u <= f
-                        {
-                            self.error(
-                                fi,
-                                ur.span(),
-                                format!("suspension ends at {u}, not after it starts at {f}"),
-                                "`until` must be after `from`; leave `until` out for an open-ended suspension",
-                            );
-                        }
-                        from.map(|from| ChangeKind::Suspension { from, until })
+                let message = format!(
+                    "{kind} `{}` is claimed by `{other}` and `{owner}`",
+                    at.get_ref()
+                );
+                self.error(fi, at.span(), message, hint);
+                false
+            }
+            None => {
+                self.claimed
+                    .insert((kind, key), (owner.to_owned(), fi, at.span()));
+                true
+            }
+        }
+    }
+
+    fn app(&mut self, fi: usize, raw: &RawApp) -> App {
+        let owner = self.resolve(fi, "entity", &raw.owner);
+        let app_id = raw.id.get_ref();
+        let mut lists: [Vec<String>; 4] = Default::default();
+        // (what, values, whether they are SHA-256 digests)
+        let kinds = [
+            ("iOS bundle id", &raw.ios, false),
+            ("Android package", &raw.android, false),
+            ("signing certificate", &raw.signing_cert_sha256, true),
+            ("constituent-code digest", &raw.code_sha256, true),
+        ];
+        for (list, (kind, values, digest)) in lists.iter_mut().zip(kinds) {
+            for value in values {
+                let checked = if digest {
+                    normalize_sha256(value.get_ref()).ok_or_else(|| {
+                        "write 64 hexadecimal digits, optionally in colon-separated pairs"
+                            .to_owned()
+                    })
+                } else {
+                    check_app_id(value.get_ref()).map(|()| value.get_ref().clone())
+                };
+                let normal = match checked {
+                    Ok(n) => n,
+                    Err(why) => {
+                        self.error(
+                            fi,
+                            value.span(),
+                            format!("invalid {kind} `{}`", value.get_ref().escape_debug()),
+                            why,
+                        );
+                        continue;
                     }
                 };
-                if let (Some(instrument), Some(kind)) = (instrument, kind) {
-                    model.changes.push(Change {
-                        instrument,
-                        kind,
-                        targets: resolved,
-                        text,
-                        notes,
-                    });
+                // Identifiers are matched ignoring letter case: claim the folded form.
+                if self.claim(fi, kind, normal.to_ascii_lowercase(), app_id, value) {
+                    list.push(normal);
                 }
             }
         }
-        model
+        for team in &raw.apple_team_ids {
+            if let Err(message) = Store::Apple.normalize_account(team.get_ref()) {
+                self.error(
+                    fi,
+                    team.span(),
+                    message,
+                    "an Apple team id is 10 upper-case letters and digits",
+                );
+            }
+        }
+        if raw.ios.is_empty()
+            && raw.android.is_empty()
+            && raw.signing_cert_sha256.is_empty()
+            && raw.code_sha256.is_empty()
+        {
+            self.error(
+                fi,
+                raw.id.span(),
+                format!("app `{app_id}` has no identifier"),
+                "give at least one of `ios`, `android`, `signing_cert_sha256` or `code_sha256`; an app known only by its publisher account is covered through its owner's `publisher_accounts`",
+            );
+        }
+        let [ios, android, signing_cert_sha256, code_sha256] = lists;
+        App {
+            id: app_id.to_owned(),
+            name: raw.name.clone(),
+            owner: owner.unwrap_or(0),
+            ios,
+            android,
+            signing_cert_sha256,
+            code_sha256,
+            apple_team_ids: raw
+                .apple_team_ids
+                .iter()
+                .map(|t| t.get_ref().clone())
+                .collect(),
+            notes: raw.notes.clone(),
+        }
+    }
+
+    fn prohibition(&mut self, fi: usize, raw: &RawProhibition, model: &Model) -> Prohibition {
+        let instrument = self.owning_instrument(fi, "prohibition", raw.id.span(), raw.id.get_ref());
+        let apps: Vec<AppIdx> = raw
+            .apps
+            .iter()
+            .filter_map(|a| self.resolve(fi, "app", a))
+            .collect();
+        let owners: Vec<EntityIdx> = raw
+            .owners
+            .iter()
+            .filter_map(|o| self.resolve(fi, "entity", o))
+            .collect();
+        if raw.apps.is_empty() && raw.owners.is_empty() {
+            self.error(
+                fi,
+                raw.id.span(),
+                format!("prohibition `{}` covers no app", raw.id.get_ref()),
+                "name the covered apps with `apps = [...]` or their owners with `owners = [...]`",
+            );
+        }
+        let mut actions = ActionSet::default();
+        for a in raw.actions.get_ref() {
+            match a.get_ref().parse::<Action>() {
+                Ok(action) => actions.insert(action),
+                Err(_) => {
+                    let hint = format!("expected one of {}", Action::expected());
+                    self.error(
+                        fi,
+                        a.span(),
+                        format!("unknown action `{}`", a.get_ref()),
+                        hint,
+                    );
+                }
+            }
+        }
+        if raw.actions.get_ref().is_empty() {
+            self.error(
+                fi,
+                raw.actions.span(),
+                format!("prohibition `{}` prohibits no action", raw.id.get_ref()),
+                format!("list one or more of {}", Action::expected()),
+            );
+        }
+        let region = self.resolve(fi, "region", &raw.region);
+        let jurisdiction = match &raw.jurisdiction {
+            Some(groups) => self.jurisdiction(fi, groups),
+            None => vec![SignalSet::ALL],
+        };
+        let effective = self.moment(fi, &raw.effective);
+        let end = raw.end.as_ref().and_then(|e| self.moment(fi, e));
+        if let (Some(start), Some(stop), Some(end_raw)) = (&effective, &end, &raw.end)
+            && stop.earliest <= start.latest
+        {
+            self.error(
+                fi,
+                end_raw.span(),
+                format!(
+                    "end {} is not after the effective instant {}",
+                    stop.earliest, start.latest
+                ),
+                "a prohibition must end after it takes effect, under every reading of a window",
+            );
+        }
+        let mut covered = apps.clone();
+        for (ai, app) in model.apps.iter().enumerate() {
+            if owners
+                .iter()
+                .any(|&o| descends_from(&model.entities, app.owner, o))
+            {
+                covered.push(ai as AppIdx);
+            }
+        }
+        covered.sort_unstable();
+        covered.dedup();
+        Prohibition {
+            id: raw.id.get_ref().clone(),
+            item: raw.item.clone(),
+            instrument: instrument.unwrap_or(0),
+            apps,
+            owners,
+            covered,
+            actions,
+            region: region.unwrap_or(0),
+            jurisdiction,
+            effective: effective.unwrap_or(Moment::exact(Instant::MIN)),
+            end,
+            text: raw.text.clone(),
+            notes: raw.notes.clone(),
+        }
+    }
+
+    /// `jurisdiction = [["server_country"], ["storefront", ...]]`.
+    fn jurisdiction(
+        &mut self,
+        fi: usize,
+        groups: &Spanned<Vec<Spanned<Vec<S>>>>,
+    ) -> Vec<SignalSet> {
+        let names = Signal::ALL.map(|s| format!("`{}`", s.as_str())).join(", ");
+        if groups.get_ref().is_empty() {
+            self.error(
+                fi,
+                groups.span(),
+                "`jurisdiction` has no group".to_owned(),
+                format!("give one or more groups of signals, e.g. `[[\"server_country\"], [\"storefront\", \"ip_country\"]]`, or leave the key out to accept any signal; signals: {names}"),
+            );
+        }
+        let mut seen = SignalSet::default();
+        let mut out = Vec::new();
+        for group in groups.get_ref() {
+            let mut set = SignalSet::default();
+            if group.get_ref().is_empty() {
+                self.error(
+                    fi,
+                    group.span(),
+                    "empty signal group".to_owned(),
+                    format!("a group lists one or more of {names}"),
+                );
+            }
+            for name in group.get_ref() {
+                match Signal::parse(name.get_ref()) {
+                    Some(s) if seen.contains(s) => self.error(
+                        fi,
+                        name.span(),
+                        format!("signal `{s}` is in two groups"),
+                        "each signal belongs to at most one group of a jurisdiction test",
+                    ),
+                    Some(s) => {
+                        seen.insert(s);
+                        set.insert(s);
+                    }
+                    None => {
+                        let hint = suggest(
+                            name.get_ref(),
+                            Signal::ALL.iter().map(|s| s.as_str()),
+                            "signal",
+                        );
+                        self.error(
+                            fi,
+                            name.span(),
+                            format!("unknown signal `{}`", name.get_ref()),
+                            hint,
+                        );
+                    }
+                }
+            }
+            if !set.is_empty() {
+                out.push(set);
+            }
+        }
+        out
     }
 
     fn owning_instrument(
         &mut self,
         fi: usize,
-        file_instrument: &[Option<InstrumentIdx>],
         what: &str,
-        id: &S,
+        span: Range<usize>,
+        id: &str,
     ) -> Option<InstrumentIdx> {
-        if file_instrument[fi].is_none() && self.files[fi].instrument.is_none() {
+        let found = self.ids.file_instrument[fi];
+        if found.is_none() && self.files[fi].instrument.is_none() {
             self.error(
                 fi,
-                id.span(),
-                format!("{what} `{}` is not in an instrument's file", id.get_ref()),
+                span,
+                format!("{what} `{id}` is not in an instrument's file"),
                 "add an `[instrument]` table to this file, or move the entry into the file of the instrument that makes it",
             );
         }
-        file_instrument[fi]
+        found
+    }
+
+    /// Every change item of one file: delays, injunctions, non-enforcement orders,
+    /// revocations and exemptions.
+    fn changes(&mut self, fi: usize, f: &ParsedFile, model: &mut Model) {
+        for d in &f.delays {
+            let kind = self
+                .moment(fi, &d.effective)
+                .map(|effective| ChangeKind::Delay { effective });
+            self.change(
+                fi,
+                model,
+                "delay",
+                &d.targets(),
+                &d.effective,
+                kind,
+                &d.text,
+                &d.notes,
+            );
+        }
+        for (items, relief, what) in [
+            (&f.injunctions, Relief::Injunction, "injunction"),
+            (
+                &f.non_enforcements,
+                Relief::NonEnforcement,
+                "non-enforcement",
+            ),
+        ] {
+            for r in items {
+                let kind = self.relief(fi, r, relief);
+                self.change(
+                    fi,
+                    model,
+                    what,
+                    &r.targets(),
+                    &r.from,
+                    kind,
+                    &r.text,
+                    &r.notes,
+                );
+            }
+        }
+        for r in &f.revocations {
+            let kind = self
+                .moment(fi, &r.from)
+                .map(|from| ChangeKind::Revocation { from });
+            self.change(
+                fi,
+                model,
+                "revocation",
+                &r.targets(),
+                &r.from,
+                kind,
+                &r.text,
+                &r.notes,
+            );
+        }
+        for e in &f.exemptions {
+            let kind = self.exemption(fi, e);
+            self.change(
+                fi,
+                model,
+                "exemption",
+                &e.targets(),
+                &e.from,
+                kind,
+                &e.text,
+                &e.notes,
+            );
+        }
+    }
+
+    fn relief(&mut self, fi: usize, raw: &RawRelief, relief: Relief) -> Option<ChangeKind> {
+        let from = self.moment(fi, &raw.from);
+        let until = match &raw.until {
+            Some(u) => Some(self.moment(fi, u)?),
+            None => None,
+        };
+        if let (Some(f), Some(u), Some(ur)) = (&from, &until, &raw.until)
+            && u.earliest <= f.latest
+        {
+            self.error(
+                fi,
+                ur.span(),
+                format!("relief ends at {}, not after it starts at {}", u.earliest, f.latest),
+                "`until` must be after `from` under every reading of a window; leave `until` out for open-ended relief",
+            );
+            return None;
+        }
+        Some(ChangeKind::Relief {
+            relief,
+            from: from?,
+            until,
+        })
+    }
+
+    fn exemption(&mut self, fi: usize, raw: &RawExemption) -> Option<ChangeKind> {
+        if raw.apps.get_ref().is_empty() {
+            self.error(
+                fi,
+                raw.apps.span(),
+                "exemption names no app".to_owned(),
+                "list the exempted apps' ids in `apps = [...]`",
+            );
+        }
+        let mut apps: Vec<AppIdx> = raw
+            .apps
+            .get_ref()
+            .iter()
+            .filter_map(|a| self.resolve(fi, "app", a))
+            .collect();
+        apps.sort_unstable();
+        apps.dedup();
+        let from = self.moment(fi, &raw.from)?;
+        Some(ChangeKind::Exemption { apps, from })
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn targets(
+    fn change(
         &mut self,
         fi: usize,
-        raw: &RawTargets,
-        prohibition_ids: &HashMap<String, u32>,
-        instrument_ids: &HashMap<String, u32>,
-        model: &Model,
-        anchor: Range<usize>,
+        model: &mut Model,
         what: &str,
-    ) -> Vec<ProhibitionIdx> {
-        let mut out: Vec<ProhibitionIdx> = raw
+        targets: &RawTargets,
+        instant: &Spanned<toml::Value>,
+        kind: Option<ChangeKind>,
+        text: &Option<String>,
+        notes: &[String],
+    ) {
+        let anchor = targets
+            .prohibitions
+            .first()
+            .or(targets.instruments.first())
+            .map_or(instant.span(), |s| s.span());
+        let instrument = self.ids.file_instrument[fi];
+        if instrument.is_none() {
+            self.error(
+                fi,
+                anchor.clone(),
+                format!("{what} is not in an instrument's file"),
+                "add an `[instrument]` table to this file, or move the change into the file of the instrument that makes it",
+            );
+        }
+        let mut resolved: Vec<ProhibitionIdx> = targets
             .prohibitions
             .iter()
-            .filter_map(|p| self.resolve(fi, "prohibition", prohibition_ids, p))
+            .filter_map(|p| self.resolve(fi, "prohibition", p))
             .collect();
-        for name in &raw.instruments {
-            if let Some(root) = self.resolve(fi, "instrument", instrument_ids, name) {
+        for name in &targets.instruments {
+            if let Some(root) = self.resolve(fi, "instrument", name) {
                 for (pi, p) in model.prohibitions.iter().enumerate() {
                     if made_under(&model.instruments, p.instrument, root) {
-                        out.push(pi as ProhibitionIdx);
+                        resolved.push(pi as ProhibitionIdx);
                     }
                 }
             }
         }
-        if raw.prohibitions.is_empty() && raw.instruments.is_empty() {
+        if targets.prohibitions.is_empty() && targets.instruments.is_empty() {
             self.error(
                 fi,
                 anchor,
@@ -658,31 +931,26 @@ impl<'f> Validator<'f> {
                 "name the prohibitions with `prohibitions = [...]` or whole instruments with `instruments = [...]`",
             );
         }
-        out.sort_unstable();
-        out.dedup();
-        out
+        resolved.sort_unstable();
+        resolved.dedup();
+        if let (Some(instrument), Some(kind)) = (instrument, kind) {
+            model.changes.push(Change {
+                instrument,
+                kind,
+                targets: resolved,
+                text: text.clone(),
+                notes: notes.to_vec(),
+            });
+        }
     }
 }
 
-enum Kind<'a> {
-    Delay(&'a Spanned<toml::Value>),
-    Suspension(&'a Spanned<toml::Value>, Option<&'a Spanned<toml::Value>>),
-    Revocation(&'a Spanned<toml::Value>),
-}
-
-fn first_span(targets: &RawTargets, kind: &Kind<'_>) -> Range<usize> {
-    let instant = match kind {
-        Kind::Delay(v) | Kind::Suspension(v, _) | Kind::Revocation(v) => v.span(),
-    };
-    targets
-        .prohibitions
-        .first()
-        .or(targets.instruments.first())
-        .map_or(instant, |s| s.span())
-}
-
 /// Whether an entity is `ancestor` or one of its subsidiaries, at any depth.
-fn descends_from(entities: &[Entity], mut entity: EntityIdx, ancestor: EntityIdx) -> bool {
+pub(crate) fn descends_from(
+    entities: &[Entity],
+    mut entity: EntityIdx,
+    ancestor: EntityIdx,
+) -> bool {
     for _ in 0..=entities.len() {
         if entity == ancestor {
             return true;
@@ -723,20 +991,30 @@ pub fn normalize_sha256(text: &str) -> Option<String> {
 }
 
 fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>, what: &str) -> String {
-    let mut known: Vec<&str> = known.collect();
-    known.sort_unstable();
-    let best = known
-        .iter()
-        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min();
+    let mut count = 0;
+    let mut few: Vec<&str> = Vec::new();
+    let mut best: Option<(usize, &str)> = None;
+    for k in known {
+        count += 1;
+        if few.len() <= 8 {
+            few.push(k);
+        }
+        // Only ids of about the same length can be within the distance.
+        if k.len().abs_diff(name.len()) > 2.max(k.len() / 3) {
+            continue;
+        }
+        let d = strsim::damerau_levenshtein(name, k);
+        if d <= 2.max(k.len() / 3) && best.is_none_or(|b| (d, k) < b) {
+            best = Some((d, k));
+        }
+    }
+    few.sort_unstable();
     match best {
         Some((_, k)) => format!("did you mean `{k}`?"),
-        None if known.is_empty() => format!("no {what} is defined in the loaded files"),
-        None if known.len() <= 8 => format!(
+        None if count == 0 => format!("no {what} is defined in the loaded files"),
+        None if count <= 8 => format!(
             "known {what} ids: {}",
-            known
-                .iter()
+            few.iter()
                 .map(|k| format!("`{k}`"))
                 .collect::<Vec<_>>()
                 .join(", ")

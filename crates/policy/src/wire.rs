@@ -1,12 +1,15 @@
 //! The JSON shapes of requests and decisions, shared by the command line, the
-//! embeddable crate and the sidecar service.
+//! embeddable crate and the sidecar service. [`RequestRecord::into_request`] is the one
+//! place where a request is validated.
 
 use serde::{Deserialize, Serialize};
 
 use crate::country::Country;
 use crate::engine::{Decision, Verdict};
 use crate::instant::Instant;
-use crate::request::{AppRef, Platform, Request, RequestError, Signal};
+use crate::request::{
+    AppRef, Platform, Publisher, Request, RequestError, Signal, Store, check_app_id,
+};
 use crate::validate::normalize_sha256;
 
 /// `{"platform":"android","id":"com.zhiliaoapp.musically"}`
@@ -17,12 +20,22 @@ pub struct AppRecord {
     pub id: String,
 }
 
+/// `{"store":"apple","id":"ABCDE12345"}`: the account an app is published from.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherRecord {
+    pub store: String,
+    pub id: String,
+}
+
 /// A request as JSON.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RequestRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<AppRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherRecord>,
     pub action: String,
     pub at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -50,6 +63,18 @@ fn field(field: &'static str, message: impl Into<String>) -> RequestError {
     }
 }
 
+fn digest(name: &'static str, text: &str) -> Result<String, RequestError> {
+    normalize_sha256(text).ok_or_else(|| {
+        field(
+            name,
+            format!(
+                "`{}` is not a SHA-256 digest (64 hex digits)",
+                text.escape_debug()
+            ),
+        )
+    })
+}
+
 impl RequestRecord {
     /// Validates the record into a [`Request`].
     pub fn into_request(self) -> Result<Request, RequestError> {
@@ -62,14 +87,49 @@ impl RequestRecord {
                     other => {
                         return Err(field(
                             "app.platform",
-                            format!("unknown platform `{other}`; expected `ios` or `android`"),
+                            format!(
+                                "unknown platform `{}`; expected `ios` or `android`",
+                                other.escape_debug()
+                            ),
                         ));
                     }
                 };
-                if a.id.trim().is_empty() {
-                    return Err(field("app.id", "must not be empty"));
-                }
+                check_app_id(&a.id).map_err(|e| field("app.id", e))?;
                 Some(AppRef { platform, id: a.id })
+            }
+        };
+        let publisher = match self.publisher {
+            None => None,
+            Some(p) => {
+                let store = Store::parse(&p.store).ok_or_else(|| {
+                    field(
+                        "publisher.store",
+                        format!(
+                            "unknown store `{}`; expected `apple` or `google`",
+                            p.store.escape_debug()
+                        ),
+                    )
+                })?;
+                let id = store
+                    .normalize_account(&p.id)
+                    .map_err(|e| field("publisher.id", e))?;
+                if let Some(app) = &app {
+                    let fits = matches!(
+                        (store, app.platform),
+                        (Store::Apple, Platform::Ios) | (Store::Google, Platform::Android)
+                    );
+                    if !fits {
+                        return Err(field(
+                            "publisher.store",
+                            format!(
+                                "`{}` does not publish {} apps",
+                                store.as_str(),
+                                app.platform.as_str()
+                            ),
+                        ));
+                    }
+                }
+                Some(Publisher { store, id })
             }
         };
         let action = self
@@ -101,47 +161,39 @@ impl RequestRecord {
         let signing_cert_sha256 = self
             .signing_cert_sha256
             .as_deref()
-            .map(|c| {
-                normalize_sha256(c).ok_or_else(|| {
-                    field(
-                        "signing_cert_sha256",
-                        format!("`{c}` is not a SHA-256 digest (64 hex digits)"),
-                    )
-                })
-            })
+            .map(|c| digest("signing_cert_sha256", c))
             .transpose()?;
         let code_sha256 = self
             .code_sha256
             .iter()
-            .map(|c| {
-                normalize_sha256(c).ok_or_else(|| {
-                    field(
-                        "code_sha256",
-                        format!("`{c}` is not a SHA-256 digest (64 hex digits)"),
-                    )
-                })
-            })
+            .map(|c| digest("code_sha256", c))
             .collect::<Result<Vec<_>, _>>()?;
-        let request = Request {
+        if signals.iter().all(Option::is_none) {
+            return Err(RequestError::NoSignal);
+        }
+        if app.is_none() && signing_cert_sha256.is_none() && code_sha256.is_empty() {
+            return Err(RequestError::NoApp);
+        }
+        Ok(Request {
             app,
+            publisher,
             signing_cert_sha256,
             code_sha256,
             action,
             at,
             known_at,
             signals,
-        };
-        if request.signals.iter().all(Option::is_none) {
-            return Err(RequestError::NoSignal);
-        }
-        if request.app.is_none()
-            && request.signing_cert_sha256.is_none()
-            && request.code_sha256.is_empty()
-        {
-            return Err(RequestError::NoApp);
-        }
-        Ok(request)
+        })
     }
+}
+
+/// An instrument a decision rests on: id, citation and where to read it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InstrumentRecord {
+    pub instrument: String,
+    pub citation: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One reason of a deny.
@@ -149,17 +201,34 @@ impl RequestRecord {
 pub struct ReasonRecord {
     pub instrument: String,
     pub prohibition: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
     pub citation: String,
     pub text: String,
     pub source: String,
+    /// The instruments it was made under: its own first.
+    #[serde(default)]
+    pub authority: Vec<InstrumentRecord>,
 }
 
 /// Where the request was placed.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JurisdictionRecord {
     pub region: String,
-    pub signal: String,
-    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// Groups of signals the request carried none of, assumed in the region.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assumed: Vec<Vec<String>>,
+}
+
+/// Where the readings of the policy's windows disagree.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UncertainRecord {
+    pub from: Option<String>,
+    pub until: Option<String>,
 }
 
 /// A decision as JSON.
@@ -175,12 +244,20 @@ pub struct DecisionRecord {
     pub in_force_from: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<ReasonRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relief_set_aside: Vec<InstrumentRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched_by: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub case_insensitive_match: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jurisdiction: Option<JurisdictionRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertain: Option<UncertainRecord>,
     pub valid_until: Option<String>,
 }
 
@@ -188,38 +265,68 @@ impl Decision<'_> {
     /// The decision as its JSON record.
     pub fn to_record(&self) -> DecisionRecord {
         let policy = self.policy;
+        let cite = |i: u32, source: bool| {
+            let ins = policy.instrument(i);
+            InstrumentRecord {
+                instrument: ins.id.clone(),
+                citation: ins.citation.clone(),
+                source: source.then(|| ins.source.clone()),
+            }
+        };
         let mut record = DecisionRecord {
             decision: String::new(),
             because: None,
             by: None,
             in_force_from: None,
             reasons: Vec::new(),
-            app: self.app.map(|(a, _)| a.id.clone()),
-            matched_by: self.app.map(|(_, m)| m.as_str().to_owned()),
-            jurisdiction: self.jurisdiction.map(|j| JurisdictionRecord {
+            relief_set_aside: Vec::new(),
+            app: self.matched.and_then(|m| m.app.map(|a| a.id.clone())),
+            owner: self.matched.map(|m| m.owner.id.clone()),
+            matched_by: self.matched.map(|m| m.by.as_str().to_owned()),
+            case_insensitive_match: self.matched.is_some_and(|m| m.case_insensitive),
+            jurisdiction: self.jurisdiction.as_ref().map(|j| JurisdictionRecord {
                 region: j.region.id.clone(),
-                signal: j.signal.as_str().to_owned(),
-                value: j.value.alpha2().to_owned(),
+                signal: j.signal.map(|(s, _)| s.as_str().to_owned()),
+                value: j.signal.map(|(_, c)| c.alpha2().to_owned()),
+                assumed: j
+                    .assumed
+                    .iter()
+                    .map(|g| g.iter().map(|s| s.as_str().to_owned()).collect())
+                    .collect(),
+            }),
+            uncertain: self.uncertain.map(|u| UncertainRecord {
+                from: u.from.map(|i| i.to_string()),
+                until: u.until.map(|i| i.to_string()),
             }),
             valid_until: self.valid_until.map(|v| v.to_string()),
         };
         match &self.verdict {
-            Verdict::Deny { prohibitions } => {
+            Verdict::Deny {
+                prohibitions,
+                set_aside,
+            } => {
                 record.decision = "deny".to_owned();
                 record.reasons = prohibitions
                     .iter()
                     .map(|&p| {
-                        let p = policy.prohibition(p);
-                        let i = policy.instrument(p.instrument);
+                        let pr = policy.prohibition(p);
+                        let i = policy.instrument(pr.instrument);
                         ReasonRecord {
                             instrument: i.id.clone(),
-                            prohibition: p.id.clone(),
+                            prohibition: pr.id.clone(),
+                            item: pr.item.clone(),
                             citation: i.citation.clone(),
-                            text: p.text.clone(),
+                            text: pr.text.clone(),
                             source: i.source.clone(),
+                            authority: policy
+                                .authority(p)
+                                .into_iter()
+                                .map(|a| cite(a, true))
+                                .collect(),
                         }
                     })
                     .collect();
+                record.relief_set_aside = set_aside.iter().map(|&i| cite(i, false)).collect();
             }
             Verdict::Allow {
                 because,
@@ -244,6 +351,10 @@ impl From<&Request> for RequestRecord {
             app: r.app.as_ref().map(|a| AppRecord {
                 platform: a.platform.as_str().to_owned(),
                 id: a.id.clone(),
+            }),
+            publisher: r.publisher.as_ref().map(|p| PublisherRecord {
+                store: p.store.as_str().to_owned(),
+                id: p.id.clone(),
             }),
             action: r.action.as_str().to_owned(),
             at: r.at.to_string(),

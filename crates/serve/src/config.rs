@@ -28,6 +28,8 @@ pub struct EnvoyHeaders {
     pub billing_country: String,
     pub server_country: String,
     pub signing_cert_sha256: String,
+    pub publisher_store: String,
+    pub publisher_id: String,
 }
 
 impl Default for EnvoyHeaders {
@@ -43,6 +45,8 @@ impl Default for EnvoyHeaders {
             billing_country: "x-gatekeeper-billing-country".into(),
             server_country: "x-gatekeeper-server-country".into(),
             signing_cert_sha256: "x-gatekeeper-signing-cert-sha256".into(),
+            publisher_store: "x-gatekeeper-publisher-store".into(),
+            publisher_id: "x-gatekeeper-publisher-id".into(),
         }
     }
 }
@@ -67,6 +71,10 @@ pub struct Config {
     pub reload_interval_ms: u64,
     pub mode: Mode,
     pub failure_mode: FailureMode,
+    /// How to read instants the law leaves open: `conservative` or `permissive`.
+    pub posture: policy::Boundaries,
+    /// Whether executive non-enforcement orders count as relief: `honour` or `ignore`.
+    pub non_enforcement: policy::NonEnforcement,
     /// The audit trail's folder; no trail without it.
     pub audit_dir: Option<PathBuf>,
     /// Bearer token for admin routes; admin routes refuse everything without it.
@@ -95,6 +103,8 @@ impl Default for Config {
             reload_interval_ms: 5_000,
             mode: Mode::Enforce,
             failure_mode: FailureMode::Closed,
+            posture: policy::Boundaries::Conservative,
+            non_enforcement: policy::NonEnforcement::Honour,
             audit_dir: None,
             admin_token: None,
             max_body_bytes: 16 * 1024 * 1024,

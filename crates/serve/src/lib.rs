@@ -80,7 +80,11 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut builder = Gatekeeper::builder()
         .source(source)
         .mode(config.mode)
-        .failure_mode(config.failure_mode);
+        .failure_mode(config.failure_mode)
+        .posture(policy::Posture {
+            boundaries: config.posture,
+            non_enforcement: config.non_enforcement,
+        });
     if let Some(dir) = &config.audit_dir {
         builder = builder.audit(AuditConfig::new(dir));
     }

@@ -11,9 +11,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use gatekeeper::layer::{deny_status, link_reasons, name_verdict};
-use gatekeeper::{CheckError, Gate, Gatekeeper, ReloadError, Reloaded, Verdict};
+use gatekeeper::{Gate, Gatekeeper, ReloadError, Reloaded, Verdict};
 use metrics_exporter_prometheus::PrometheusHandle;
-use policy::{Country, Platform, RequestError, RequestRecord, Signal};
+use policy::RequestRecord;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tower::limit::ConcurrencyLimitLayer;
@@ -120,10 +120,8 @@ fn check_record(gk: &Gatekeeper, raw: &str) -> Result<Verdict, (StatusCode, Stri
     let request = record
         .into_request()
         .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    gk.check(&request).map_err(|e| match e {
-        CheckError::Request(e) => (StatusCode::BAD_REQUEST, e.to_string()),
-        e @ CheckError::Audit(_) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    })
+    gk.check(&request)
+        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
 }
 
 /// `POST /v1/decide`: one request, or an array answered in order.
@@ -190,60 +188,43 @@ fn header_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// Builds a policy request from the configured headers.
+/// Builds a policy request from the configured headers, through the same validation
+/// as a JSON request.
 fn envoy_request(
     headers: &HeaderMap,
     names: &EnvoyHeaders,
     now: policy::Instant,
 ) -> Result<policy::Request, String> {
-    let required = |name: &str| {
-        header_value(headers, name).ok_or_else(|| format!("header `{name}` is required"))
-    };
-    let platform = match required(&names.platform)? {
-        "ios" => Platform::Ios,
-        "android" => Platform::Android,
-        other => {
+    let get = |name: &str| header_value(headers, name).map(str::to_owned);
+    let required = |name: &str| get(name).ok_or_else(|| format!("header `{name}` is required"));
+    let publisher = match (get(&names.publisher_store), get(&names.publisher_id)) {
+        (Some(store), Some(id)) => Some(policy::PublisherRecord { store, id }),
+        (None, None) => None,
+        _ => {
             return Err(format!(
-                "`{}`: unknown platform `{other}`; expected `ios` or `android`",
-                names.platform
+                "give both `{}` and `{}`, or neither",
+                names.publisher_store, names.publisher_id
             ));
         }
     };
-    let app = required(&names.app)?;
-    let action = required(&names.action)?
-        .parse()
-        .map_err(|e: policy::UnknownAction| format!("`{}`: {e}", names.action))?;
-    let at = match header_value(headers, &names.at) {
-        Some(at) => {
-            policy::Instant::parse_rfc3339(at).map_err(|e| format!("`{}`: {e}", names.at))?
-        }
-        None => now,
+    let record = RequestRecord {
+        app: Some(policy::AppRecord {
+            platform: required(&names.platform)?,
+            id: required(&names.app)?,
+        }),
+        publisher,
+        action: required(&names.action)?,
+        at: get(&names.at).unwrap_or_else(|| now.to_string()),
+        known_at: None,
+        storefront: get(&names.storefront),
+        device_country: get(&names.device_country),
+        ip_country: get(&names.ip_country),
+        billing_country: get(&names.billing_country),
+        server_country: get(&names.server_country),
+        signing_cert_sha256: get(&names.signing_cert_sha256),
+        code_sha256: Vec::new(),
     };
-    let mut request = policy::Request::new(platform, app, action, at);
-    for (signal, name) in [
-        (Signal::Storefront, &names.storefront),
-        (Signal::DeviceCountry, &names.device_country),
-        (Signal::IpCountry, &names.ip_country),
-        (Signal::BillingCountry, &names.billing_country),
-        (Signal::ServerCountry, &names.server_country),
-    ] {
-        if let Some(code) = header_value(headers, name) {
-            let country = Country::parse(code).map_err(|e| format!("`{name}`: {e}"))?;
-            request = request.with_signal(signal, country);
-        }
-    }
-    if let Some(cert) = header_value(headers, &names.signing_cert_sha256) {
-        request.signing_cert_sha256 = Some(policy::normalize_sha256(cert).ok_or_else(|| {
-            format!(
-                "`{}`: `{cert}` is not a SHA-256 digest",
-                names.signing_cert_sha256
-            )
-        })?);
-    }
-    if request.signals.iter().all(Option::is_none) {
-        return Err(RequestError::NoSignal.to_string());
-    }
-    Ok(request)
+    record.into_request().map_err(|e| e.to_string())
 }
 
 /// `ANY /v1/envoy/authz/...`: Envoy's ext_authz HTTP service. 200 allows; anything else
@@ -255,7 +236,6 @@ async fn envoy(State(state): State<AppState>, headers: HeaderMap) -> Response {
     };
     let verdict = match state.gatekeeper.check(&request) {
         Ok(v) => v,
-        Err(CheckError::Request(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     };
     let record = verdict.to_record();

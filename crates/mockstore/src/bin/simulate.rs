@@ -21,6 +21,14 @@ struct Args {
     /// (default there: `us-2020` and `us-2024-pafaca`).
     #[arg(long = "policies", value_name = "DIR")]
     policies: Vec<PathBuf>,
+    /// How the store reads windows, for every scenario (instead of the scenario's own
+    /// `posture`) and the load run: `conservative` or `permissive`.
+    #[arg(long, value_name = "POSTURE", value_parser = ["conservative", "permissive"])]
+    posture: Option<String>,
+    /// Whether the store honours non-enforcement orders, for every scenario (instead of the
+    /// scenario's own `non_enforcement`) and the load run: `honour` or `ignore`.
+    #[arg(long, value_name = "SETTING", value_parser = ["honour", "ignore"])]
+    non_enforcement: Option<String>,
     /// Requests of a seeded random workload, cross-checked against `gatekeeper check`.
     #[arg(long, value_name = "N")]
     load: Option<usize>,
@@ -62,12 +70,20 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let options = mockstore::scenario::RunOptions {
+        policies: args.policies.clone(),
+        boundaries: args.posture.as_deref().and_then(policy::Boundaries::parse),
+        non_enforcement: args
+            .non_enforcement
+            .as_deref()
+            .and_then(policy::NonEnforcement::parse),
+    };
     let mut results = Vec::new();
     for path in &scenarios {
-        let result = runtime.block_on(mockstore::scenario::run(
+        let result = runtime.block_on(mockstore::scenario::run_with(
             path,
             &root.join("policies"),
-            &args.policies,
+            &options,
         ))?;
         let failures = result.failures();
         println!(
@@ -113,11 +129,16 @@ fn run(args: Args) -> anyhow::Result<bool> {
             } else {
                 indicatif::ProgressBar::hidden()
             };
-            let report = runtime.block_on(mockstore::load::run(
+            let posture = policy::Posture {
+                boundaries: options.boundaries.unwrap_or_default(),
+                non_enforcement: options.non_enforcement.unwrap_or_default(),
+            };
+            let report = runtime.block_on(mockstore::load::run_with_posture(
                 &policies,
                 n,
                 args.seed,
                 args.concurrency.max(1),
+                posture,
                 &progress,
             ))?;
             progress.finish_and_clear();

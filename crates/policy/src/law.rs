@@ -1,0 +1,640 @@
+//! The legal semantics, in one place: what each kind of change does to a prohibition
+//! at an instant, judged with the instruments known at another instant, under the
+//! operator's posture. The compiled index ([`crate::Policy`]), `explain` and every
+//! other reader of the law call these functions and nothing else.
+//!
+//! The rules, for one prohibition `p` at instant `t`, judged with what was issued by `k`:
+//!
+//! 1. `p` counts only once its instrument is issued (`issued <= k`); a change counts
+//!    only once its own instrument is issued.
+//! 2. A revocation whose `from <= t`, or an exemption naming the app whose `from <= t`,
+//!    ends `p` for good (`revoked`, `exempt`).
+//! 3. Past its `end`, `p` has lapsed (`lapsed`).
+//! 4. An injunction with `from <= t < until` bars it (`enjoined`).
+//! 5. A non-enforcement order with `from <= t < until` defers it (`not-enforced`), unless
+//!    the operator ignores non-enforcement orders: then they are set aside and named.
+//! 6. Before its effective instant (as moved by the latest issued delay), it is not in
+//!    force yet (`not-yet-in-force`).
+//! 7. Otherwise it is in force.
+//!
+//! A request is denied when any prohibition covering its app and action, in whose
+//! region it falls, is in force; otherwise it is allowed for the most final reason
+//! among them (`revoked` = `exempt`, `lapsed`, `enjoined`, `not-enforced`,
+//! `not-yet-in-force`), or, before any of those, `not-covered`,
+//! `action-not-prohibited` or `outside-jurisdiction`.
+//!
+//! Windows: an instant the record leaves open is a window. The conservative reading
+//! takes, at every boundary, the edge that extends prohibitions and shortens relief;
+//! the permissive reading the other edge. Where the two readings disagree on whether a
+//! request is served, the decision says so (`uncertain`, with the stretch of time in
+//! which they disagree) and follows the operator's reading.
+
+use serde::{Deserialize, Serialize};
+
+use crate::instant::Instant;
+use crate::model::*;
+use crate::validate::Model;
+
+/// Which reading of a window to take.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Boundaries {
+    /// Every boundary extends prohibitions and shortens relief: never early to serve.
+    #[default]
+    Conservative,
+    /// Every boundary shortens prohibitions and extends relief.
+    Permissive,
+}
+
+impl Boundaries {
+    /// Both readings.
+    pub const ALL: [Boundaries; 2] = [Boundaries::Conservative, Boundaries::Permissive];
+
+    /// The spelling in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Boundaries::Conservative => "conservative",
+            Boundaries::Permissive => "permissive",
+        }
+    }
+
+    /// Parses `conservative` or `permissive`.
+    pub fn parse(text: &str) -> Option<Boundaries> {
+        Boundaries::ALL.into_iter().find(|b| b.as_str() == text)
+    }
+
+    /// The other reading.
+    pub fn other(self) -> Boundaries {
+        match self {
+            Boundaries::Conservative => Boundaries::Permissive,
+            Boundaries::Permissive => Boundaries::Conservative,
+        }
+    }
+}
+
+/// Whether executive non-enforcement orders count as relief.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NonEnforcement {
+    /// They do: the answer is an allow, `not-enforced`.
+    #[default]
+    Honour,
+    /// They do not (the statute stays in force): the answer is a deny that names them.
+    Ignore,
+}
+
+impl NonEnforcement {
+    /// Both settings.
+    pub const ALL: [NonEnforcement; 2] = [NonEnforcement::Honour, NonEnforcement::Ignore];
+
+    /// The spelling in settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NonEnforcement::Honour => "honour",
+            NonEnforcement::Ignore => "ignore",
+        }
+    }
+
+    /// Parses `honour` or `ignore`.
+    pub fn parse(text: &str) -> Option<NonEnforcement> {
+        NonEnforcement::ALL.into_iter().find(|b| b.as_str() == text)
+    }
+}
+
+/// The operator's stance where the law leaves room: how to read windows, and whether
+/// non-enforcement orders are honoured.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize)]
+pub struct Posture {
+    pub boundaries: Boundaries,
+    pub non_enforcement: NonEnforcement,
+}
+
+impl Posture {
+    /// Every posture, in index order (see [`Posture::index`]).
+    pub const ALL: [Posture; 4] = [
+        Posture {
+            boundaries: Boundaries::Conservative,
+            non_enforcement: NonEnforcement::Honour,
+        },
+        Posture {
+            boundaries: Boundaries::Permissive,
+            non_enforcement: NonEnforcement::Honour,
+        },
+        Posture {
+            boundaries: Boundaries::Conservative,
+            non_enforcement: NonEnforcement::Ignore,
+        },
+        Posture {
+            boundaries: Boundaries::Permissive,
+            non_enforcement: NonEnforcement::Ignore,
+        },
+    ];
+
+    /// The position in [`Posture::ALL`].
+    pub fn index(self) -> usize {
+        self.boundaries as usize + 2 * self.non_enforcement as usize
+    }
+
+    /// The same posture with the other reading of windows.
+    pub fn other_reading(self) -> Posture {
+        Posture {
+            boundaries: self.boundaries.other(),
+            ..self
+        }
+    }
+}
+
+/// Why an allowed request is allowed, from least to most final.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AllowReason {
+    /// No known prohibition covers the app.
+    NotCovered,
+    /// Prohibitions cover the app, but not this action.
+    ActionNotProhibited,
+    /// Prohibitions cover the app and action, but the request is not in their regions.
+    OutsideJurisdiction,
+    /// The covering prohibitions have not taken effect yet.
+    NotYetInForce,
+    /// An executive non-enforcement order defers their enforcement.
+    NotEnforced,
+    /// A court order bars them.
+    Enjoined,
+    /// They reached their end.
+    Lapsed,
+    /// They cease to apply to this app (a qualified divestiture).
+    Exempt,
+    /// They were revoked.
+    Revoked,
+}
+
+impl AllowReason {
+    /// The spelling in decisions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AllowReason::NotCovered => "not-covered",
+            AllowReason::ActionNotProhibited => "action-not-prohibited",
+            AllowReason::OutsideJurisdiction => "outside-jurisdiction",
+            AllowReason::NotYetInForce => "not-yet-in-force",
+            AllowReason::NotEnforced => "not-enforced",
+            AllowReason::Enjoined => "enjoined",
+            AllowReason::Lapsed => "lapsed",
+            AllowReason::Exempt => "exempt",
+            AllowReason::Revoked => "revoked",
+        }
+    }
+
+    /// How final: `revoked` and `exempt` rank alike.
+    pub(crate) fn rank(self) -> u8 {
+        match self {
+            AllowReason::Revoked => AllowReason::Exempt as u8,
+            other => other as u8,
+        }
+    }
+}
+
+/// The answer for a set of prohibitions at one instant.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum Outcome {
+    /// In force: these prohibitions; and the non-enforcement orders set aside.
+    Deny {
+        prohibitions: Vec<ProhibitionIdx>,
+        set_aside: Vec<InstrumentIdx>,
+    },
+    Allow {
+        because: AllowReason,
+        by: Option<InstrumentIdx>,
+        in_force_from: Option<Instant>,
+    },
+}
+
+impl Outcome {
+    pub(crate) const NOT_COVERED: Outcome = Outcome::Allow {
+        because: AllowReason::NotCovered,
+        by: None,
+        in_force_from: None,
+    };
+
+    fn allow(because: AllowReason) -> Outcome {
+        Outcome::Allow {
+            because,
+            by: None,
+            in_force_from: None,
+        }
+    }
+
+    /// What two readings are compared on: whether the request is served.
+    pub(crate) fn is_deny(&self) -> bool {
+        matches!(self, Outcome::Deny { .. })
+    }
+}
+
+/// The state of one prohibition at one instant.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum Status {
+    InForce { set_aside: Vec<InstrumentIdx> },
+    NotYet(Instant),
+    NotEnforced(InstrumentIdx),
+    Enjoined(InstrumentIdx),
+    Lapsed(InstrumentIdx),
+    Exempt(InstrumentIdx),
+    Revoked(InstrumentIdx),
+}
+
+impl Status {
+    fn reason(&self) -> Option<AllowReason> {
+        Some(match self {
+            Status::InForce { .. } => return None,
+            Status::NotYet(_) => AllowReason::NotYetInForce,
+            Status::NotEnforced(_) => AllowReason::NotEnforced,
+            Status::Enjoined(_) => AllowReason::Enjoined,
+            Status::Lapsed(_) => AllowReason::Lapsed,
+            Status::Exempt(_) => AllowReason::Exempt,
+            Status::Revoked(_) => AllowReason::Revoked,
+        })
+    }
+}
+
+/// Which edge of a window favours the prohibition.
+#[derive(Clone, Copy)]
+enum Favours {
+    Earlier,
+    Later,
+}
+
+fn read(m: &Moment, favours: Favours, b: Boundaries) -> Instant {
+    match (b, favours) {
+        (Boundaries::Conservative, Favours::Earlier) | (Boundaries::Permissive, Favours::Later) => {
+            m.earliest
+        }
+        _ => m.latest,
+    }
+}
+
+/// When the prohibitions an instrument makes become known.
+pub(crate) fn known_from(model: &Model, i: InstrumentIdx, b: Boundaries) -> Instant {
+    read(&model.instruments[i as usize].issued, Favours::Earlier, b)
+}
+
+/// When the relief an instrument grants becomes known.
+fn relief_known_from(model: &Model, i: InstrumentIdx, b: Boundaries) -> Instant {
+    read(&model.instruments[i as usize].issued, Favours::Later, b)
+}
+
+/// Whether a prohibition is known at `k`.
+pub(crate) fn is_known(model: &Model, p: ProhibitionIdx, k: Instant, b: Boundaries) -> bool {
+    known_from(model, model.prohibitions[p as usize].instrument, b) <= k
+}
+
+/// A prohibition's effective instant with the delays issued by `k` (the latest issued
+/// delay wins).
+pub(crate) fn effective(
+    model: &Model,
+    changes: &[ChangeIdx],
+    p: ProhibitionIdx,
+    k: Instant,
+    b: Boundaries,
+) -> Instant {
+    let mut effective = read(
+        &model.prohibitions[p as usize].effective,
+        Favours::Earlier,
+        b,
+    );
+    let mut latest: Option<Instant> = None;
+    for &c in changes {
+        let ch = &model.changes[c as usize];
+        if let ChangeKind::Delay { effective: e } = &ch.kind {
+            let issued = relief_known_from(model, ch.instrument, b);
+            if issued <= k && latest.is_none_or(|l| issued >= l) {
+                effective = read(e, Favours::Earlier, b);
+                latest = Some(issued);
+            }
+        }
+    }
+    effective
+}
+
+/// The state of prohibition `p` at `t`, judged with the instruments issued by `k`.
+/// `changes` are the changes that target `p`; `app` is the app judged (`None` for an
+/// app known only by its publisher account, which no exemption names).
+pub(crate) fn status(
+    model: &Model,
+    changes: &[ChangeIdx],
+    p: ProhibitionIdx,
+    app: Option<AppIdx>,
+    t: Instant,
+    k: Instant,
+    posture: Posture,
+) -> Status {
+    let b = posture.boundaries;
+    let pr = &model.prohibitions[p as usize];
+    // The first to end it for good; on a tie, a revocation before an exemption.
+    let mut ended: Option<(Instant, u8, Status)> = None;
+    let mut enjoined: Option<(Instant, InstrumentIdx)> = None;
+    let mut not_enforced: Option<(Instant, InstrumentIdx)> = None;
+    let mut set_aside: Vec<InstrumentIdx> = Vec::new();
+    for &c in changes {
+        let ch = &model.changes[c as usize];
+        if relief_known_from(model, ch.instrument, b) > k {
+            continue;
+        }
+        match &ch.kind {
+            ChangeKind::Delay { .. } => {}
+            ChangeKind::Revocation { from } => {
+                let from = read(from, Favours::Later, b);
+                if from <= t && ended.as_ref().is_none_or(|(f, o, _)| (from, 0) < (*f, *o)) {
+                    ended = Some((from, 0, Status::Revoked(ch.instrument)));
+                }
+            }
+            ChangeKind::Exemption { apps, from } => {
+                let from = read(from, Favours::Later, b);
+                if app.is_some_and(|a| apps.contains(&a))
+                    && from <= t
+                    && ended.as_ref().is_none_or(|(f, o, _)| (from, 1) < (*f, *o))
+                {
+                    ended = Some((from, 1, Status::Exempt(ch.instrument)));
+                }
+            }
+            ChangeKind::Relief {
+                relief,
+                from,
+                until,
+            } => {
+                let from = read(from, Favours::Later, b);
+                let until = until.as_ref().map(|u| read(u, Favours::Earlier, b));
+                if !(from <= t && until.is_none_or(|u| t < u)) {
+                    continue;
+                }
+                // The most recent relief in effect names it.
+                let slot = match relief {
+                    Relief::Injunction => &mut enjoined,
+                    Relief::NonEnforcement => &mut not_enforced,
+                };
+                if slot.is_none_or(|(f, _)| from > f) {
+                    *slot = Some((from, ch.instrument));
+                }
+                if *relief == Relief::NonEnforcement && !set_aside.contains(&ch.instrument) {
+                    set_aside.push(ch.instrument);
+                }
+            }
+        }
+    }
+    if let Some((_, _, s)) = ended {
+        return s;
+    }
+    if pr
+        .end
+        .as_ref()
+        .is_some_and(|e| read(e, Favours::Later, b) <= t)
+    {
+        return Status::Lapsed(pr.instrument);
+    }
+    if let Some((_, by)) = enjoined {
+        return Status::Enjoined(by);
+    }
+    if posture.non_enforcement == NonEnforcement::Honour
+        && let Some((_, by)) = not_enforced
+    {
+        return Status::NotEnforced(by);
+    }
+    let effective = effective(model, changes, p, k, b);
+    if t < effective {
+        return Status::NotYet(effective);
+    }
+    if posture.non_enforcement == NonEnforcement::Honour {
+        set_aside.clear();
+    }
+    Status::InForce { set_aside }
+}
+
+/// What a request is judged against: the prohibitions covering its app, those that
+/// prohibit its action, and whether it falls in each one's jurisdiction.
+pub(crate) struct Coverage<'a> {
+    /// Every prohibition covering the app, whatever the action.
+    pub covering: &'a [ProhibitionIdx],
+    /// Those that prohibit the action.
+    pub with_action: &'a [ProhibitionIdx],
+    /// For each prohibition index: the changes that target it.
+    pub changes_of: &'a [Vec<ChangeIdx>],
+    /// The app judged, for exemptions.
+    pub app: Option<AppIdx>,
+}
+
+/// The answer at `t`, judged with the instruments issued by `k`.
+pub(crate) fn outcome(
+    model: &Model,
+    coverage: &Coverage<'_>,
+    in_jurisdiction: &dyn Fn(ProhibitionIdx) -> bool,
+    t: Instant,
+    k: Instant,
+    posture: Posture,
+) -> Outcome {
+    let b = posture.boundaries;
+    let known = |p: &&ProhibitionIdx| is_known(model, **p, k, b);
+    if !coverage.covering.iter().any(|p| known(&p)) {
+        return Outcome::allow(AllowReason::NotCovered);
+    }
+    let acting: Vec<ProhibitionIdx> = coverage.with_action.iter().filter(known).copied().collect();
+    if acting.is_empty() {
+        return Outcome::allow(AllowReason::ActionNotProhibited);
+    }
+    let placed: Vec<ProhibitionIdx> = acting.into_iter().filter(|p| in_jurisdiction(*p)).collect();
+    if placed.is_empty() {
+        return Outcome::allow(AllowReason::OutsideJurisdiction);
+    }
+    let mut in_force = Vec::new();
+    let mut set_aside: Vec<InstrumentIdx> = Vec::new();
+    let mut best: Option<Status> = None;
+    for p in placed {
+        let s = status(
+            model,
+            &coverage.changes_of[p as usize],
+            p,
+            coverage.app,
+            t,
+            k,
+            posture,
+        );
+        match s {
+            Status::InForce { set_aside: aside } => {
+                in_force.push(p);
+                for i in aside {
+                    if !set_aside.contains(&i) {
+                        set_aside.push(i);
+                    }
+                }
+            }
+            other => best = Some(more_final(best, other)),
+        }
+    }
+    if !in_force.is_empty() {
+        return Outcome::Deny {
+            prohibitions: in_force,
+            set_aside,
+        };
+    }
+    match best {
+        Some(Status::NotYet(from)) => Outcome::Allow {
+            because: AllowReason::NotYetInForce,
+            by: None,
+            in_force_from: Some(from),
+        },
+        Some(
+            s @ (Status::NotEnforced(by)
+            | Status::Enjoined(by)
+            | Status::Lapsed(by)
+            | Status::Exempt(by)
+            | Status::Revoked(by)),
+        ) => Outcome::Allow {
+            because: s.reason().unwrap_or(AllowReason::Revoked),
+            by: Some(by),
+            in_force_from: None,
+        },
+        // Every placed prohibition is either in force or has a status; answer with a
+        // deny if that ever fails to hold.
+        Some(Status::InForce { .. }) | None => Outcome::Deny {
+            prohibitions: Vec::new(),
+            set_aside: Vec::new(),
+        },
+    }
+}
+
+/// The more final of two statuses; among not-yet-in-force, the earlier start; on a
+/// tie, the first.
+fn more_final(a: Option<Status>, b: Status) -> Status {
+    match a {
+        None => b,
+        Some(Status::NotYet(x)) if matches!(b, Status::NotYet(_)) => match b {
+            Status::NotYet(y) => Status::NotYet(x.min(y)),
+            _ => b,
+        },
+        Some(a) => {
+            let rank = |s: &Status| s.reason().map_or(0, AllowReason::rank);
+            if rank(&b) > rank(&a) { b } else { a }
+        }
+    }
+}
+
+/// Every instant at which the answer for these prohibitions may change: both edges of
+/// every window of the prohibitions, of their instruments' issue and of their changes.
+pub(crate) fn instants(model: &Model, coverage: &Coverage<'_>) -> Vec<Instant> {
+    let mut out = Vec::new();
+    let mut moment = |m: &Moment| {
+        out.push(m.earliest);
+        out.push(m.latest);
+    };
+    let issued = |i: InstrumentIdx| &model.instruments[i as usize].issued;
+    for &p in coverage.covering {
+        moment(issued(model.prohibitions[p as usize].instrument));
+    }
+    for &p in coverage.with_action {
+        let pr = &model.prohibitions[p as usize];
+        moment(&pr.effective);
+        if let Some(e) = &pr.end {
+            moment(e);
+        }
+        for &c in &coverage.changes_of[p as usize] {
+            let ch = &model.changes[c as usize];
+            moment(issued(ch.instrument));
+            match &ch.kind {
+                ChangeKind::Delay { effective } => moment(effective),
+                ChangeKind::Relief { from, until, .. } => {
+                    moment(from);
+                    if let Some(u) = until {
+                        moment(u);
+                    }
+                }
+                ChangeKind::Revocation { from } | ChangeKind::Exemption { from, .. } => {
+                    moment(from)
+                }
+            }
+        }
+    }
+    out.retain(|i| *i != Instant::MIN);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Where the two readings of windows disagree: `[from, until)`, either end open.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Uncertain {
+    /// `None`: from the beginning of time.
+    pub from: Option<Instant>,
+    /// `None`: for ever after.
+    pub until: Option<Instant>,
+}
+
+/// An outcome over time: a segment starting at an instant, with its outcome under the
+/// posture and whether the other reading of windows disagrees there.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Judgement {
+    pub outcome: Outcome,
+    pub uncertain: Option<Uncertain>,
+}
+
+/// The answer over time at the given points (sorted, without [`Instant::MIN`]):
+/// segment starts (the first is [`Instant::MIN`]) and their judgements, with equal
+/// neighbours merged. `judge(t)` gives the outcome under the posture and under the
+/// other reading of windows.
+pub(crate) fn segments(
+    points: &[Instant],
+    judge: &mut dyn FnMut(Instant) -> (Outcome, Outcome),
+) -> Vec<(Instant, Judgement)> {
+    let starts: Vec<Instant> = std::iter::once(Instant::MIN)
+        .chain(points.iter().copied())
+        .collect();
+    let judged: Vec<(Outcome, bool)> = starts
+        .iter()
+        .map(|&t| {
+            let (mine, other) = judge(t);
+            let differs = mine.is_deny() != other.is_deny();
+            (mine, differs)
+        })
+        .collect();
+    let mut out: Vec<(Instant, Judgement)> = Vec::new();
+    let mut i = 0;
+    while i < starts.len() {
+        let (outcome, differs) = &judged[i];
+        let uncertain = differs.then(|| {
+            let first = (0..=i)
+                .rev()
+                .take_while(|&j| judged[j].1)
+                .last()
+                .unwrap_or(i);
+            let last = (i..starts.len())
+                .take_while(|&j| judged[j].1)
+                .last()
+                .unwrap_or(i);
+            Uncertain {
+                from: (starts[first] != Instant::MIN).then_some(starts[first]),
+                until: starts.get(last + 1).copied(),
+            }
+        });
+        let judgement = Judgement {
+            outcome: outcome.clone(),
+            uncertain,
+        };
+        if out.last().is_none_or(|(_, j)| *j != judgement) {
+            out.push((starts[i], judgement));
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The chain of instruments a prohibition was made under: its own instrument first,
+/// then what each was made pursuant to, breadth first, each once.
+pub(crate) fn authority(model: &Model, p: ProhibitionIdx) -> Vec<InstrumentIdx> {
+    let mut chain = vec![model.prohibitions[p as usize].instrument];
+    let mut i = 0;
+    while i < chain.len() {
+        for &up in &model.instruments[chain[i] as usize].pursuant_to {
+            if !chain.contains(&up) {
+                chain.push(up);
+            }
+        }
+        i += 1;
+    }
+    chain
+}
