@@ -7,6 +7,7 @@ mod bundles;
 mod cli;
 mod corpus;
 mod diagnostics;
+mod differential;
 mod handle;
 mod layer;
 mod loading;

@@ -3,6 +3,8 @@
 //! - `ci`: format check, clippy with warnings denied, then every test.
 //! - `bench`: the benchmarks, with their medians.
 //! - `simulate`: the mock store through the shipped scenarios (arguments go to `simulate`).
+//! - `differential`: the engine against the independent reference evaluator on generated
+//!   policies (`--cases N --seed S`; arguments go to `reference`'s `differential`).
 
 use std::process::{Command, ExitCode};
 
@@ -69,13 +71,31 @@ fn simulate(args: &[String]) -> Result<(), String> {
     cargo(&command)
 }
 
+/// The engine against the reference evaluator on generated policies and requests; fails
+/// on any mismatch.
+fn differential(args: &[String]) -> Result<(), String> {
+    let mut command = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "reference",
+        "--bin",
+        "differential",
+        "--",
+    ];
+    command.extend(args.iter().map(String::as_str));
+    cargo(&command)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("bench") => bench(),
         Some("simulate") => simulate(&args[1..]),
-        _ => Err("usage: cargo xtask <ci|bench|simulate>\n  ci        format check, clippy, tests\n  bench     benchmarks\n  simulate  the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)".to_owned()),
+        Some("differential") => differential(&args[1..]),
+        _ => Err("usage: cargo xtask <ci|bench|simulate|differential>\n  ci            format check, clippy, tests\n  bench         benchmarks\n  simulate      the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)\n  differential  the engine against the reference evaluator (`--cases N --seed S`, `--threads T`, `--show K`, `--no-shrink`)".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
