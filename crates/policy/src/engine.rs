@@ -61,6 +61,13 @@ struct Entry {
     /// One time line per posture and mask (`posture.index() << tests.len() | mask`), or
     /// none when there are too many tests.
     timelines: Vec<Timeline>,
+    /// The instants at which what is known changes (every edge of every issue window of
+    /// the entry's instruments): epoch `i` is judged with what was issued by
+    /// `epochs[i - 1]` (epoch 0: nothing).
+    epochs: Vec<Instant>,
+    /// For judgements in hindsight, the time lines of each epoch:
+    /// `(epoch * 4 + posture.index()) << tests.len() | mask`.
+    hindsight: Vec<Timeline>,
 }
 
 /// Where an identifier leads: the app (or publishing entity) and its coverage (the
@@ -158,9 +165,22 @@ pub struct Jurisdiction<'p> {
     pub region: &'p Region,
     /// The first signal that placed it; `None` when every group was assumed.
     pub signal: Option<(Signal, Country)>,
-    /// The groups of signals of which the request carried none, assumed to be in the
-    /// region (fail closed).
-    pub assumed: Vec<SignalSet>,
+    /// The prohibition's groups of signals.
+    pub groups: &'p [SignalSet],
+    /// Bit `i`: the request carried no signal of `groups[i]`, which was assumed to be in
+    /// the region (fail closed).
+    pub assumed: u8,
+}
+
+impl Jurisdiction<'_> {
+    /// The groups assumed to be in the region.
+    pub fn assumed(&self) -> impl Iterator<Item = SignalSet> + '_ {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.assumed & (1 << i) != 0)
+            .map(|(_, g)| *g)
+    }
 }
 
 /// Deny or allow, with the reason.
@@ -258,19 +278,20 @@ impl DecisionParts {
 struct Judged {
     judgement: JudgementRef,
     target: u32,
+    /// The target's coverage, for combining several matched apps.
+    coverage: u32,
     matched_by: MatchedBy,
     case_insensitive: bool,
     placement: Option<Placement>,
     valid_until: Option<Instant>,
 }
 
+/// A passed jurisdiction test: the first placing signal, and a bit per assumed group.
+type Placed = (Option<(Signal, Country)>, u8);
+
 /// Whether a request passes a jurisdiction test: `None` when a group it carries signals
 /// of has none in the region; otherwise the first placing signal and the assumed groups.
-fn place(
-    region: &Region,
-    groups: &[SignalSet],
-    request: &Request,
-) -> Option<(Option<(Signal, Country)>, u8)> {
+fn place(region: &Region, groups: &[SignalSet], request: &Request) -> Option<Placed> {
     let mut first = None;
     let mut assumed = 0u8;
     for (gi, group) in groups.iter().enumerate() {
@@ -368,6 +389,7 @@ impl Policy {
     }
 
     /// Decides a request under a posture.
+    #[inline]
     pub fn decide(&self, request: &Request, posture: Posture) -> Decision<'_> {
         self.view(self.decide_parts(request, posture))
     }
@@ -462,7 +484,8 @@ impl Policy {
         let judged = if more.is_empty() {
             first
         } else {
-            self.combine(first, more)
+            more.insert(0, first);
+            self.combine(more, request, posture)
         };
         DecisionParts {
             deny: matches!(
@@ -481,14 +504,22 @@ impl Policy {
 
     /// Looks an app id up whatever its letter case; says whether the case differs.
     fn lookup(&self, map: &IdMap, id: &str) -> Option<(Slot, bool)> {
-        let upper = id.bytes().any(|b| b.is_ascii_uppercase());
-        let slot = if upper {
-            *map.get(id.to_ascii_lowercase().as_str())?
-        } else {
-            *map.get(id)?
-        };
+        // Ids are usually written in lower case, as the keys are: try that first.
+        if let Some(&slot) = map.get(id) {
+            let differs =
+                slot.spelled != LOWER_CASE && *self.index.spelled[slot.spelled as usize] != *id;
+            return Some((slot, differs));
+        }
+        // Branch-free, so that the scan of a missing id vectorizes.
+        let upper = id
+            .bytes()
+            .fold(false, |any, b| any | b.wrapping_sub(b'A').lt(&26));
+        if !upper {
+            return None;
+        }
+        let slot = *map.get(id.to_ascii_lowercase().as_str())?;
         let differs = match slot.spelled {
-            LOWER_CASE => upper,
+            LOWER_CASE => true,
             i => *self.index.spelled[i as usize] != *id,
         };
         Some((slot, differs))
@@ -496,6 +527,7 @@ impl Policy {
 
     /// Turns decision parts made by this policy into a [`Decision`] that names the
     /// apps, regions and instruments. Parts from another policy give nonsense or panic.
+    #[inline]
     pub fn view(&self, parts: DecisionParts) -> Decision<'_> {
         let uncertain = self.judgement(&parts.judgement).uncertain;
         let verdict = match parts.judgement {
@@ -539,18 +571,11 @@ impl Policy {
                     case_insensitive,
                 }
             }),
-            jurisdiction: parts.placement.map(|p| {
-                let groups = &model.prohibitions[p.prohibition as usize].jurisdiction;
-                Jurisdiction {
-                    region: &model.regions[p.region as usize],
-                    signal: p.signal,
-                    assumed: groups
-                        .iter()
-                        .enumerate()
-                        .filter(|(i, _)| p.assumed & (1 << i) != 0)
-                        .map(|(_, g)| *g)
-                        .collect(),
-                }
+            jurisdiction: parts.placement.map(|p| Jurisdiction {
+                region: &model.regions[p.region as usize],
+                signal: p.signal,
+                groups: &model.prohibitions[p.prohibition as usize].jurisdiction,
+                assumed: p.assumed,
             }),
             uncertain,
             valid_until: parts.valid_until,
@@ -561,64 +586,96 @@ impl Policy {
     }
 
     /// Several covered apps in one request (an app carrying another's code): deny when
-    /// any denies; otherwise the most final reason; the answer holds while all hold.
-    fn combine(&self, first: Judged, more: Vec<Judged>) -> Judged {
-        let all: Vec<Judged> = std::iter::once(first).chain(more).collect();
-        let valid_until = all.iter().filter_map(|j| j.valid_until).min();
-        let uncertain = all
+    /// any denies, naming every denying prohibition; otherwise the most final reason.
+    /// The combined answer is judged over time on its own, so that `valid_until` and
+    /// `uncertain` speak of it, not of one of the apps.
+    fn combine(&self, all: Vec<Judged>, request: &Request, posture: Posture) -> Judged {
+        let model = &self.model;
+        let action = request.action.index();
+        let entries: Vec<(&Entry, Vec<bool>)> = all
             .iter()
-            .find_map(|j| self.judgement(&j.judgement).uncertain);
-        let mut denied: Vec<ProhibitionIdx> = Vec::new();
-        let mut aside: Vec<InstrumentIdx> = Vec::new();
-        let mut pick: Option<usize> = None;
-        for (i, j) in all.iter().enumerate() {
-            if let Outcome::Deny {
-                prohibitions,
-                set_aside,
-            } = &self.judgement(&j.judgement).outcome
-            {
-                for x in prohibitions {
-                    if !denied.contains(x) {
-                        denied.push(*x);
-                    }
-                }
-                for x in set_aside {
-                    if !aside.contains(x) {
-                        aside.push(*x);
-                    }
-                }
-                pick.get_or_insert(i);
+            .map(|j| {
+                let entry =
+                    &self.index.entries[self.index.coverages[j.coverage as usize][action] as usize];
+                let passes = entry
+                    .tests
+                    .iter()
+                    .map(|t| place(&model.regions[t.region as usize], &t.groups, request).is_some())
+                    .collect();
+                (entry, passes)
+            })
+            .collect();
+        let mut points: Vec<Instant> = entries
+            .iter()
+            .flat_map(|(e, _)| e.instants.iter().copied())
+            .collect();
+        points.sort_unstable();
+        points.dedup();
+        let outcomes_at = |t: Instant, posture: Posture| -> Vec<Outcome> {
+            let k = request.known_at.unwrap_or(t);
+            entries
+                .iter()
+                .map(|(entry, passes)| {
+                    let in_jurisdiction = |p: ProhibitionIdx| {
+                        entry
+                            .with_action
+                            .iter()
+                            .position(|x| *x == p)
+                            .is_some_and(|i| passes[entry.test_of[i] as usize])
+                    };
+                    let coverage = Coverage {
+                        covering: &entry.covering,
+                        with_action: &entry.with_action,
+                        changes_of: &self.index.changes_of,
+                        app: entry.app,
+                    };
+                    law::outcome(model, &coverage, &in_jurisdiction, t, k, posture)
+                })
+                .collect()
+        };
+        let combined =
+            |t: Instant, posture: Posture| law::combine(outcomes_at(t, posture).into_iter());
+        let segments = law::segments(&points, &mut |t| {
+            (
+                combined(t, posture).0,
+                combined(t, posture.other_reading()).0,
+            )
+        });
+        let i = segments
+            .partition_point(|(s, _)| *s <= request.at)
+            .saturating_sub(1);
+        // The app the answer names, and the jurisdiction test its own outcome reports.
+        let named = |t: Instant| {
+            let outcomes = outcomes_at(t, posture);
+            let (_, pick) = law::combine(outcomes.iter().cloned());
+            let reported = match &outcomes[pick] {
+                Outcome::Deny { prohibitions, .. } => prohibitions.first().copied(),
+                Outcome::Allow { judged, .. } => *judged,
             }
-        }
-        let (pick, judgement) = match pick {
-            Some(i) => (
-                i,
-                JudgementRef::Owned(Box::new(Judgement {
-                    outcome: Outcome::Deny {
-                        prohibitions: denied,
-                        set_aside: aside,
-                    },
-                    uncertain,
-                })),
-            ),
-            None => {
-                let rank = |j: &Judged| match self.judgement(&j.judgement).outcome {
-                    Outcome::Allow { because, .. } => because.rank(),
-                    Outcome::Deny { .. } => u8::MAX,
-                };
-                let mut best = 0;
-                for (i, j) in all.iter().enumerate() {
-                    if rank(j) > rank(&all[best]) {
-                        best = i;
-                    }
-                }
-                (best, all[best].judgement.clone())
-            }
+            .map(|p| {
+                let pr = &model.prohibitions[p as usize];
+                (pr.region, pr.jurisdiction.clone())
+            });
+            (pick, reported)
+        };
+        let now = named(request.at);
+        let pick = now.0;
+        // The answer also changes where another app, or another of its jurisdiction
+        // tests, comes to be the one it names.
+        let next_pick = points
+            .iter()
+            .copied()
+            .filter(|p| *p > request.at)
+            .find(|p| named(*p) != now);
+        let valid_until = match (segments.get(i + 1).map(|(s, _)| *s), next_pick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
         let chosen = &all[pick];
         Judged {
-            judgement,
+            judgement: JudgementRef::Owned(Box::new(segments[i].1.clone())),
             target: chosen.target,
+            coverage: chosen.coverage,
             matched_by: chosen.matched_by,
             case_insensitive: chosen.case_insensitive,
             placement: chosen.placement,
@@ -637,60 +694,81 @@ impl Policy {
     ) -> Judged {
         let entry = &self.index.entries
             [self.index.coverages[slot.coverage as usize][request.action.index()] as usize];
-        let test = |t: &Test| place(&self.model.regions[t.region as usize], &t.groups, request);
-        let (judgement, valid_until) =
-            if !scan && request.known_at.is_none() && !entry.timelines.is_empty() {
-                // Bit `i` of the mask: the request passes `entry.tests[i]`.
-                let mut mask = 0usize;
-                for (bit, t) in entry.tests.iter().enumerate() {
-                    if test(t).is_some() {
-                        mask |= 1 << bit;
-                    }
+        // Each test once: whether the request passes it, the placing signal, the
+        // assumed groups.
+        let mut placed = [None; MAX_INDEXED_TESTS];
+        let scanned: Vec<_>;
+        let placements: &[Option<Placed>] = if entry.tests.len() <= MAX_INDEXED_TESTS {
+            for (slot, t) in placed.iter_mut().zip(&entry.tests) {
+                *slot = place(&self.model.regions[t.region as usize], &t.groups, request);
+            }
+            &placed[..entry.tests.len()]
+        } else {
+            scanned = entry
+                .tests
+                .iter()
+                .map(|t| place(&self.model.regions[t.region as usize], &t.groups, request))
+                .collect();
+            &scanned
+        };
+        let (judgement, valid_until) = if !scan && !entry.timelines.is_empty() {
+            // Bit `i` of the mask: the request passes `entry.tests[i]`.
+            let mut mask = 0usize;
+            for (bit, p) in placements.iter().enumerate() {
+                if p.is_some() {
+                    mask |= 1 << bit;
                 }
-                let tl = &entry.timelines[posture.index() << entry.tests.len() | mask];
-                let i = tl
-                    .starts
-                    .partition_point(|s| *s <= request.at)
-                    .saturating_sub(1);
-                (
-                    JudgementRef::Interned(tl.judgements[i]),
-                    tl.starts.get(i + 1).copied(),
-                )
-            } else {
-                let passes: Vec<bool> = entry.tests.iter().map(|t| test(t).is_some()).collect();
-                let in_jurisdiction = |p: ProhibitionIdx| {
-                    entry
-                        .with_action
-                        .iter()
-                        .position(|x| *x == p)
-                        .is_some_and(|i| passes[entry.test_of[i] as usize])
-                };
-                let k = request.known_at;
-                let segments = self.segments(entry, &in_jurisdiction, posture, k);
-                let i = segments
-                    .partition_point(|(s, _)| *s <= request.at)
-                    .saturating_sub(1);
-                (
-                    JudgementRef::Owned(Box::new(segments[i].1.clone())),
-                    segments.get(i + 1).map(|(s, _)| *s),
-                )
+            }
+            let lines = entry.tests.len();
+            let tl = match request.known_at {
+                None => &entry.timelines[posture.index() << lines | mask],
+                // In hindsight: the time line of what was known at `known_at`.
+                Some(k) => {
+                    let epoch = entry.epochs.partition_point(|e| *e <= k);
+                    &entry.hindsight[(epoch * Posture::ALL.len() + posture.index()) << lines | mask]
+                }
             };
+            let i = tl
+                .starts
+                .partition_point(|s| *s <= request.at)
+                .saturating_sub(1);
+            (
+                JudgementRef::Interned(tl.judgements[i]),
+                tl.starts.get(i + 1).copied(),
+            )
+        } else {
+            let in_jurisdiction = |p: ProhibitionIdx| {
+                entry
+                    .with_action
+                    .iter()
+                    .position(|x| *x == p)
+                    .is_some_and(|i| placements[entry.test_of[i] as usize].is_some())
+            };
+            let segments = self.segments(entry, &in_jurisdiction, posture, request.known_at);
+            let i = segments
+                .partition_point(|(s, _)| *s <= request.at)
+                .saturating_sub(1);
+            (
+                JudgementRef::Owned(Box::new(segments[i].1.clone())),
+                segments.get(i + 1).map(|(s, _)| *s),
+            )
+        };
         // Report the test of the first denying prohibition, or the first test the
         // request passes when the covering prohibitions are not in force.
         let reported = match &self.judgement(&judgement).outcome {
             Outcome::Deny { prohibitions, .. } => prohibitions
                 .first()
                 .and_then(|p| entry.with_action.iter().position(|x| x == p)),
-            Outcome::Allow { because, .. } if *because >= AllowReason::NotYetInForce => entry
-                .test_of
-                .iter()
-                .position(|&t| test(&entry.tests[t as usize]).is_some()),
+            // The first prohibition judged: issued by then, and the request in its place.
+            Outcome::Allow {
+                judged: Some(p), ..
+            } => entry.with_action.iter().position(|x| x == p),
             Outcome::Allow { .. } => None,
         };
         let placement = reported.and_then(|i| {
-            let t = &entry.tests[entry.test_of[i] as usize];
-            test(t).map(|(signal, assumed)| Placement {
-                region: t.region,
+            let t = entry.test_of[i] as usize;
+            placements[t].map(|(signal, assumed)| Placement {
+                region: entry.tests[t].region,
                 prohibition: entry.with_action[i],
                 signal,
                 assumed,
@@ -699,6 +777,7 @@ impl Policy {
         Judged {
             judgement,
             target: slot.target,
+            coverage: slot.coverage,
             matched_by,
             case_insensitive,
             placement,
@@ -757,6 +836,7 @@ fn allow_verdict(outcome: &Outcome) -> Verdict<'static> {
             because,
             by,
             in_force_from,
+            ..
         } => Verdict::Allow {
             because,
             by,
@@ -960,6 +1040,15 @@ impl Builder<'_> {
                 app,
             },
         );
+        let epochs = law::issue_instants(
+            model,
+            &Coverage {
+                covering: &covering,
+                with_action: &with_action,
+                changes_of: &self.index.changes_of,
+                app,
+            },
+        );
         let mut entry = Entry {
             covering,
             with_action,
@@ -968,43 +1057,68 @@ impl Builder<'_> {
             test_of,
             instants,
             timelines: Vec::new(),
+            epochs,
+            hindsight: Vec::new(),
         };
         if entry.tests.len() > MAX_INDEXED_TESTS {
             return entry;
         }
         let masks = 1usize << entry.tests.len();
-        let mut timelines = Vec::with_capacity(4 * masks);
+        let mut timelines = Vec::with_capacity(Posture::ALL.len() * masks);
         for posture in Posture::ALL {
             for mask in 0..masks {
-                let in_jurisdiction = |p: ProhibitionIdx| {
-                    entry
-                        .with_action
-                        .iter()
-                        .position(|x| *x == p)
-                        .is_some_and(|i| mask & (1 << entry.test_of[i]) != 0)
-                };
-                let segments = segments_of(
-                    model,
-                    &self.index.changes_of,
-                    &entry,
-                    &in_jurisdiction,
-                    posture,
-                    None,
-                );
-                let mut tl = Timeline {
-                    starts: Vec::with_capacity(segments.len()),
-                    judgements: Vec::with_capacity(segments.len()),
-                };
-                for (start, judgement) in segments {
-                    let next = self.judgement_ids.len() as u32;
-                    let id = *self.judgement_ids.entry(judgement).or_insert(next);
-                    tl.starts.push(start);
-                    tl.judgements.push(id);
+                timelines.push(self.timeline(&entry, posture, mask, None));
+            }
+        }
+        let mut hindsight =
+            Vec::with_capacity((entry.epochs.len() + 1) * Posture::ALL.len() * masks);
+        let knowledge = std::iter::once(Instant::MIN).chain(entry.epochs.iter().copied());
+        for k in knowledge {
+            for posture in Posture::ALL {
+                for mask in 0..masks {
+                    hindsight.push(self.timeline(&entry, posture, mask, Some(k)));
                 }
-                timelines.push(tl);
             }
         }
         entry.timelines = timelines;
+        entry.hindsight = hindsight;
         entry
+    }
+
+    /// The time line of an entry for a posture and a mask of passed tests, judged with
+    /// what was issued by each instant (`known_at: None`) or by `known_at`.
+    fn timeline(
+        &mut self,
+        entry: &Entry,
+        posture: Posture,
+        mask: usize,
+        known_at: Option<Instant>,
+    ) -> Timeline {
+        let in_jurisdiction = |p: ProhibitionIdx| {
+            entry
+                .with_action
+                .iter()
+                .position(|x| *x == p)
+                .is_some_and(|i| mask & (1 << entry.test_of[i]) != 0)
+        };
+        let segments = segments_of(
+            self.model,
+            &self.index.changes_of,
+            entry,
+            &in_jurisdiction,
+            posture,
+            known_at,
+        );
+        let mut tl = Timeline {
+            starts: Vec::with_capacity(segments.len()),
+            judgements: Vec::with_capacity(segments.len()),
+        };
+        for (start, judgement) in segments {
+            let next = self.judgement_ids.len() as u32;
+            let id = *self.judgement_ids.entry(judgement).or_insert(next);
+            tl.starts.push(start);
+            tl.judgements.push(id);
+        }
+        tl
     }
 }

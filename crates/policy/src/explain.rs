@@ -84,7 +84,7 @@ impl Decision<'_> {
                 "Where: in region `{}` ({}), {because}.",
                 j.region.id, j.region.name,
             );
-            for g in &j.assumed {
+            for g in j.assumed() {
                 let names: Vec<&str> = g.iter().map(|s| s.as_str()).collect();
                 let _ = writeln!(
                     out,

@@ -205,6 +205,9 @@ pub(crate) enum Outcome {
         because: AllowReason,
         by: Option<InstrumentIdx>,
         in_force_from: Option<Instant>,
+        /// For the reasons judged per prohibition (`not-yet-in-force` and more final):
+        /// the first prohibition judged, whose region the decision reports.
+        judged: Option<ProhibitionIdx>,
     },
 }
 
@@ -213,6 +216,7 @@ impl Outcome {
         because: AllowReason::NotCovered,
         by: None,
         in_force_from: None,
+        judged: None,
     };
 
     fn allow(because: AllowReason) -> Outcome {
@@ -220,6 +224,7 @@ impl Outcome {
             because,
             by: None,
             in_force_from: None,
+            judged: None,
         }
     }
 
@@ -434,14 +439,31 @@ pub(crate) fn outcome(
     if !coverage.covering.iter().any(|p| known(&p)) {
         return Outcome::allow(AllowReason::NotCovered);
     }
-    let acting: Vec<ProhibitionIdx> = coverage.with_action.iter().filter(known).copied().collect();
-    if acting.is_empty() {
+    let mut acting = coverage
+        .with_action
+        .iter()
+        .filter(known)
+        .copied()
+        .peekable();
+    if acting.peek().is_none() {
         return Outcome::allow(AllowReason::ActionNotProhibited);
     }
-    let placed: Vec<ProhibitionIdx> = acting.into_iter().filter(|p| in_jurisdiction(*p)).collect();
-    if placed.is_empty() {
+    let mut placed = acting.filter(|p| in_jurisdiction(*p)).peekable();
+    let Some(&first) = placed.peek() else {
         return Outcome::allow(AllowReason::OutsideJurisdiction);
-    }
+    };
+    // Named by the first prohibition with the same jurisdiction test, so that the answer
+    // does not change where only the prohibition behind the same region does.
+    let test = |p: ProhibitionIdx| {
+        let pr = &model.prohibitions[p as usize];
+        (pr.region, &pr.jurisdiction)
+    };
+    let judged = coverage
+        .with_action
+        .iter()
+        .copied()
+        .find(|&q| test(q) == test(first))
+        .unwrap_or(first);
     let mut in_force = Vec::new();
     let mut set_aside: Vec<InstrumentIdx> = Vec::new();
     let mut best: Option<Status> = None;
@@ -478,6 +500,7 @@ pub(crate) fn outcome(
             because: AllowReason::NotYetInForce,
             by: None,
             in_force_from: Some(from),
+            judged: Some(judged),
         },
         Some(
             s @ (Status::NotEnforced(by)
@@ -489,6 +512,7 @@ pub(crate) fn outcome(
             because: s.reason().unwrap_or(AllowReason::Revoked),
             by: Some(by),
             in_force_from: None,
+            judged: Some(judged),
         },
         // Every placed prohibition is either in force or has a status; answer with a
         // deny if that ever fails to hold.
@@ -496,6 +520,62 @@ pub(crate) fn outcome(
             prohibitions: Vec::new(),
             set_aside: Vec::new(),
         },
+    }
+}
+
+/// The answer for several apps judged together: a deny when any denies (every denying
+/// prohibition and set-aside order, in policy order), else the most final allow (the first on
+/// a tie); with the index of the app it names.
+pub(crate) fn combine(outcomes: impl Iterator<Item = Outcome>) -> (Outcome, usize) {
+    let mut denied: Option<(Vec<ProhibitionIdx>, Vec<InstrumentIdx>, usize)> = None;
+    let mut best: Option<(Outcome, usize)> = None;
+    for (i, o) in outcomes.enumerate() {
+        match o {
+            Outcome::Deny {
+                prohibitions,
+                set_aside,
+            } => {
+                let (ps, asides, _) = denied.get_or_insert_with(|| (Vec::new(), Vec::new(), i));
+                for p in prohibitions {
+                    if !ps.contains(&p) {
+                        ps.push(p);
+                    }
+                }
+                for a in set_aside {
+                    if !asides.contains(&a) {
+                        asides.push(a);
+                    }
+                }
+            }
+            allow => {
+                let rank = |o: &Outcome| match o {
+                    Outcome::Allow { because, .. } => because.rank(),
+                    Outcome::Deny { .. } => u8::MAX,
+                };
+                if best.as_ref().is_none_or(|(b, _)| rank(&allow) > rank(b)) {
+                    best = Some((allow, i));
+                }
+            }
+        }
+    }
+    match (denied, best) {
+        // In policy order, so that the answer does not change where only the app that
+        // brings a prohibition does.
+        (Some((mut prohibitions, mut set_aside, i)), _) => (
+            Outcome::Deny {
+                prohibitions: {
+                    prohibitions.sort_unstable();
+                    prohibitions
+                },
+                set_aside: {
+                    set_aside.sort_unstable();
+                    set_aside
+                },
+            },
+            i,
+        ),
+        (None, Some(b)) => b,
+        (None, None) => (Outcome::NOT_COVERED, 0),
     }
 }
 
@@ -548,6 +628,29 @@ pub(crate) fn instants(model: &Model, coverage: &Coverage<'_>) -> Vec<Instant> {
                     moment(from)
                 }
             }
+        }
+    }
+    out.retain(|i| *i != Instant::MIN);
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// Every instant at which what is known of these prohibitions may change: both edges of
+/// the issue window of their instruments and of the instruments that change them.
+pub(crate) fn issue_instants(model: &Model, coverage: &Coverage<'_>) -> Vec<Instant> {
+    let mut out = Vec::new();
+    let mut issued = |i: InstrumentIdx| {
+        let m = &model.instruments[i as usize].issued;
+        out.push(m.earliest);
+        out.push(m.latest);
+    };
+    for &p in coverage.covering {
+        issued(model.prohibitions[p as usize].instrument);
+    }
+    for &p in coverage.with_action {
+        for &c in &coverage.changes_of[p as usize] {
+            issued(model.changes[c as usize].instrument);
         }
     }
     out.retain(|i| *i != Instant::MIN);

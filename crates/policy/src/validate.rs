@@ -497,7 +497,15 @@ impl<'f> Validator<'f> {
     /// Claims an identifier for one owner; reports it when another already has it.
     fn claim(&mut self, fi: usize, kind: &'static str, key: String, owner: &str, at: &S) -> bool {
         match self.claimed.get(&(kind, key.clone())) {
-            Some((other, _, _)) if other == owner => true,
+            Some((other, ofi, ospan)) if other == owner => {
+                let hint = format!(
+                    "first listed at {}; list each identifier once (letter case aside: identifiers match whatever their case)",
+                    self.first_at(*ofi, ospan.clone())
+                );
+                let message = format!("{kind} `{}` is listed twice for `{owner}`", at.get_ref());
+                self.error(fi, at.span(), message, hint);
+                false
+            }
             Some((other, ofi, ospan)) => {
                 let hint = format!(
                     "`{other}` claims it at {}; an identifier names one app or owner (letter case aside)",

@@ -289,8 +289,7 @@ impl Decision<'_> {
                 signal: j.signal.map(|(s, _)| s.as_str().to_owned()),
                 value: j.signal.map(|(_, c)| c.alpha2().to_owned()),
                 assumed: j
-                    .assumed
-                    .iter()
+                    .assumed()
                     .map(|g| g.iter().map(|s| s.as_str().to_owned()).collect())
                     .collect(),
             }),
