@@ -97,7 +97,7 @@ fn every_shipped_scenario_answers_as_expected() {
         divestiture
             .policies
             .iter()
-            .any(|p| p.ends_with("tests/scenarios/policies/store-accounts")),
+            .any(|p| p.ends_with("scenarios/policies/store-accounts")),
         "{:?}",
         divestiture.policies
     );
@@ -127,9 +127,18 @@ fn a_posture_override_changes_the_answers() {
         .filter(|s| s.mismatch.is_some())
         .map(|s| s.at.as_str())
         .collect();
-    assert!(mismatched.contains(&"2025-01-18T14:00:00Z"), "{mismatched:?}");
-    assert!(mismatched.contains(&"2025-01-20T17:00:00Z"), "{mismatched:?}");
-    assert!(!mismatched.contains(&"2025-01-19T10:00:00Z"), "{mismatched:?}");
+    assert!(
+        mismatched.contains(&"2025-01-18T14:00:00Z"),
+        "{mismatched:?}"
+    );
+    assert!(
+        mismatched.contains(&"2025-01-20T17:00:00Z"),
+        "{mismatched:?}"
+    );
+    assert!(
+        !mismatched.contains(&"2025-01-19T10:00:00Z"),
+        "{mismatched:?}"
+    );
 }
 
 /// A scenario with an unknown posture, or a policy folder that is nowhere, is refused with

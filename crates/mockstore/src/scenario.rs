@@ -404,18 +404,26 @@ fn withheld(v: &Value) -> String {
     }
 }
 
+/// `served` or `delivered`, and why when the answer says (`served (not-enforced)`).
+fn allowed(word: &str, v: &Value) -> String {
+    match v["because"].as_str() {
+        Some(because) => format!("{word} ({because})"),
+        None => word.to_owned(),
+    }
+}
+
 fn outcome(kind: StepKind, status: u16, body: &Value) -> String {
     match (kind, status) {
         (StepKind::Update, 200) => {
             let u = &body["updates"][0];
             match u["available"].as_bool() {
-                Some(true) => "delivered".to_owned(),
+                Some(true) => allowed("delivered", u),
                 Some(false) => withheld(u),
                 None => "no update".to_owned(),
             }
         }
         (StepKind::Publish, 201) => "published".to_owned(),
-        (_, 200) => "served".to_owned(),
+        (_, 200) => allowed("served", body),
         (_, 451) => format!("451 {}", reasons(body)),
         (_, s) => format!("{s}"),
     }

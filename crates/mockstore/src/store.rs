@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use gatekeeper::{ExtractError, Gate, Gatekeeper, GatekeeperLayer, ManualClock};
 use policy::{
-    Action, AppRecord, Country, Instant, Platform, Posture, PublisherRecord, Request, RequestError,
-    RequestRecord, Signal,
+    Action, AppRecord, Country, DecisionRecord, Instant, Platform, Posture, PublisherRecord,
+    Request, RequestError, RequestRecord, Signal,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -235,26 +235,28 @@ fn request_for(
     }
 }
 
-/// The fields of a decision record a device or publisher is shown beside `available` (or
-/// beside what a gated route serves): why it is allowed (`because`, `by`, `in_force_from`),
-/// the non-enforcement orders set aside, how the app was recognised (`matched_by`, `owner`),
+/// The fields of a decision a device or publisher is shown beside `available` (or beside
+/// what a gated route serves): why it is allowed (`because`, `by`, `in_force_from`), the
+/// non-enforcement orders set aside, how the app was recognised (`matched_by`, `owner`),
 /// and where the readings of the policy's windows disagree (`uncertain`).
-const DECISION_FIELDS: [&str; 7] = [
-    "because",
-    "by",
-    "in_force_from",
-    "relief_set_aside",
-    "matched_by",
-    "owner",
-    "uncertain",
-];
-
-fn copy_decision_fields(record: &Value, answer: &mut Value) {
-    for field in DECISION_FIELDS {
-        if let Some(v) = record.get(field).filter(|v| !v.is_null()) {
-            answer[field] = v.clone();
+fn decision_fields(d: &DecisionRecord) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    let mut put = |name: &str, value: Option<Value>| {
+        if let Some(v) = value {
+            fields.insert(name.to_owned(), v);
         }
-    }
+    };
+    put("because", d.because.as_ref().map(|v| json!(v)));
+    put("by", d.by.as_ref().map(|v| json!(v)));
+    put("in_force_from", d.in_force_from.as_ref().map(|v| json!(v)));
+    put(
+        "relief_set_aside",
+        (!d.relief_set_aside.is_empty()).then(|| json!(d.relief_set_aside)),
+    );
+    put("matched_by", d.matched_by.as_ref().map(|v| json!(v)));
+    put("owner", d.owner.as_ref().map(|v| json!(v)));
+    put("uncertain", d.uncertain.as_ref().map(|v| json!(v)));
+    fields
 }
 
 impl Store {
@@ -316,21 +318,20 @@ impl Store {
     /// Why a request the layer let through was allowed: the decision fields of the same
     /// request under the same policy and posture (the layer passes no verdict on to the
     /// route). Nothing when the routes are not gated.
-    fn why_served(&self, uri: &http::Uri) -> Value {
-        let mut fields = json!({});
+    fn why_served(&self, uri: &http::Uri) -> serde_json::Map<String, Value> {
         if !self.0.config.gated {
-            return fields;
+            return serde_json::Map::new();
         }
         let request = request_for(uri, self.now(), |p, id| self.publisher_of(p, id));
-        if let (Ok(Some(request)), Some(active)) = (request, self.0.gatekeeper.active()) {
-            let decision = active
-                .policy
-                .decide(&request, self.0.gatekeeper.posture())
-                .to_record();
-            let record = serde_json::to_value(decision).unwrap_or(Value::Null);
-            copy_decision_fields(&record, &mut fields);
+        match (request, self.0.gatekeeper.active()) {
+            (Ok(Some(request)), Some(active)) => decision_fields(
+                &active
+                    .policy
+                    .decide(&request, self.0.gatekeeper.posture())
+                    .to_record(),
+            ),
+            _ => serde_json::Map::new(),
         }
-        fields
     }
 
     /// Validates a request record, then judges it.
@@ -350,7 +351,13 @@ impl Store {
             .gatekeeper
             .check(request)
             .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        let record = serde_json::to_value(verdict.to_record()).unwrap_or(Value::Null);
+        let verdict_record = verdict.to_record();
+        let fields = verdict_record
+            .decision
+            .as_ref()
+            .map(decision_fields)
+            .unwrap_or_default();
+        let record = serde_json::to_value(verdict_record).unwrap_or(Value::Null);
         let available = verdict.gate != Gate::Deny;
         let mut answer = json!({ "available": available, "decision_id": record["decision_id"] });
         if !available {
@@ -362,7 +369,9 @@ impl Store {
         } else if verdict.gate == Gate::ShadowDeny {
             answer["shadow_deny"] = json!(true);
         }
-        copy_decision_fields(&record, &mut answer);
+        if let Some(answer) = answer.as_object_mut() {
+            answer.extend(fields);
+        }
         Ok((available, answer))
     }
 }
@@ -591,8 +600,8 @@ async fn updates(State(store): State<Store>, body: Body) -> Response {
 
 /// A gated route's answer, with why it was served.
 fn served(store: &Store, uri: &http::Uri, mut body: Value) -> Response {
-    if let (Some(body), Value::Object(fields)) = (body.as_object_mut(), store.why_served(uri)) {
-        body.extend(fields);
+    if let Some(body) = body.as_object_mut() {
+        body.extend(store.why_served(uri));
     }
     axum::Json(body).into_response()
 }
