@@ -189,3 +189,111 @@ fn explain_in_plain_english() {
     let run = gatekeeper(&["explain", "--policies", "policies/us-2020"], requests);
     insta::assert_snapshot!("explain_us_2020", run.stdout);
 }
+
+/// Guards issue-9's identifier tricks: an app id a store never issues is an error line,
+/// never `allow, not-covered`; one that differs from a covered id only in letter case is
+/// matched and says so.
+#[test]
+fn malformed_app_ids_are_errors_and_letter_case_is_matched() {
+    let line = |id: &str| {
+        serde_json::json!({
+            "app": {"platform": "android", "id": id},
+            "action": "download",
+            "at": "2025-02-01T12:00:00Z",
+            "storefront": "US",
+        })
+        .to_string()
+    };
+    let bad = [
+        " com.zhiliaoapp.musically",
+        "com.zhiliaoapp.musically ",
+        "com.zhiliaoapp.musically.",
+        ".com.zhiliaoapp.musically",
+        "com..zhiliaoapp.musically",
+        "com.zhiliaoapp.musically\u{0}",
+        "com.zhiliaoapp.\u{200b}musically",
+        "com.zhiliaoapp.musicallé",
+        "",
+    ];
+    let mut input: Vec<String> = bad.iter().map(|id| line(id)).collect();
+    input.push(line("COM.ZHILIAOAPP.MUSICALLY"));
+    let run = gatekeeper(
+        &[
+            "check",
+            "--non-enforcement",
+            "ignore",
+            "--policies",
+            "policies/us-2024-pafaca",
+        ],
+        &(input.join("\n") + "\n"),
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let out: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(out.len(), bad.len() + 1);
+    for (answer, id) in out.iter().zip(bad) {
+        let error = answer["error"].as_str().unwrap_or_default();
+        assert!(error.contains("`app.id`"), "{id:?}: {answer}");
+    }
+    let cased = &out[bad.len()];
+    assert_eq!(cased["decision"], "deny", "{cased}");
+    assert_eq!(cased["app"], "tiktok");
+    assert_eq!(cased["case_insensitive_match"], true);
+    assert_eq!(cased["relief_set_aside"][0]["instrument"], "eo-14166");
+}
+
+/// `check` and `explain` take the operator's posture.
+#[test]
+fn check_takes_the_posture() {
+    // Inside the statute's window (2025-01-19 began in Guam, not yet in Hawaii).
+    let request = r#"{"app":{"platform":"android","id":"com.lemon.lvoverseas"},"action":"download","at":"2025-01-19T09:00:00Z","storefront":"US"}"#;
+    let decide = |posture: &str| {
+        let run = gatekeeper(
+            &[
+                "check",
+                "--posture",
+                posture,
+                "--policies",
+                "policies/us-2024-pafaca",
+            ],
+            &format!("{request}\n"),
+        );
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str::<serde_json::Value>(run.stdout.trim()).unwrap()
+    };
+    let conservative = decide("conservative");
+    let permissive = decide("permissive");
+    assert_eq!(conservative["decision"], "deny");
+    assert_eq!(permissive["decision"], "allow");
+    for d in [&conservative, &permissive] {
+        assert_eq!(d["uncertain"]["from"], "2025-01-18T14:00:00Z");
+        assert_eq!(d["uncertain"]["until"], "2025-01-19T10:00:00Z");
+    }
+    let explained = gatekeeper(
+        &[
+            "explain",
+            "--posture",
+            "permissive",
+            "--non-enforcement",
+            "ignore",
+            "--policies",
+            "policies/us-2024-pafaca",
+        ],
+        &format!("{request}\n"),
+    );
+    assert!(
+        explained.stdout.contains(
+            "Posture: permissive reading of open instants; non-enforcement orders set aside."
+        ),
+        "{}",
+        explained.stdout
+    );
+    assert!(
+        explained.stdout.contains("Uncertain: from"),
+        "{}",
+        explained.stdout
+    );
+}

@@ -88,6 +88,24 @@ fn config(policies: &Path) -> serve::Config {
     }
 }
 
+/// The sidecar decides under its configured posture.
+#[test]
+fn decide_follows_the_configured_posture() {
+    let tiktok = r#"{"app":{"platform":"android","id":"com.zhiliaoapp.musically"},"action":"download","at":"2025-02-01T12:00:00Z","storefront":"US"}"#;
+    let honouring = Service::start(config(&root().join("policies/us-2024-pafaca")));
+    let (status, answer) = honouring.post("/v1/decide", tiktok);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["because"], "not-enforced", "{answer}");
+    let ignoring = Service::start(serve::Config {
+        non_enforcement: policy::NonEnforcement::Ignore,
+        ..config(&root().join("policies/us-2024-pafaca"))
+    });
+    let (status, answer) = ignoring.post("/v1/decide", tiktok);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(answer["decision"], "deny", "{answer}");
+    assert_eq!(answer["relief_set_aside"][0]["instrument"], "eo-14166");
+}
+
 const WECHAT_US: &str = r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#;
 
 #[test]
