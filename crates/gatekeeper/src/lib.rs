@@ -36,6 +36,7 @@ mod clock;
 mod handle;
 #[cfg(feature = "http-source")]
 mod http_source;
+pub mod keys;
 #[cfg(feature = "tower")]
 pub mod layer;
 mod revision;
