@@ -96,12 +96,17 @@ fn locate(text: &str, span: Range<usize>) -> Location {
     let column = text[line_start..start].chars().count() + 1;
     let line_text = text[line_start..line_end].trim_end_matches('\r').to_owned();
     let clip_end = end.min(line_start + line_text.len()).max(start);
+    // The span may point into the carriage returns trimmed from the line: clamp both
+    // ends to what is shown, or the renderer is asked to mark past the line's end.
+    let len = line_text.len();
+    let from = (start - line_start).min(len);
+    let to = (clip_end - line_start).clamp(from, len);
     Location {
         line,
         column,
         snippet: text[start..clip_end].to_owned(),
         line_text,
-        range_in_line: (start - line_start)..(clip_end - line_start),
+        range_in_line: from..to,
     }
 }
 
@@ -163,6 +168,18 @@ mod tests {
         let rendered = d.to_string();
         assert!(rendered.contains("a.toml:2:12"), "{rendered}");
         assert!(rendered.contains("^^^^^^^"), "{rendered}");
+    }
+
+    /// Found by fuzzing: a span inside the carriage returns at the end of a line.
+    #[test]
+    fn spans_inside_trailing_carriage_returns_do_not_panic() {
+        let src = Source::new("a.toml", "\"\r\r");
+        let d = Diagnostic::at(&src, 3..3, "x");
+        assert!(d.to_string().contains("a.toml"));
+        let parsed = crate::parse_file(Source::new("f.toml", "\"\r\r"));
+        for d in &parsed.diagnostics {
+            assert!(!d.to_string().is_empty());
+        }
     }
 
     #[test]
