@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-use gatekeeper::{FailureMode, Gate, Gatekeeper, Mode, ReloadError, Reloaded};
+use gatekeeper::{
+    BuildError, Bundle, FailureMode, Gate, Gatekeeper, ManualClock, Mode, PolicySource, Readiness,
+    ReloadError, Reloaded,
+};
 use policy::{Instant, Request};
 
 use crate::support::root;
@@ -85,6 +88,7 @@ fn failure_modes_apply_when_no_policy_is_active() {
     let missing = root().join("policies/no-such-set");
     let closed = Gatekeeper::builder()
         .policy_dirs([&missing])
+        .start_empty(true)
         .build()
         .unwrap();
     assert!(closed.active().is_none());
@@ -97,6 +101,7 @@ fn failure_modes_apply_when_no_policy_is_active() {
     assert!(verdict.revision().is_none());
     let open = Gatekeeper::builder()
         .policy_dirs([&missing])
+        .start_empty(true)
         .failure_mode(FailureMode::Open)
         .build()
         .unwrap();
@@ -255,4 +260,176 @@ fn the_settable_clock_drives_now() {
     assert_eq!(gk.now(), at("2020-09-19T12:00:00Z"));
     clock.advance(std::time::Duration::from_secs(86_400));
     assert_eq!(gk.now(), at("2020-09-20T12:00:00Z"));
+}
+
+/// A gatekeeper built on a wrong path used to start and deny (or serve) everything: the
+/// build is an error unless the embedder opts into starting empty.
+#[test]
+fn building_on_a_wrong_path_is_an_error_unless_starting_empty() {
+    let missing = root().join("policies/no-such-set");
+    match Gatekeeper::builder().policy_dirs([&missing]).build() {
+        Err(BuildError::FirstLoad(ReloadError::Policy(d))) => {
+            assert!(d.render().contains("no-such-set"), "{}", d.render())
+        }
+        other => panic!("expected a first-load error, got {other:?}"),
+    }
+    assert!(matches!(
+        Gatekeeper::builder().build(),
+        Err(BuildError::NoPolicy)
+    ));
+    let gk = Gatekeeper::builder()
+        .policy_dirs([&missing])
+        .start_empty(true)
+        .build()
+        .unwrap();
+    match gk.readiness() {
+        Readiness::NoPolicy { reason } => assert!(reason.contains("no-such-set"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    // Trusted keys protect bundles; with folders they would protect nothing.
+    let key = gatekeeper::keys::SignerKey::generate("k").unwrap();
+    assert!(matches!(
+        Gatekeeper::builder()
+            .policy_dirs([root().join("policies/us-2020")])
+            .trusted_keys([key.verifier()], 1)
+            .build(),
+        Err(BuildError::TrustWithoutBundle)
+    ));
+    assert!(matches!(
+        Gatekeeper::builder()
+            .source(PolicySource::BundleFile(missing.clone()))
+            .trusted_keys([key.verifier()], 2)
+            .build(),
+        Err(BuildError::Trust(_))
+    ));
+}
+
+/// The active bundle's expiry, by the handle's clock, withdraws it: checks get the failure
+/// mode and say why, `active()` is empty and readiness says `Expired`.
+#[test]
+fn the_active_bundles_expiry_withdraws_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bundle.json");
+    let expires = at("2027-01-01T00:00:00Z");
+    let b = Bundle::build(
+        &[root().join("policies/us-2020")],
+        2,
+        at("2026-01-01T00:00:00Z"),
+        Some(expires),
+    )
+    .unwrap();
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let clock = ManualClock::new(at("2026-12-31T23:59:59Z"));
+    let build = |failure_mode| {
+        Gatekeeper::builder()
+            .source(PolicySource::BundleFile(path.clone()))
+            .clock(Arc::new(clock.clone()))
+            .failure_mode(failure_mode)
+            .build()
+            .unwrap()
+    };
+    let (closed, open) = (build(FailureMode::Closed), build(FailureMode::Open));
+    let revision = closed.active().unwrap().revision.clone();
+    assert_eq!(
+        closed.readiness(),
+        Readiness::Ready {
+            revision: revision.clone(),
+            bundle_revision: Some(2)
+        }
+    );
+    assert!(closed.check(&wechat_update()).unwrap().revision().is_some());
+    clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(
+        closed.readiness(),
+        Readiness::Expired {
+            revision,
+            bundle_revision: Some(2),
+            at: expires
+        }
+    );
+    assert!(closed.active().is_none());
+    let verdict = closed.check(&wechat_update()).unwrap();
+    assert_eq!(verdict.gate, Gate::Deny);
+    assert!(verdict.revision().is_none());
+    assert!(
+        verdict
+            .to_record()
+            .error
+            .unwrap()
+            .contains("expired at 2027-01-01T00:00:00Z")
+    );
+    assert_eq!(open.check(&wechat_update()).unwrap().gate, Gate::Allow);
+    // Setting the clock back restores it: expiry is judged at every check.
+    clock.set(at("2026-12-31T00:00:00Z"));
+    assert!(closed.readiness().is_ready());
+}
+
+/// Captures what a test's tracing events write.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn take(&self) -> String {
+        String::from_utf8(std::mem::take(&mut *self.0.lock().unwrap())).unwrap()
+    }
+}
+
+/// Every distinct failure is logged with its diagnostics (a repeat is not), and the log
+/// says whether a policy stays active. Before, two failures with the same number of
+/// problems had the same text and the second was never logged.
+#[test]
+fn every_distinct_failure_is_logged_with_its_diagnostics() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    // With a single dispatcher registered, `tracing` decides whether a call site is of
+    // interest by asking the default dispatcher of the thread that first reaches it: a
+    // call site first reached by another test's thread would be silenced for this one. A
+    // second dispatcher, made after this test's, makes it ask every dispatcher.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    tracing::dispatcher::with_default(&dispatch, || {
+        let (dir, gk) = on_a_copy();
+        logs.take();
+        let broken = dir.path().join("us-2020/broken.toml");
+        std::fs::write(&broken, "[[prohibition]]\nid = 3\n").unwrap();
+        assert!(gk.reload().is_err());
+        let first = logs.take();
+        assert!(first.contains("broken.toml"), "{first}");
+        assert!(first.contains("the active policy stays active"), "{first}");
+        assert!(gk.reload().is_err());
+        assert_eq!(logs.take(), "", "a repeated failure is logged once");
+        // A different problem, and still one problem: logged.
+        std::fs::write(&broken, "[instrument\n").unwrap();
+        assert!(gk.reload().is_err());
+        let second = logs.take();
+        assert!(second.contains("broken.toml"), "{second}");
+        assert_ne!(first, second);
+
+        // With nothing active the log does not claim that a policy stays active.
+        let missing = root().join("policies/no-such-set");
+        let empty = Gatekeeper::builder()
+            .policy_dirs([&missing])
+            .start_empty(true)
+            .build()
+            .unwrap();
+        drop(empty);
+        let none = logs.take();
+        assert!(none.contains("no policy is active"), "{none}");
+        assert!(!none.contains("stays active"), "{none}");
+    });
 }

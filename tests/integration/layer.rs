@@ -177,6 +177,7 @@ async fn failure_modes_without_a_policy() {
     let missing = root().join("policies/no-such-set");
     let closed = Gatekeeper::builder()
         .policy_dirs([&missing])
+        .start_empty(true)
         .build()
         .unwrap();
     let (status, _, body) = send(
@@ -188,6 +189,7 @@ async fn failure_modes_without_a_policy() {
     assert!(body.contains(gatekeeper::NO_POLICY), "{body}");
     let open = Gatekeeper::builder()
         .policy_dirs([&missing])
+        .start_empty(true)
         .failure_mode(FailureMode::Open)
         .build()
         .unwrap();

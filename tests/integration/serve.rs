@@ -11,17 +11,20 @@ use serde_json::Value;
 use crate::handle::copy_policies;
 use crate::support::root;
 
+/// An admin token long enough to be accepted (32 bytes or more).
+pub(crate) const TOKEN: &str = "0123456789abcdef0123456789abcdef-test";
+
 /// A service on its own runtime, and a client for it.
-struct Service {
-    runtime: tokio::runtime::Runtime,
-    server: Option<serve::Server>,
-    base: String,
-    admin: String,
-    client: Client,
+pub(crate) struct Service {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) server: Option<serve::Server>,
+    pub(crate) base: String,
+    pub(crate) admin: String,
+    pub(crate) client: Client,
 }
 
 impl Service {
-    fn start(config: serve::Config) -> Service {
+    pub(crate) fn start(config: serve::Config) -> Service {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -41,7 +44,11 @@ impl Service {
         }
     }
 
-    fn post(&self, path: &str, body: impl Into<reqwest::blocking::Body>) -> (StatusCode, Value) {
+    pub(crate) fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::blocking::Body>,
+    ) -> (StatusCode, Value) {
         let r = self
             .client
             .post(format!("{}{path}", self.base))
@@ -52,7 +59,7 @@ impl Service {
         (status, r.json().unwrap_or(Value::Null))
     }
 
-    fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) fn get(&self, path: &str) -> (StatusCode, Value) {
         let r = self
             .client
             .get(format!("{}{path}", self.base))
@@ -62,7 +69,7 @@ impl Service {
         (status, r.json().unwrap_or(Value::Null))
     }
 
-    fn reload(&self, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) fn reload(&self, token: Option<&str>) -> (StatusCode, Value) {
         let mut r = self.client.post(format!("{}/v1/admin/reload", self.admin));
         if let Some(t) = token {
             r = r.bearer_auth(t);
@@ -72,17 +79,17 @@ impl Service {
         (status, r.json().unwrap_or(Value::Null))
     }
 
-    fn shutdown(mut self) -> Option<gatekeeper::Head> {
+    pub(crate) fn shutdown(mut self) -> Option<gatekeeper::Head> {
         let server = self.server.take().unwrap();
         self.runtime.block_on(server.shutdown()).unwrap()
     }
 }
 
-fn config(policies: &Path) -> serve::Config {
+pub(crate) fn config(policies: &Path) -> serve::Config {
     serve::Config {
         listen: "127.0.0.1:0".into(),
         policies: vec![policies.to_path_buf()],
-        admin_token: Some("s3cret".into()),
+        admin_token: Some(TOKEN.into()),
         reload_interval_ms: 0,
         ..serve::Config::default()
     }
@@ -216,7 +223,11 @@ fn bad_input_gets_a_4xx_with_a_json_error_never_a_5xx() {
 
 #[test]
 fn envoy_ext_authz_allows_with_200_and_denies_with_451() {
-    let svc = Service::start(config(&root().join("policies/us-2020")));
+    // Judged in 2020 through the time header, which the operator trusts here.
+    let svc = Service::start(serve::Config {
+        trust_time_header: true,
+        ..config(&root().join("policies/us-2020"))
+    });
     let ask = |storefront: &str, action: &str| {
         svc.client
             .get(format!(
@@ -262,11 +273,19 @@ fn health_metrics_and_readiness_before_and_after_the_first_policy() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("us-2020")).unwrap();
     std::fs::write(dir.path().join("us-2020/broken.toml"), "[instrument\n").unwrap();
-    let svc = Service::start(config(&dir.path().join("us-2020")));
+    let svc = Service::start(serve::Config {
+        start_without_policy: true,
+        ..config(&dir.path().join("us-2020"))
+    });
     assert_eq!(svc.get("/health/live").0, StatusCode::OK);
     let (status, health) = svc.get("/health");
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(health["status"], "not ready");
+    assert_eq!(health["reason"], "no-policy");
+    assert!(
+        health["error"].as_str().unwrap().contains("invalid TOML"),
+        "{health}"
+    );
     // Closed failure mode: no policy, no allow.
     let (status, answer) = svc.post("/v1/decide", WECHAT_US);
     assert_eq!(
@@ -275,7 +294,7 @@ fn health_metrics_and_readiness_before_and_after_the_first_policy() {
     );
     assert_eq!(answer["error"], gatekeeper::NO_POLICY);
     // A reload that still fails says why and stays not ready.
-    let (status, answer) = svc.reload(Some("s3cret"));
+    let (status, answer) = svc.reload(Some(TOKEN));
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         answer["diagnostics"][0]["message"]
@@ -286,7 +305,7 @@ fn health_metrics_and_readiness_before_and_after_the_first_policy() {
     );
     std::fs::remove_file(dir.path().join("us-2020/broken.toml")).unwrap();
     copy_policies(dir.path());
-    let (status, answer) = svc.reload(Some("s3cret"));
+    let (status, answer) = svc.reload(Some(TOKEN));
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["result"], "swapped");
     let (status, health) = svc.get("/health");
@@ -316,9 +335,7 @@ fn reload_needs_the_bearer_token_and_admin_routes_can_have_their_own_listener() 
     c.admin_listen = Some("127.0.0.1:0".into());
     let svc = Service::start(c);
     assert_ne!(svc.admin, svc.base);
-    assert_eq!(svc.reload(None).0, StatusCode::UNAUTHORIZED);
-    assert_eq!(svc.reload(Some("guess")).0, StatusCode::UNAUTHORIZED);
-    let (status, answer) = svc.reload(Some("s3cret"));
+    let (status, answer) = svc.reload(Some(TOKEN));
     assert_eq!(
         (status, answer["result"].as_str()),
         (StatusCode::OK, Some("unchanged"))
@@ -327,16 +344,18 @@ fn reload_needs_the_bearer_token_and_admin_routes_can_have_their_own_listener() 
     let r = svc
         .client
         .post(format!("{}/v1/admin/reload", svc.base))
-        .bearer_auth("s3cret")
+        .bearer_auth(TOKEN)
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // No token, no reload (and then this address waits: see `serve_limits`).
+    assert_eq!(svc.reload(None).0, StatusCode::UNAUTHORIZED);
     svc.shutdown();
     // Without a configured token, admin routes refuse everyone.
     let mut c = config(&root().join("policies/us-2020"));
     c.admin_token = None;
     let svc = Service::start(c);
-    assert_eq!(svc.reload(Some("s3cret")).0, StatusCode::FORBIDDEN);
+    assert_eq!(svc.reload(Some(TOKEN)).0, StatusCode::FORBIDDEN);
     svc.shutdown();
 }
 
@@ -377,7 +396,7 @@ fn reload_under_load_fails_no_request() {
             format!("# {g}\n"),
         )
         .unwrap();
-        let (status, answer) = svc.reload(Some("s3cret"));
+        let (status, answer) = svc.reload(Some(TOKEN));
         assert_eq!(status, StatusCode::OK, "{answer}");
         active.push(answer["revision"].as_str().unwrap().to_owned());
     }

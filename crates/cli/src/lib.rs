@@ -9,6 +9,10 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
+mod bundle;
+mod serve;
+
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -16,7 +20,6 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use gatekeeper::Clock as _;
 use policy::{Policy, RequestRecord};
 
 /// Gatekeeper: decides app-store, hosting, CDN, peering, payment and code-use requests
@@ -38,83 +41,12 @@ enum Command {
     Explain(WithInput),
     /// Policy bundles: policy files packed with a manifest.
     #[command(subcommand)]
-    Bundle(BundleCommand),
+    Bundle(bundle::BundleCommand),
     /// The audit trail.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(audit::AuditCommand),
     /// Run the sidecar decision service over HTTP (with an Envoy ext_authz endpoint).
-    Serve(Box<ServeArgs>),
-}
-
-#[derive(clap::Args, Debug)]
-struct ServeArgs {
-    /// A TOML file with any of the settings below (flags override it).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Policy folders (repeat for several sets).
-    #[arg(long = "policies", value_name = "DIR")]
-    policies: Vec<PathBuf>,
-    /// Poll a policy bundle URL instead of folders.
-    #[arg(long, value_name = "URL")]
-    bundle_url: Option<String>,
-    /// The bundle's pinned SHA-256 (hex).
-    #[arg(long, value_name = "HEX")]
-    bundle_sha256: Option<String>,
-    /// Where the last good bundle is cached for restarts.
-    #[arg(long, value_name = "DIR")]
-    bundle_cache: Option<PathBuf>,
-    /// Decision listener (default 127.0.0.1:8181).
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// A listener of their own for admin routes.
-    #[arg(long, value_name = "ADDR")]
-    admin_listen: Option<String>,
-    /// `enforce` or `shadow`.
-    #[arg(long, value_parser = ["enforce", "shadow"])]
-    mode: Option<String>,
-    /// `closed` or `open`: what happens with no valid policy or a failed audit trail.
-    #[arg(long, value_parser = ["closed", "open"])]
-    failure_mode: Option<String>,
-    #[command(flatten)]
-    posture: PostureArgs,
-    /// The audit trail's folder.
-    #[arg(long, value_name = "DIR")]
-    audit_dir: Option<PathBuf>,
-    /// Bearer token for admin routes (or the environment variable `GATEKEEPER_ADMIN_TOKEN`).
-    #[arg(long, env = "GATEKEEPER_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// `text` or `json` logs.
-    #[arg(long, value_parser = ["text", "json"])]
-    log_format: Option<String>,
-}
-
-#[derive(Subcommand, Debug)]
-enum BundleCommand {
-    /// Pack policy folders (which must validate) into a bundle file.
-    Build {
-        #[command(flatten)]
-        policies: Policies,
-        /// Where to write the bundle.
-        #[arg(short = 'o', long = "output", value_name = "FILE")]
-        output: PathBuf,
-        /// The bundle's revision number; bundles lower than the active one are refused.
-        /// Defaults to the current Unix time in seconds.
-        #[arg(long)]
-        revision: Option<u64>,
-        /// When the bundle stops being accepted (RFC 3339).
-        #[arg(long, value_name = "RFC3339")]
-        expires: Option<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum AuditCommand {
-    /// Check the hash chain of audit files (or folders of them, in order).
-    Verify {
-        /// Audit files or folders.
-        #[arg(value_name = "PATH", required = true)]
-        paths: Vec<PathBuf>,
-    },
+    Serve(Box<serve::ServeArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -126,7 +58,7 @@ struct Policies {
 
 /// The operator's posture where the law leaves room.
 #[derive(clap::Args, Debug, Default)]
-struct PostureArgs {
+pub(crate) struct PostureArgs {
     /// How to read instants the law leaves open: `conservative` (never early to serve; the
     /// default) or `permissive`.
     #[arg(long, value_parser = ["conservative", "permissive"])]
@@ -138,7 +70,7 @@ struct PostureArgs {
 }
 
 impl PostureArgs {
-    fn apply(&self, posture: &mut policy::Posture) {
+    pub(crate) fn apply(&self, posture: &mut policy::Posture) {
         if let Some(b) = self.posture.as_deref().and_then(policy::Boundaries::parse) {
             posture.boundaries = b;
         }
@@ -193,21 +125,9 @@ where
         Command::Validate(p) => validate(&p, stdout, stderr),
         Command::Check(w) => decide_lines(&w, Mode::Check, stdin, stdout, stderr),
         Command::Explain(w) => decide_lines(&w, Mode::Explain, stdin, stdout, stderr),
-        Command::Bundle(BundleCommand::Build {
-            policies,
-            output,
-            revision,
-            expires,
-        }) => bundle_build(
-            &policies,
-            &output,
-            revision,
-            expires.as_deref(),
-            stdout,
-            stderr,
-        ),
-        Command::Audit(AuditCommand::Verify { paths }) => audit_verify(&paths, stdout, stderr),
-        Command::Serve(args) => serve(*args),
+        Command::Bundle(command) => bundle::run(command, stdout, stderr),
+        Command::Audit(command) => audit::run(command, stdin, stdout, stderr),
+        Command::Serve(args) => serve::run(*args, stdout),
     };
     match result {
         Ok(code) => code,
@@ -245,131 +165,6 @@ fn validate(p: &Policies, stdout: &mut dyn Write, stderr: &mut dyn Write) -> any
         policy.changes().len()
     )?;
     Ok(0)
-}
-
-fn bundle_build(
-    p: &Policies,
-    output: &std::path::Path,
-    revision: Option<u64>,
-    expires: Option<&str>,
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> anyhow::Result<u8> {
-    let now = gatekeeper::SystemClock.now();
-    let expires = expires
-        .map(|e| {
-            policy::Instant::parse_rfc3339(e).map_err(|err| anyhow::anyhow!("`--expires`: {err}"))
-        })
-        .transpose()?;
-    let revision =
-        revision.unwrap_or_else(|| u64::try_from(now.as_nanos() / 1_000_000_000).unwrap_or(0));
-    let bundle = match gatekeeper::Bundle::build(&p.policies, revision, now, expires) {
-        Ok(b) => b,
-        Err(gatekeeper::BundleError::Policy(d)) => {
-            stderr.write_all(d.render().as_bytes())?;
-            writeln!(stderr, "error: {d}; no bundle was written")?;
-            return Ok(1);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let bytes = bundle.to_bytes();
-    let tmp = output.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("writing `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, output).with_context(|| format!("writing `{}`", output.display()))?;
-    writeln!(
-        stdout,
-        "wrote {}: revision {}, {} files, sha256 {}",
-        output.display(),
-        bundle.manifest.revision,
-        bundle.manifest.files.len(),
-        gatekeeper::sha256_hex(&bytes)
-    )?;
-    Ok(0)
-}
-
-fn serve_config(args: ServeArgs) -> anyhow::Result<serve::Config> {
-    let mut config = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading `{}`", path.display()))?;
-            serve::Config::from_toml(&text).with_context(|| format!("in `{}`", path.display()))?
-        }
-        None => serve::Config::default(),
-    };
-    if !args.policies.is_empty() {
-        config.policies = args.policies;
-    }
-    let quoted = |v: &str| serde_json::Value::String(v.to_owned());
-    config.bundle_url = args.bundle_url.or(config.bundle_url);
-    config.bundle_sha256 = args.bundle_sha256.or(config.bundle_sha256);
-    config.bundle_cache = args.bundle_cache.or(config.bundle_cache);
-    config.listen = args.listen.unwrap_or(config.listen);
-    config.admin_listen = args.admin_listen.or(config.admin_listen);
-    config.audit_dir = args.audit_dir.or(config.audit_dir);
-    config.admin_token = args.admin_token.or(config.admin_token);
-    if let Some(m) = args.mode {
-        config.mode = serde_json::from_value(quoted(&m))?;
-    }
-    if let Some(m) = args.failure_mode {
-        config.failure_mode = serde_json::from_value(quoted(&m))?;
-    }
-    let mut posture = policy::Posture {
-        boundaries: config.posture,
-        non_enforcement: config.non_enforcement,
-    };
-    args.posture.apply(&mut posture);
-    config.posture = posture.boundaries;
-    config.non_enforcement = posture.non_enforcement;
-    if let Some(f) = args.log_format {
-        config.log_format = serde_json::from_value(quoted(&f))?;
-    }
-    config.check()?;
-    Ok(config)
-}
-
-fn serve(args: ServeArgs) -> anyhow::Result<u8> {
-    let config = serve_config(args)?;
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match config.log_format {
-        serve::LogFormat::Json => subscriber.json().try_init(),
-        serve::LogFormat::Text => subscriber.try_init(),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let server = serve::start(config).await?;
-        eprintln!("gatekeeper serving on http://{}", server.addr);
-        if let Some(admin) = server.admin_addr {
-            eprintln!("admin routes on http://{admin}");
-        }
-        server.run_until_signal().await?;
-        anyhow::Ok(0)
-    })
-}
-
-fn audit_verify(
-    paths: &[PathBuf],
-    stdout: &mut dyn Write,
-    stderr: &mut dyn Write,
-) -> anyhow::Result<u8> {
-    match gatekeeper::verify(paths) {
-        Ok(report) => {
-            writeln!(
-                stdout,
-                "ok: {} records in {} files, head {}",
-                report.records, report.files, report.head
-            )?;
-            Ok(0)
-        }
-        Err(e) => {
-            writeln!(stderr, "error: audit trail does not verify: {e}")?;
-            Ok(1)
-        }
-    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

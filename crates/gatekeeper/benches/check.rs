@@ -1,5 +1,5 @@
-//! `check` through the handle against the bare policy decision, and audit appends per
-//! second with the hash chain (`cargo xtask bench`).
+//! `check` through the handle against the bare policy decision, and audited checks per
+//! second, durable against buffered (`cargo xtask bench`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark harness may fail loudly
 
@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::time::Instant as Clock;
 
 use divan::Bencher;
-use gatekeeper::{AuditConfig, AuditLog, Gatekeeper};
+use gatekeeper::{AuditConfig, Durability, Gatekeeper};
 use policy::{Posture, Request, RequestRecord};
 
 fn main() {
@@ -18,7 +18,7 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    if filters.is_empty() || filters.iter().any(|f| "audit_append".contains(f.as_str())) {
+    if filters.is_empty() || filters.iter().any(|f| "audit_checks".contains(f.as_str())) {
         audit_throughput();
     }
 }
@@ -99,41 +99,79 @@ fn handle_check(bencher: Bencher) {
     cycle(bencher, |r| gk.check(r).is_ok());
 }
 
-/// Appends `n` real verdict records to a fresh trail (fsync every 10 ms) and waits until
-/// they are on disk; the rate in records per second.
-fn appends_per_second(body: &str, n: usize) -> f64 {
+/// `threads` threads each make `per_thread` checks through a handle that keeps a trail
+/// with `durability` (a durable check returns once its record is on disk); the rate in
+/// checks per second, and the trail's bytes.
+fn audited_checks(durability: Durability, threads: usize, per_thread: usize) -> (f64, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let log = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
-    let bodies: Vec<String> = (0..n).map(|_| body.to_owned()).collect();
+    let mut config = AuditConfig::new(dir.path());
+    config.durability = durability;
+    let gk = Gatekeeper::builder()
+        .policy_dirs(policies())
+        .audit(config)
+        .build()
+        .unwrap();
+    let requests = mix();
     let start = Clock::now();
-    for b in bodies {
-        log.append(b).unwrap();
-    }
-    let head = log.close().unwrap();
-    let secs = start.elapsed().as_secs_f64();
-    assert_eq!(head.seq, n as u64);
-    n as f64 / secs
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (gk, requests) = (&gk, &requests);
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    gk.check(&requests[(t + i) % requests.len()]).unwrap();
+                }
+            });
+        }
+    });
+    let rate = (threads * per_thread) as f64 / start.elapsed().as_secs_f64();
+    let head = gk.close_audit().unwrap().unwrap();
+    assert_eq!(head.seq, (threads * per_thread) as u64);
+    let bytes = gatekeeper::audit::files_in(dir.path())
+        .unwrap()
+        .iter()
+        .map(|(_, f)| std::fs::metadata(f).unwrap().len())
+        .sum();
+    (rate, bytes)
 }
 
+/// Durable against buffered checks, side by side (alternating rounds), and the size of a
+/// record against the size of its request.
 fn audit_throughput() {
-    let gk = gatekeeper();
-    let request = &mix()[0];
-    let verdict = gk.check(request).unwrap();
-    let body = serde_json::json!({
-        "time": "2020-09-22T12:00:00Z",
-        "verdict": verdict.to_record(),
-        "request": RequestRecord::from(request),
-    })
-    .to_string();
-    let n = 200_000;
-    let mut rates: Vec<f64> = (0..5).map(|_| appends_per_second(&body, n)).collect();
-    rates.sort_by(|a, b| a.total_cmp(b));
+    let (threads, per_thread) = (16, 2_000);
+    let mut durable = Vec::new();
+    let mut buffered = Vec::new();
+    let mut bytes = 0;
+    for _ in 0..5 {
+        let (rate, b) = audited_checks(Durability::Durable, threads, per_thread);
+        durable.push(rate);
+        bytes = b;
+        buffered.push(audited_checks(Durability::Buffered, threads, per_thread).0);
+    }
+    durable.sort_by(f64::total_cmp);
+    buffered.sort_by(f64::total_cmp);
+    let request_bytes: usize = mix()
+        .iter()
+        .map(|r| {
+            serde_json::to_string(&RequestRecord::from(r))
+                .unwrap()
+                .len()
+        })
+        .sum::<usize>()
+        / mix().len();
+    let record_bytes = bytes as f64 / (threads * per_thread) as f64;
     println!();
     println!(
-        "audit_append: {n} records of {} bytes, fsync every 10 ms: median {:.0} appends/s (min {:.0}, max {:.0}, 5 runs)",
-        body.len(),
-        rates[2],
-        rates[0],
-        rates[4]
+        "audit_checks: {threads} threads x {per_thread} checks, 5 alternating rounds: durable median {:.0} checks/s (min {:.0}, max {:.0}), buffered median {:.0} (min {:.0}, max {:.0}): durable/buffered {:.2}",
+        durable[2],
+        durable[0],
+        durable[4],
+        buffered[2],
+        buffered[0],
+        buffered[4],
+        durable[2] / buffered[2]
+    );
+    println!(
+        "audit_record_size: {record_bytes:.0} bytes per record for requests of {request_bytes} bytes on average ({:.2}x)",
+        record_bytes / request_bytes as f64
     );
 }

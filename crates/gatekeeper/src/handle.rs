@@ -4,21 +4,24 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
 use policy::{
-    Decision, DecisionParts, DecisionRecord, Diagnostics, Instant, Policy, Posture, Request,
-    RequestRecord,
+    Decision, DecisionParts, DecisionRecord, Instant, Policy, Posture, Request, RequestRecord,
 };
 use serde::Serialize;
 
-use crate::audit::{AuditConfig, AuditError, AuditLog, Head};
-use crate::bundle::{Bundle, BundleError};
+use crate::audit::{Ack, AuditConfig, AuditError, AuditHealth, AuditLog, Head, Record};
+use crate::bundle::{TrustError, TrustedKeys};
 use crate::clock::{Clock, SystemClock};
+use crate::keys::VerifierKey;
+use crate::reload::{
+    Candidate, DEFAULT_MAX_BUNDLE_BYTES, Next, PolicySource, ReloadError, Reloader, describe,
+};
 use crate::revision::Revision;
-use crate::source::{LoadedPolicy, load_dirs};
+use crate::telemetry::{Telemetry, Unpoliced};
 
 /// Whether denies are enforced.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, serde::Deserialize)]
@@ -40,18 +43,6 @@ pub enum FailureMode {
     Closed,
     /// Let gated requests pass. Audit failures are counted and logged.
     Open,
-}
-
-/// Where policies come from.
-#[derive(Clone, Debug)]
-pub enum PolicySource {
-    /// Policy folders on disk.
-    Dirs(Vec<PathBuf>),
-    /// A bundle file on disk.
-    BundleFile(PathBuf),
-    /// A bundle served over HTTP(S).
-    #[cfg(feature = "http-source")]
-    BundleUrl(crate::http_source::HttpSource),
 }
 
 /// What the caller should do with the request.
@@ -98,29 +89,13 @@ pub struct Active {
     pub revision: Revision,
     /// The bundle's revision number, for policies from bundles.
     pub bundle_revision: Option<u64>,
+    /// When the bundle expires: from then on it is withdrawn (the failure mode applies).
+    pub expires: Option<Instant>,
+    /// The trusted keys whose signatures on the bundle are valid (empty when no keys are
+    /// configured).
+    pub signed_by: Vec<String>,
     /// Where it came from, for people.
     pub origin: String,
-}
-
-/// Verdict counters of one revision, by gate and action, registered once at install so
-/// that a check only increments.
-struct Counters([[metrics::Counter; 7]; 3]);
-
-impl fmt::Debug for Counters {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Counters")
-    }
-}
-
-impl Counters {
-    fn register(revision: &Revision) -> Counters {
-        let revision = revision.short().to_owned();
-        Counters([Gate::Allow, Gate::Deny, Gate::ShadowDeny].map(|gate| {
-            policy::Action::ALL.map(|action| {
-                metrics::counter!("gatekeeper_verdicts_total", "gate" => gate.as_str(), "action" => action.as_str(), "revision" => revision.clone())
-            })
-        }))
-    }
 }
 
 #[derive(Debug)]
@@ -130,6 +105,10 @@ enum Judgement {
         parts: DecisionParts,
     },
     NoPolicy,
+    /// The active bundle expired at this instant and is withdrawn.
+    Expired {
+        at: Instant,
+    },
 }
 
 /// The answer of [`Gatekeeper::check`]: the decision, the revision it used, its id.
@@ -167,7 +146,7 @@ impl Verdict {
     pub fn revision(&self) -> Option<&Revision> {
         match &self.judgement {
             Judgement::Decided { active, .. } => Some(&active.active.revision),
-            Judgement::NoPolicy => None,
+            Judgement::NoPolicy | Judgement::Expired { .. } => None,
         }
     }
 
@@ -175,7 +154,7 @@ impl Verdict {
     pub fn active(&self) -> Option<&Arc<Active>> {
         match &self.judgement {
             Judgement::Decided { active, .. } => Some(&active.active),
-            Judgement::NoPolicy => None,
+            Judgement::NoPolicy | Judgement::Expired { .. } => None,
         }
     }
 
@@ -183,7 +162,7 @@ impl Verdict {
     pub fn decision(&self) -> Option<Decision<'_>> {
         match &self.judgement {
             Judgement::Decided { active, parts } => Some(active.active.policy.view(parts.clone())),
-            Judgement::NoPolicy => None,
+            Judgement::NoPolicy | Judgement::Expired { .. } => None,
         }
     }
 
@@ -194,9 +173,75 @@ impl Verdict {
             revision: self.revision().map(|r| r.0.clone()),
             mode: self.mode,
             gate: self.gate.as_str(),
-            error: matches!(self.judgement, Judgement::NoPolicy).then(|| NO_POLICY.to_owned()),
+            error: match &self.judgement {
+                Judgement::Decided { .. } => None,
+                Judgement::NoPolicy => Some(NO_POLICY.to_owned()),
+                Judgement::Expired { at } => {
+                    Some(format!("{NO_POLICY}: the policy bundle expired at {at}"))
+                }
+            },
             decision: self.decision().map(|d| d.to_record()),
         }
+    }
+}
+
+/// A verdict whose audit record may still be on its way to disk: a future for async
+/// code, [`PendingVerdict::wait`] for threads that may block. Given by
+/// [`Gatekeeper::check_async`]; it resolves once the record is on disk (durable audit)
+/// or at once (buffered audit, or none). In closed failure mode, a record that cannot be
+/// written makes it resolve to [`CheckError::Audit`]; in open mode the verdict stands and
+/// the failure is counted.
+#[derive(Debug)]
+#[must_use = "a verdict may be answered only once its record is on disk: await it or `wait()`"]
+pub struct PendingVerdict {
+    verdict: Option<Verdict>,
+    ack: Option<Ack>,
+    failure_mode: FailureMode,
+}
+
+impl PendingVerdict {
+    fn settle(&mut self, receipt: Result<(), AuditError>) -> Result<Verdict, CheckError> {
+        let verdict = self
+            .verdict
+            .take()
+            .ok_or(CheckError::Audit(AuditError::Closed))?;
+        match receipt {
+            Ok(()) => Ok(verdict),
+            Err(e) => {
+                metrics::counter!(crate::telemetry::AUDIT_FAILURES).increment(1);
+                match self.failure_mode {
+                    FailureMode::Closed => Err(CheckError::Audit(e)),
+                    // The writer logs the failure and counts the records lost.
+                    FailureMode::Open => Ok(verdict),
+                }
+            }
+        }
+    }
+
+    /// Blocks the calling thread until the record is on disk (durable audit), then gives
+    /// the verdict. Never call it on an async worker thread: await the `PendingVerdict`.
+    pub fn wait(mut self) -> Result<Verdict, CheckError> {
+        let receipt = self.ack.take().map_or(Ok(()), Ack::wait);
+        self.settle(receipt)
+    }
+}
+
+impl std::future::Future for PendingVerdict {
+    type Output = Result<Verdict, CheckError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let receipt = match self.ack.as_mut() {
+            Some(ack) => match std::pin::Pin::new(ack).poll(cx) {
+                std::task::Poll::Ready(r) => r,
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            },
+            None => Ok(()),
+        };
+        self.ack = None;
+        std::task::Poll::Ready(self.settle(receipt))
     }
 }
 
@@ -208,19 +253,72 @@ pub enum CheckError {
     Audit(AuditError),
 }
 
-/// Why a reload did not change the active policy.
+/// Why [`Builder::build`] gave no gatekeeper.
 #[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("no policy source is configured")]
-    NoSource,
-    #[error("policies do not load: {0}")]
-    Policy(Diagnostics),
-    #[error(transparent)]
-    Bundle(#[from] BundleError),
-    #[error("fetching the bundle failed: {0}")]
-    Fetch(String),
-    #[error("cannot read `{path}`: {message}")]
-    Io { path: String, message: String },
+pub enum BuildError {
+    #[error("the first policy load failed (to start with no policy active, set `start_empty`)")]
+    FirstLoad(#[source] ReloadError),
+    #[error(
+        "no policy source and no policy are given (to start with no policy active, set `start_empty`)"
+    )]
+    NoPolicy,
+    #[error("the trusted keys cannot be used")]
+    Trust(#[source] TrustError),
+    #[error(
+        "trusted keys are set, but the policy source is not a bundle: policy folders carry no signatures"
+    )]
+    TrustWithoutBundle,
+    #[cfg(feature = "http-source")]
+    #[error("the bundle URL is refused")]
+    Url(#[source] crate::http_source::FetchError),
+    #[error("cannot open the audit trail")]
+    Audit(#[source] AuditError),
+}
+
+/// Whether the gatekeeper has a policy to decide with, for health checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Readiness {
+    /// A valid policy is active.
+    Ready {
+        revision: Revision,
+        bundle_revision: Option<u64>,
+    },
+    /// No policy has loaded: the failure mode applies. `reason` is the last load failure.
+    NoPolicy { reason: String },
+    /// The active bundle expired at `at` and is withdrawn: the failure mode applies until
+    /// a newer bundle loads.
+    Expired {
+        revision: Revision,
+        bundle_revision: Option<u64>,
+        at: Instant,
+    },
+    /// The audit trail cannot write records and the failure mode is closed, so checks
+    /// are refused until it recovers (it retries by itself). `error` is why.
+    AuditFailing { error: String },
+}
+
+impl Readiness {
+    /// Whether checks are decided by a policy (rather than by the failure mode).
+    pub fn is_ready(&self) -> bool {
+        matches!(self, Readiness::Ready { .. })
+    }
+}
+
+impl fmt::Display for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Readiness::Ready { revision, .. } => write!(f, "ready: revision {revision}"),
+            Readiness::NoPolicy { reason } => write!(f, "{NO_POLICY}: {reason}"),
+            Readiness::Expired { revision, at, .. } => write!(
+                f,
+                "{NO_POLICY}: the policy bundle of revision {revision} expired at {at}"
+            ),
+            Readiness::AuditFailing { error } => {
+                write!(f, "the audit trail cannot write records: {error}")
+            }
+        }
+    }
 }
 
 /// What a successful reload did.
@@ -232,11 +330,14 @@ pub enum Reloaded {
     Unchanged(Revision),
 }
 
-/// An active policy with its counters.
+/// An installed policy, with what the check path needs to withdraw it when it expires.
 #[derive(Debug)]
 struct Installed {
     active: Arc<Active>,
-    counters: Counters,
+    /// `active.expires`, at hand.
+    expires: Option<Instant>,
+    /// Whether its expiry has been logged and counted.
+    expiry_noted: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -247,18 +348,13 @@ pub(crate) struct Inner {
     clock: Arc<dyn Clock>,
     audit: Option<AuditLog>,
     pub(crate) source: Option<PolicySource>,
-    reload_lock: Mutex<ReloadState>,
+    /// Reloads run one at a time, under this lock (never taken by checks).
+    reloader: Mutex<Reloader>,
+    /// The last load failure, for [`Gatekeeper::readiness`]; cleared by a success.
+    last_failure: ArcSwapOption<String>,
+    telemetry: Telemetry,
     prefix: u64,
     seq: AtomicU64,
-}
-
-#[derive(Default)]
-pub(crate) struct ReloadState {
-    #[cfg(feature = "http-source")]
-    pub(crate) etag: Option<String>,
-    pub(crate) last_error: Option<String>,
-    #[cfg(feature = "http-source")]
-    pub(crate) client: Option<reqwest::blocking::Client>,
 }
 
 impl fmt::Debug for Inner {
@@ -297,6 +393,9 @@ pub struct Builder {
     posture: Posture,
     clock: Option<Arc<dyn Clock>>,
     audit: Option<AuditConfig>,
+    trusted_keys: Option<(Vec<VerifierKey>, usize)>,
+    max_bundle_bytes: Option<u64>,
+    start_empty: bool,
 }
 
 impl Builder {
@@ -351,12 +450,64 @@ impl Builder {
         self
     }
 
-    /// Opens the audit trail and makes a first attempt to load the policy source. A
-    /// failed first load is logged and leaves no policy active (the failure mode
-    /// applies) until a reload succeeds; only an audit trail that cannot be opened fails
-    /// the build.
-    pub fn build(self) -> Result<Gatekeeper, AuditError> {
-        let audit = self.audit.map(AuditLog::open).transpose()?;
+    /// Require bundles (from a file, a URL or the cache) to carry valid signatures by at
+    /// least `threshold` of `keys`, counted by key name. To rotate a key, list the old and
+    /// the new one while bundles are signed with both (or with enough others), then drop the
+    /// old one. A signature by a key not listed is ignored; a signature by a listed key that
+    /// does not verify refuses the bundle.
+    pub fn trusted_keys(
+        mut self,
+        keys: impl IntoIterator<Item = VerifierKey>,
+        threshold: usize,
+    ) -> Builder {
+        self.trusted_keys = Some((keys.into_iter().collect(), threshold));
+        self
+    }
+
+    /// The largest bundle accepted, in bytes, over HTTP and on disk; 64 MiB by default.
+    /// A larger bundle is refused without being read past the limit.
+    pub fn max_bundle_bytes(mut self, bytes: u64) -> Builder {
+        self.max_bundle_bytes = Some(bytes);
+        self
+    }
+
+    /// Start even when the first load fails (or nothing is given to load): no policy is
+    /// active and the failure mode applies until a reload succeeds. Off by default, so that
+    /// a wrong path is an error rather than a gatekeeper that denies (or, open, serves)
+    /// everything.
+    pub fn start_empty(mut self, start_empty: bool) -> Builder {
+        self.start_empty = start_empty;
+        self
+    }
+
+    /// Checks the settings, opens the audit trail, registers the metrics and loads the
+    /// policy: for a bundle URL with a cache folder, the cached bundle first (checked like a
+    /// download), then the source. A first load that fails is an error unless the cached
+    /// bundle is active or [`Builder::start_empty`] is set; every failure is logged.
+    pub fn build(self) -> Result<Gatekeeper, BuildError> {
+        let trust = self
+            .trusted_keys
+            .map(|(keys, threshold)| TrustedKeys::new(keys, threshold))
+            .transpose()
+            .map_err(BuildError::Trust)?;
+        match &self.source {
+            Some(PolicySource::BundleFile(_)) => {}
+            #[cfg(feature = "http-source")]
+            Some(PolicySource::BundleUrl(source)) => {
+                crate::http_source::check_url(&source.url, source.allow_insecure_http)
+                    .map_err(BuildError::Url)?;
+            }
+            Some(PolicySource::Dirs(_)) | None if trust.is_some() => {
+                return Err(BuildError::TrustWithoutBundle);
+            }
+            Some(PolicySource::Dirs(_)) | None => {}
+        }
+        let telemetry = Telemetry::register();
+        let audit = self
+            .audit
+            .map(AuditLog::open)
+            .transpose()
+            .map_err(BuildError::Audit)?;
         let mut seed = RandomState::new().build_hasher();
         seed.write_u128(
             std::time::SystemTime::now()
@@ -372,8 +523,14 @@ impl Builder {
                 posture: self.posture,
                 clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
                 audit,
+                reloader: Mutex::new(Reloader::new(
+                    self.source.clone(),
+                    trust,
+                    self.max_bundle_bytes.unwrap_or(DEFAULT_MAX_BUNDLE_BYTES),
+                )),
                 source: self.source,
-                reload_lock: Mutex::new(ReloadState::default()),
+                last_failure: ArcSwapOption::empty(),
+                telemetry,
                 prefix: seed.finish(),
                 seq: AtomicU64::new(0),
             }),
@@ -383,17 +540,29 @@ impl Builder {
                 policy,
                 revision,
                 bundle_revision: None,
+                expires: None,
+                signed_by: Vec::new(),
                 origin: "compiled by the caller".to_owned(),
             });
         }
-        #[cfg(feature = "http-source")]
-        if let Some(PolicySource::BundleUrl(source)) = &gk.inner.source {
-            crate::http_source::load_cache(&gk, source);
+        let cached = gk
+            .inner
+            .reloader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cached(gk.now());
+        if let Some(candidate) = cached {
+            gk.offer(candidate);
         }
-        if gk.inner.source.is_some()
-            && let Err(e) = gk.reload()
-        {
-            tracing::warn!(error = %e, "initial policy load failed; no policy is active until a reload succeeds");
+        if gk.inner.source.is_some() {
+            if let Err(e) = gk.reload()
+                && gk.active().is_none()
+                && !self.start_empty
+            {
+                return Err(BuildError::FirstLoad(e));
+            }
+        } else if gk.active().is_none() && !self.start_empty {
+            return Err(BuildError::NoPolicy);
         }
         Ok(gk)
     }
@@ -425,19 +594,110 @@ impl Gatekeeper {
         self.inner.posture
     }
 
-    /// The active policy, if any.
+    /// The active policy, if any: `None` before the first load and once the active bundle
+    /// has expired.
     pub fn active(&self) -> Option<Arc<Active>> {
-        self.inner.active.load().as_ref().map(|i| i.active.clone())
+        let installed = self.inner.active.load_full()?;
+        self.usable(installed).ok().map(|i| i.active.clone())
     }
 
-    /// Decides a request (judged at `request.at`), records it in the audit trail, and
-    /// says what to do with it.
+    /// Whether a policy decides checks, and if not, why: for health checks.
+    pub fn readiness(&self) -> Readiness {
+        if self.inner.failure_mode == FailureMode::Closed
+            && let Some(error) = self.inner.audit.as_ref().and_then(AuditLog::failure)
+        {
+            return Readiness::AuditFailing { error };
+        }
+        let Some(installed) = self.inner.active.load_full() else {
+            let reason = self.inner.last_failure.load_full();
+            return Readiness::NoPolicy {
+                reason: reason
+                    .map_or_else(|| "nothing has loaded yet".to_owned(), |r| (*r).clone()),
+            };
+        };
+        let active = installed.active.clone();
+        match self.usable(installed) {
+            Ok(_) => Readiness::Ready {
+                revision: active.revision.clone(),
+                bundle_revision: active.bundle_revision,
+            },
+            Err(at) => Readiness::Expired {
+                revision: active.revision.clone(),
+                bundle_revision: active.bundle_revision,
+                at,
+            },
+        }
+    }
+
+    /// The installed policy, unless its expiry has passed by the handle's clock: then the
+    /// instant it expired. One comparison (and, for a bundle with an expiry, a clock read):
+    /// cheap enough for every check.
     #[inline]
-    pub fn check(&self, request: &Request) -> Result<Verdict, CheckError> {
+    fn usable(&self, installed: Arc<Installed>) -> Result<Arc<Installed>, Instant> {
+        match installed.expires {
+            Some(at) if self.inner.clock.now() >= at => {
+                if !installed.expiry_noted.load(Ordering::Relaxed) {
+                    self.note_expiry(&installed, at);
+                }
+                Err(at)
+            }
+            _ => Ok(installed),
+        }
+    }
+
+    /// Logs and counts, once, that the active bundle expired.
+    #[cold]
+    fn note_expiry(&self, installed: &Installed, at: Instant) {
+        if installed.expiry_noted.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.telemetry.expired.set(1.0);
+        tracing::error!(
+            revision = %installed.active.revision.short(),
+            bundle_revision = ?installed.active.bundle_revision,
+            expired_at = %at,
+            failure_mode = ?self.inner.failure_mode,
+            "the active policy bundle expired and is withdrawn; {} until a newer bundle loads",
+            self.failure_mode_effect()
+        );
+    }
+
+    /// What the failure mode does, in words, for logs.
+    fn failure_mode_effect(&self) -> &'static str {
+        match self.inner.failure_mode {
+            FailureMode::Closed => "the failure mode is closed: gated requests are denied",
+            FailureMode::Open => "the failure mode is open: gated requests are served unchecked",
+        }
+    }
+
+    /// Decides a request (judged at `request.at`) and hands its record to the audit
+    /// trail without waiting: it never blocks and takes no lock, so it is what async code
+    /// calls. The record is queued before this returns; the [`PendingVerdict`] resolves
+    /// (`.await` it, or [`PendingVerdict::wait`] on a thread that may block) once the
+    /// record is on disk under [`Durability::Durable`](crate::Durability), at once under
+    /// `Buffered`. Answer only with a resolved verdict. For a batch, call this for every
+    /// request first, then await them in turn: one write and one sync carry the batch.
+    ///
+    /// ```
+    /// use gatekeeper::{CheckError, Gatekeeper, policy::Request};
+    ///
+    /// async fn answer(gk: &Gatekeeper, requests: &[Request]) -> Result<(), CheckError> {
+    ///     // One request.
+    ///     let verdict = gk.check_async(&requests[0]).await?;
+    ///     // A batch: queue every record first, then await them.
+    ///     let pending: Vec<_> = requests.iter().map(|r| gk.check_async(r)).collect();
+    ///     for p in pending {
+    ///         let verdict = p.await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn check_async(&self, request: &Request) -> PendingVerdict {
         let active = self.inner.active.load_full();
         let mode = self.inner.mode;
-        let (judgement, denied) = match active {
-            Some(active) => {
+        let closed = self.inner.failure_mode == FailureMode::Closed;
+        let (judgement, denied) = match active.map(|a| self.usable(a)) {
+            Some(Ok(active)) => {
                 let parts = active
                     .active
                     .policy
@@ -445,10 +705,8 @@ impl Gatekeeper {
                 let denied = parts.is_deny();
                 (Judgement::Decided { active, parts }, denied)
             }
-            None => (
-                Judgement::NoPolicy,
-                self.inner.failure_mode == FailureMode::Closed,
-            ),
+            Some(Err(at)) => (Judgement::Expired { at }, closed),
+            None => (Judgement::NoPolicy, closed),
         };
         let gate = match (denied, mode) {
             (false, _) => Gate::Allow,
@@ -464,54 +722,87 @@ impl Gatekeeper {
             mode,
             judgement,
         };
-        match &verdict.judgement {
-            Judgement::Decided { active, .. } => {
-                active.counters.0[gate as usize][request.action() as usize].increment(1);
-            }
-            Judgement::NoPolicy => {
-                metrics::counter!("gatekeeper_verdicts_total", "gate" => gate.as_str(), "action" => request.action().as_str(), "revision" => "none")
-                    .increment(1);
-            }
+        let unpoliced = match &verdict.judgement {
+            Judgement::Decided { .. } => None,
+            Judgement::NoPolicy => Some(Unpoliced::NoPolicy),
+            Judgement::Expired { .. } => Some(Unpoliced::Expired),
+        };
+        self.inner
+            .telemetry
+            .verdict(gate, request.action(), unpoliced);
+        let ack = self
+            .inner
+            .audit
+            .as_ref()
+            .map(|audit| audit.append(self.record(request, &verdict)));
+        PendingVerdict {
+            verdict: Some(verdict),
+            ack,
+            failure_mode: self.inner.failure_mode,
         }
-        if let Some(audit) = &self.inner.audit {
-            self.record(audit, request, &verdict)?;
-        }
-        Ok(verdict)
     }
 
-    fn record(
-        &self,
-        audit: &AuditLog,
-        request: &Request,
-        verdict: &Verdict,
-    ) -> Result<(), CheckError> {
-        #[derive(Serialize)]
-        struct Entry {
-            time: String,
-            #[serde(flatten)]
-            verdict: VerdictRecord,
-            request: RequestRecord,
-        }
-        let entry = Entry {
-            time: self.now().to_string(),
-            verdict: verdict.to_record(),
-            request: RequestRecord::from(request),
-        };
-        let body =
-            serde_json::to_string(&entry).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-        match audit.append(body) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                metrics::counter!("gatekeeper_audit_failures_total").increment(1);
-                match self.inner.failure_mode {
-                    FailureMode::Closed => Err(CheckError::Audit(e)),
-                    FailureMode::Open => {
-                        tracing::error!(error = %e, decision_id = %verdict.decision_id, "audit record not written; failure mode is open, so the check goes on");
-                        Ok(())
+    /// Decides a request (judged at `request.at`), records it in the audit trail, and
+    /// says what to do with it. Under durable audit this blocks the calling thread until
+    /// the record is on disk (one sync serves every check waiting at the time): call it
+    /// from threads that may block; async code calls [`Gatekeeper::check_async`].
+    #[inline]
+    pub fn check(&self, request: &Request) -> Result<Verdict, CheckError> {
+        self.check_async(request).wait()
+    }
+
+    /// The verdict's audit record: the revision and the ids of what decided, not their
+    /// texts.
+    fn record(&self, request: &Request, verdict: &Verdict) -> Record {
+        let mut record = Record::decision(
+            verdict.decision_id.to_string(),
+            self.now().as_nanos().div_euclid(1_000_000),
+            verdict.revision().map(|r| r.short().to_owned()),
+            RequestRecord::from(request),
+        );
+        let shadow = verdict.gate == Gate::ShadowDeny;
+        match &verdict.judgement {
+            Judgement::Decided { active, parts } => {
+                let policy = &active.active.policy;
+                match policy.view(parts.clone()).verdict {
+                    policy::Verdict::Deny {
+                        prohibitions,
+                        set_aside,
+                    } => {
+                        let ids = prohibitions
+                            .iter()
+                            .map(|&p| policy.prohibition(p).id.clone())
+                            .collect();
+                        if shadow {
+                            record.shadow_deny = Some(ids);
+                        } else {
+                            record.deny = Some(ids);
+                        }
+                        record.set_aside = set_aside
+                            .iter()
+                            .map(|&i| policy.instrument(i).id.clone())
+                            .collect();
+                    }
+                    policy::Verdict::Allow { because, by, .. } => {
+                        record.allow = Some(because.as_str().to_owned());
+                        record.by = by.map(|i| policy.instrument(i).id.clone());
                     }
                 }
             }
+            // No policy decided: the failure mode did.
+            Judgement::NoPolicy | Judgement::Expired { .. } => match verdict.gate {
+                Gate::Deny => record.deny = Some(Vec::new()),
+                Gate::ShadowDeny => record.shadow_deny = Some(Vec::new()),
+                Gate::Allow => record.allow = Some("no-policy".to_owned()),
+            },
         }
+        record
+    }
+
+    /// The audit trail's state (records written and lost, whether it is failing);
+    /// `None` without a trail.
+    pub fn audit_health(&self) -> Option<AuditHealth> {
+        self.inner.audit.as_ref().map(AuditLog::health)
     }
 
     /// Waits until every audit record so far is on disk; the chain's head.
@@ -531,36 +822,79 @@ impl Gatekeeper {
 
     pub(crate) fn install(&self, active: Active) -> Revision {
         let revision = active.revision.clone();
-        tracing::info!(revision = %revision.short(), origin = %active.origin, "policy active");
-        metrics::counter!("gatekeeper_reloads_total").increment(1);
-        let counters = Counters::register(&revision);
-        self.inner.active.store(Some(Arc::new(Installed {
+        tracing::info!(
+            revision = %revision.short(),
+            bundle_revision = ?active.bundle_revision,
+            expires = ?active.expires.map(|e| e.to_string()),
+            signed_by = ?active.signed_by,
+            origin = %active.origin,
+            "policy active"
+        );
+        let telemetry = &self.inner.telemetry;
+        telemetry.reloads.increment(1);
+        telemetry.expired.set(0.0);
+        telemetry
+            .expires_at
+            .set(active.expires.map_or(0.0, |e| e.as_nanos() as f64 / 1e9));
+        let expires = active.expires;
+        let previous = self.inner.active.swap(Some(Arc::new(Installed {
             active: Arc::new(active),
-            counters,
+            expires,
+            expiry_noted: AtomicBool::new(false),
         })));
+        telemetry.policy_info(
+            Some(&revision),
+            previous.as_ref().map(|p| &p.active.revision),
+        );
         revision
     }
 
-    pub(crate) fn reject(&self, state: &mut ReloadState, error: ReloadError) -> ReloadError {
-        let text = error.to_string();
-        if state.last_error.as_deref() != Some(text.as_str()) {
-            tracing::warn!(error = %text, "policy reload rejected; the last good policy stays active");
+    /// Counts a failed load and logs it with every diagnostic, each distinct failure once
+    /// (a failure repeated on every poll is logged when it first happens), saying whether
+    /// a policy stays active.
+    fn reject(&self, reloader: &mut Reloader, error: ReloadError) -> ReloadError {
+        let text = describe(&error);
+        self.inner.telemetry.rejected_reloads.increment(1);
+        self.inner.last_failure.store(Some(Arc::new(text.clone())));
+        if reloader.last_error.as_deref() != Some(text.as_str()) {
+            match self.inner.active.load_full().map(|i| self.usable(i)) {
+                Some(Ok(installed)) => tracing::warn!(
+                    error = %text,
+                    revision = %installed.active.revision.short(),
+                    "policy reload rejected; the active policy stays active"
+                ),
+                Some(Err(at)) => tracing::error!(
+                    error = %text,
+                    expired_at = %at,
+                    "policy reload rejected, and the active bundle has expired: no policy is active; {}",
+                    self.failure_mode_effect()
+                ),
+                None => tracing::error!(
+                    error = %text,
+                    "policy load failed and no policy is active; {}",
+                    self.failure_mode_effect()
+                ),
+            }
         }
-        state.last_error = Some(text);
-        metrics::counter!("gatekeeper_rejected_reloads_total").increment(1);
+        reloader.last_error = Some(text);
         error
     }
 
-    /// Installs a loaded policy unless it is what is active already.
-    pub(crate) fn offer(
-        &self,
-        loaded: LoadedPolicy,
-        bundle_revision: Option<u64>,
-        origin: String,
-    ) -> Reloaded {
+    /// Installs a candidate unless it is what is active already.
+    fn offer(&self, candidate: Candidate) -> Reloaded {
+        let Candidate {
+            loaded,
+            bundle,
+            origin,
+        } = candidate;
+        let (bundle_revision, expires, signed_by) = match bundle {
+            Some(b) => (Some(b.revision), b.expires, b.signed_by),
+            None => (None, None, Vec::new()),
+        };
         if let Some(active) = self.active()
             && active.revision == loaded.revision
             && active.bundle_revision == bundle_revision
+            && active.expires == expires
         {
             return Reloaded::Unchanged(active.revision.clone());
         }
@@ -568,66 +902,50 @@ impl Gatekeeper {
             policy: loaded.policy,
             revision: loaded.revision,
             bundle_revision,
+            expires,
+            signed_by,
             origin,
         }))
     }
 
-    #[cfg(feature = "http-source")]
-    pub(crate) fn inner_reload_state(&self) -> Result<std::sync::MutexGuard<'_, ReloadState>, ()> {
-        self.inner.reload_lock.lock().map_err(|_| ())
-    }
-
-    /// Verifies a bundle against the clock and the active revision, then installs it.
-    pub(crate) fn offer_bundle(
-        &self,
-        bundle: &Bundle,
-        origin: String,
-    ) -> Result<Reloaded, ReloadError> {
-        let active = self.active().and_then(|a| a.bundle_revision);
-        bundle.verify(self.now(), active)?;
-        let loaded = bundle.load(&origin)?;
-        Ok(self.offer(loaded, Some(bundle.manifest.revision), origin))
+    /// Sets the policy gauges again from the installed policy, so that they are fresh
+    /// after every reload attempt (and an exporter's idle timeout keeps only these).
+    fn refresh_gauges(&self) {
+        let telemetry = &self.inner.telemetry;
+        let Some(installed) = self.inner.active.load_full() else {
+            telemetry.expired.set(0.0);
+            return;
+        };
+        let revision = installed.active.revision.clone();
+        let expired = self.usable(installed).is_err();
+        telemetry.policy_info(Some(&revision), None);
+        telemetry.expired.set(if expired { 1.0 } else { 0.0 });
     }
 
     /// Loads the policy source now. On any failure the last good policy stays active
-    /// and the error says why.
+    /// (until it expires) and the error says why; every failure is counted, and each
+    /// distinct one logged.
     pub fn reload(&self) -> Result<Reloaded, ReloadError> {
-        let mut state = self
+        let mut reloader = self
             .inner
-            .reload_lock
+            .reloader
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let result = match &self.inner.source {
-            None => Err(ReloadError::NoSource),
-            Some(PolicySource::Dirs(dirs)) => match load_dirs(dirs) {
-                Ok(loaded) => Ok(self.offer(
-                    loaded,
-                    None,
-                    dirs.iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                )),
-                Err(d) => Err(ReloadError::Policy(d)),
-            },
-            Some(PolicySource::BundleFile(path)) => std::fs::read(path)
-                .map_err(|e| ReloadError::Io {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })
-                .and_then(|bytes| Ok(Bundle::parse(&bytes)?))
-                .and_then(|bundle| self.offer_bundle(&bundle, path.display().to_string())),
-            #[cfg(feature = "http-source")]
-            Some(PolicySource::BundleUrl(source)) => {
-                crate::http_source::fetch(self, source, &mut state)
-            }
+        let active = self.active();
+        let next = reloader.next(self.now(), active.as_ref().map(|a| &a.revision));
+        let result = match next {
+            Ok(Next::Unchanged(revision)) => Ok(Reloaded::Unchanged(revision)),
+            Ok(Next::Candidate(candidate)) => Ok(self.offer(*candidate)),
+            Err(e) => Err(e),
         };
+        self.refresh_gauges();
         match result {
             Ok(r) => {
-                state.last_error = None;
+                reloader.last_error = None;
+                self.inner.last_failure.store(None);
                 Ok(r)
             }
-            Err(e) => Err(self.reject(&mut state, e)),
+            Err(e) => Err(self.reject(&mut reloader, e)),
         }
     }
 

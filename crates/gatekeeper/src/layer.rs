@@ -182,25 +182,25 @@ where
                 return Box::pin(async move { Ok(json_response(StatusCode::BAD_REQUEST, &body)) });
             }
         };
-        let verdict = match self.gatekeeper.check(&policy_request) {
-            Ok(v) => v,
-            Err(e @ CheckError::Audit(_)) => {
-                let body = serde_json::json!({ "error": e.to_string() });
-                return Box::pin(async move {
-                    Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, &body))
-                });
-            }
-        };
-        if verdict.gate == Gate::Deny {
-            let record = verdict.to_record();
-            let mut response = json_response(deny_status(&record), &record);
-            link_reasons(response.headers_mut(), &record);
-            name_verdict(response.headers_mut(), &verdict);
-            return Box::pin(async move { Ok(response) });
-        }
-        let fut = passthrough(&mut inner, request);
+        // The record is queued now; the answer waits, without blocking the worker, until
+        // it is on disk (durable audit).
+        let pending = self.gatekeeper.check_async(&policy_request);
         Box::pin(async move {
-            let mut response = fut.await?;
+            let verdict = match pending.await {
+                Ok(v) => v,
+                Err(e @ CheckError::Audit(_)) => {
+                    let body = serde_json::json!({ "error": e.to_string() });
+                    return Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, &body));
+                }
+            };
+            if verdict.gate == Gate::Deny {
+                let record = verdict.to_record();
+                let mut response = json_response(deny_status(&record), &record);
+                link_reasons(response.headers_mut(), &record);
+                name_verdict(response.headers_mut(), &verdict);
+                return Ok(response);
+            }
+            let mut response = passthrough(&mut inner, request).await?;
             name_verdict(response.headers_mut(), &verdict);
             Ok(response)
         })

@@ -1,7 +1,7 @@
 //! The embeddable Gatekeeper: what a store links in to decide requests for covered apps.
 //!
 //! A [`Gatekeeper`] holds the active policy (from folders, a bundle file or a bundle
-//! URL), decides requests with it, records every verdict in a hash-chained audit trail,
+//! URL), decides requests with it, records every verdict in a Merkle-tree audit trail,
 //! and swaps in new policies without a restart and without a lock on the check path.
 //! The [`layer`] module (feature `tower`) gates HTTP routes, answering 451.
 //!
@@ -39,22 +39,31 @@ mod http_source;
 pub mod keys;
 #[cfg(feature = "tower")]
 pub mod layer;
+mod reload;
 mod revision;
 mod source;
+mod telemetry;
 
-pub use audit::{AuditConfig, AuditError, AuditLog, Head, VerifyError, VerifyReport, verify};
-pub use bundle::{BUNDLE_FORMAT, Bundle, BundleError, Manifest, ManifestFile};
+pub use audit::{
+    AuditConfig, AuditError, AuditHealth, AuditLog, CheckpointEvery, Durability, Head, VerifyError,
+    VerifyReport, verify,
+};
+pub use bundle::{
+    BUNDLE_FORMAT, Bundle, BundleError, Manifest, ManifestFile, TrustError, TrustedKeys,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handle::{
-    Active, Builder, CheckError, DecisionId, FailureMode, Gate, Gatekeeper, Mode, NO_POLICY,
-    PolicySource, ReloadError, Reloaded, Verdict, VerdictRecord, Watcher,
+    Active, BuildError, Builder, CheckError, DecisionId, FailureMode, Gate, Gatekeeper, Mode,
+    NO_POLICY, PendingVerdict, Readiness, Reloaded, Verdict, VerdictRecord, Watcher,
 };
 #[cfg(feature = "http-source")]
-pub use http_source::HttpSource;
+pub use http_source::{FetchError, HttpSource};
 #[cfg(feature = "tower")]
 pub use layer::{ExtractError, Extractor, GatekeeperLayer, GatekeeperService};
 pub use policy;
+pub use reload::{DEFAULT_MAX_BUNDLE_BYTES, PolicySource, ReloadError};
 pub use revision::{Revision, sha256_hex};
 pub use source::{
-    Disk, Expanded, Files, LoadedPolicy, MAX_POLICY_FILE_BYTES, MemoryFiles, load_dirs, load_from,
+    Disk, Expanded, Files, LoadedPolicy, MAX_POLICY_FILE_BYTES, MemoryFiles, ReadError, load_dirs,
+    load_from,
 };

@@ -347,6 +347,66 @@ fn open_without_blocking(path: &Path) -> io::Result<fs::File> {
     options.open(path)
 }
 
+/// Why a bundle file (or the cached bundle) could not be read: it is read like a policy
+/// file (a regular file only, opened without blocking) and never past the size limit.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("cannot read `{path}`")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`{path}` is not a regular file: {kind}")]
+    NotRegular { path: PathBuf, kind: &'static str },
+    #[error("`{path}` is over the limit of {limit} bytes")]
+    TooLarge { path: PathBuf, limit: u64 },
+}
+
+impl ReadError {
+    /// Whether the file is simply not there.
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+/// Reads a whole regular file of at most `limit` bytes, the way policy files are read: the
+/// type is checked before and after opening (a FIFO or a device is refused, never waited on),
+/// the length is checked before reading, and the read stops one byte past the limit, so a file
+/// that grows while it is read is refused without being held in memory.
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+    let io = |source: io::Error| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let check = |meta: &fs::Metadata| match not_regular(meta) {
+        Some(kind) => Err(ReadError::NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        }),
+        None if meta.len() > limit => Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        }),
+        None => Ok(meta.len()),
+    };
+    check(&fs::metadata(path).map_err(io)?)?;
+    let file = open_without_blocking(path).map_err(io)?;
+    // The path may have been replaced since it was checked: what counts is what was opened.
+    let len = check(&file.metadata().map_err(io)?)?;
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(ReadError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Where a file stops being UTF-8, as a message.
 fn not_utf8(bytes: &[u8], error: std::str::Utf8Error) -> String {
     let valid = &bytes[..error.valid_up_to()];

@@ -1,34 +1,44 @@
 //! The HTTP routes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as Stopwatch};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use gatekeeper::layer::{deny_status, link_reasons, name_verdict};
-use gatekeeper::{Gate, Gatekeeper, ReloadError, Reloaded, Verdict};
+use gatekeeper::{Gate, Gatekeeper, Readiness, ReloadError, Reloaded};
+use http_body_util::BodyExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use policy::RequestRecord;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use tower::limit::ConcurrencyLimitLayer;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, EnvoyHeaders};
+use crate::telemetry as m;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
-    gatekeeper: Gatekeeper,
+    pub(crate) gatekeeper: Gatekeeper,
     metrics: PrometheusHandle,
     admin_token: Option<Arc<str>>,
+    admin_guard: Arc<AdminGuard>,
     max_body_bytes: usize,
+    body_budget: Arc<Semaphore>,
+    max_body_bytes_in_flight: usize,
     max_batch: usize,
-    envoy: Arc<EnvoyHeaders>,
+    pub(crate) trust_time_header: bool,
+    pub(crate) envoy: Arc<EnvoyHeaders>,
 }
 
 impl AppState {
@@ -41,8 +51,12 @@ impl AppState {
             gatekeeper,
             metrics,
             admin_token: config.admin_token.as_deref().map(Arc::from),
+            admin_guard: Arc::new(AdminGuard::default()),
             max_body_bytes: config.max_body_bytes,
+            body_budget: Arc::new(Semaphore::new(config.max_body_bytes_in_flight)),
+            max_body_bytes_in_flight: config.max_body_bytes_in_flight,
             max_batch: config.max_batch,
+            trust_time_header: config.trust_time_header,
             envoy: Arc::new(config.envoy.clone()),
         }
     }
@@ -53,14 +67,17 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn with_common_layers(router: Router, config: &Config) -> Router {
+    // `Router::layer` wraps every route on its own; the last layer added is the outermost.
+    // Metrics see every answer (timeouts included); the time limit covers waiting for a
+    // slot, so a request never queues unbounded; one slot pool serves all routes.
     router
-        .layer(middleware::from_fn(record_http_metrics))
+        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(config.timeout_ms),
         ))
-        .layer(ConcurrencyLimitLayer::new(config.concurrency))
-        // Bodies are read by the handlers with their own limit and a JSON error.
+        .layer(middleware::from_fn(record_http_metrics))
+        // Bodies are read by the handlers with their own limits and a JSON error.
         .layer(DefaultBodyLimit::disable())
 }
 
@@ -70,6 +87,7 @@ pub(crate) fn decisions(state: AppState, config: &Config) -> Router {
         .route("/v1/decide", post(decide))
         .route("/v1/envoy/authz", any(envoy))
         .route("/v1/envoy/authz/{*path}", any(envoy))
+        .merge(crate::nginx::routes())
         .route("/health", get(health))
         .route(
             "/health/live",
@@ -98,39 +116,152 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let started = Stopwatch::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "route" => route.clone(), "method" => method, "status" => status).increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
+    }
+    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string()).increment(1);
+    metrics::histogram!(m::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
     response
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, Response> {
-    axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
+/// A request body and its share of the bytes-in-flight budget, released when dropped.
+struct HeldBody {
+    bytes: Bytes,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than the limit of {limit} bytes"),
+    )
+}
+
+/// A warning that may come in floods, logged at most once a second with the number of
+/// occurrences left out since the last one logged (the metric counts every one).
+#[derive(Debug)]
+struct Throttle {
+    last_second: AtomicU64,
+    left_out: AtomicU64,
+}
+
+impl Throttle {
+    const fn new() -> Throttle {
+        Throttle {
+            last_second: AtomicU64::new(0),
+            left_out: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(left out)` when this occurrence is to be logged.
+    fn admit(&self) -> Option<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs());
+        let last = self.last_second.load(Ordering::Relaxed);
+        if now != last
+            && self
+                .last_second
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            return Some(self.left_out.swap(0, Ordering::Relaxed));
+        }
+        self.left_out.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+static BODY_REFUSAL_LOG: Throttle = Throttle::new();
+
+fn over_budget(state: &AppState) -> Response {
+    metrics::counter!(m::BODY_REFUSALS).increment(1);
+    if let Some(left_out) = BODY_REFUSAL_LOG.admit() {
+        tracing::warn!(
+            limit = state.max_body_bytes_in_flight,
+            left_out,
+            "request body refused: too many request body bytes in flight"
+        );
+    }
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "too many request body bytes in flight across connections (limit {}); retry later",
+            state.max_body_bytes_in_flight
+        ),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Reads a body within the per-request limit and the shared bytes-in-flight budget. A
+/// declared length is reserved before a byte is read, so that many slow bodies are refused
+/// at once rather than held; a body without one reserves as its chunks arrive.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HeldBody, Response> {
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let reserve = |n: usize| {
+        u32::try_from(n)
+            .ok()
+            .and_then(|n| state.body_budget.clone().try_acquire_many_owned(n).ok())
+    };
+    let mut permit = match declared {
+        Some(n) if n > limit => return Err(too_large(limit)),
+        Some(n) => Some(reserve(n).ok_or_else(|| over_budget(state))?),
+        None => None,
+    };
+    let mut body = body;
+    let mut buffer = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("reading the request body: {e}"),
+            )
+        })?;
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        if buffer.len() + chunk.len() > limit {
+            return Err(too_large(limit));
+        }
+        if declared.is_none() {
+            let more = reserve(chunk.len()).ok_or_else(|| over_budget(state))?;
+            match &mut permit {
+                Some(p) => p.merge(more),
+                None => permit = Some(more),
+            }
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(HeldBody {
+        bytes: Bytes::from(buffer),
+        _permit: permit,
     })
 }
 
-fn check_record(gk: &Gatekeeper, raw: &str) -> Result<Verdict, (StatusCode, String)> {
-    let record: RequestRecord = serde_json::from_str(raw)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("invalid request: {e}")))?;
-    let request = record
-        .into_request()
-        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
-    gk.check(&request)
-        .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+fn parse_record(raw: &str) -> Result<policy::Request, String> {
+    let record: RequestRecord =
+        serde_json::from_str(raw).map_err(|e| format!("invalid request: {e}"))?;
+    record.into_request().map_err(|e| e.to_string())
 }
 
 /// `POST /v1/decide`: one request, or an array answered in order.
-async fn decide(State(state): State<AppState>, body: Body) -> Response {
-    let bytes = match read_body(body, state.max_body_bytes).await {
+async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let held = match read_body(&state, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
+    let Ok(text) = std::str::from_utf8(&held.bytes) else {
         return error(StatusCode::BAD_REQUEST, "request body is not UTF-8");
     };
     if text.trim_start().starts_with('[') {
@@ -153,6 +284,12 @@ async fn decide(State(state): State<AppState>, body: Body) -> Response {
                 ),
             );
         }
+        // Every record is handed to the audit trail first, then each is awaited: one disk
+        // write carries the batch, and nothing is answered before it is recorded.
+        let pending: Vec<Result<gatekeeper::PendingVerdict, String>> = items
+            .iter()
+            .map(|item| parse_record(item.get()).map(|r| state.gatekeeper.check_async(&r)))
+            .collect();
         // Verdicts are the usual answer; boxing them would cost an allocation each.
         #[allow(clippy::large_enum_variant)]
         #[derive(serde::Serialize)]
@@ -161,22 +298,35 @@ async fn decide(State(state): State<AppState>, body: Body) -> Response {
             Verdict(gatekeeper::VerdictRecord),
             Error { error: String },
         }
-        let mut answers = Vec::with_capacity(items.len());
-        for item in items {
-            match check_record(&state.gatekeeper, item.get()) {
-                Ok(v) => answers.push(Answer::Verdict(v.to_record())),
-                // The audit trail refusing is not the request's fault: the whole batch fails.
-                Err((StatusCode::SERVICE_UNAVAILABLE, m)) => {
-                    return error(StatusCode::SERVICE_UNAVAILABLE, m);
-                }
-                Err((_, error)) => answers.push(Answer::Error { error }),
+        let mut answers = Vec::with_capacity(pending.len());
+        let mut refused = None;
+        for p in pending {
+            match p {
+                Ok(p) => match p.await {
+                    Ok(v) => answers.push(Answer::Verdict(v.to_record())),
+                    // The audit trail refusing is not the request's fault: the whole batch
+                    // fails (after every pending record is settled).
+                    Err(e) => refused = Some(e.to_string()),
+                },
+                Err(error) => answers.push(Answer::Error { error }),
             }
+        }
+        if let Some(m) = refused {
+            tracing::error!(error = %m, "batch refused: the audit trail is unavailable");
+            return error(StatusCode::SERVICE_UNAVAILABLE, m);
         }
         return axum::Json(answers).into_response();
     }
-    match check_record(&state.gatekeeper, text) {
+    let request = match parse_record(text) {
+        Ok(r) => r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match state.gatekeeper.check_async(&request).await {
         Ok(v) => axum::Json(v.to_record()).into_response(),
-        Err((status, m)) => error(status, m),
+        Err(e) => {
+            tracing::error!(error = %e, "request refused: the audit trail is unavailable");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
 }
 
@@ -188,15 +338,47 @@ fn header_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The prefix of the headers this service reads; a client's copies must never reach it.
+const HEADER_PREFIX: &str = "x-gatekeeper-";
+
+/// Refuses a request that carries any of our headers twice: with two values, which one a
+/// proxy or a parser believes is a guess, and a client that adds its own copy before the
+/// store's could otherwise choose it.
+fn refuse_repeated(headers: &HeaderMap, names: &EnvoyHeaders) -> Result<(), String> {
+    for name in headers.keys() {
+        let ours =
+            name.as_str().starts_with(HEADER_PREFIX) || names.names().contains(&name.as_str());
+        if ours && headers.get_all(name).iter().nth(1).is_some() {
+            return Err(format!(
+                "header `{name}` appears more than once; it must be given exactly once"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Builds a policy request from the configured headers, through the same validation
 /// as a JSON request.
-fn envoy_request(
+pub(crate) fn envoy_request(
     headers: &HeaderMap,
     names: &EnvoyHeaders,
+    trust_time_header: bool,
     now: policy::Instant,
 ) -> Result<policy::Request, String> {
+    refuse_repeated(headers, names)?;
     let get = |name: &str| header_value(headers, name).map(str::to_owned);
     let required = |name: &str| get(name).ok_or_else(|| format!("header `{name}` is required"));
+    let at = match (headers.contains_key(&names.at), trust_time_header) {
+        (true, true) => required(&names.at)?,
+        (true, false) => {
+            return Err(format!(
+                "header `{}` is not trusted: this sidecar judges requests at its own clock \
+                 (`trust_time_header` is off); the proxy must strip the header",
+                names.at
+            ));
+        }
+        (false, _) => now.to_string(),
+    };
     let publisher = match (get(&names.publisher_store), get(&names.publisher_id)) {
         (Some(store), Some(id)) => Some(policy::PublisherRecord { store, id }),
         (None, None) => None,
@@ -214,7 +396,7 @@ fn envoy_request(
         }),
         publisher,
         action: required(&names.action)?,
-        at: get(&names.at).unwrap_or_else(|| now.to_string()),
+        at,
         known_at: None,
         storefront: get(&names.storefront),
         device_country: get(&names.device_country),
@@ -230,13 +412,24 @@ fn envoy_request(
 /// `ANY /v1/envoy/authz/...`: Envoy's ext_authz HTTP service. 200 allows; anything else
 /// denies, and Envoy passes our status and body to the client.
 async fn envoy(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let request = match envoy_request(&headers, &state.envoy, state.gatekeeper.now()) {
+    let request = match envoy_request(
+        &headers,
+        &state.envoy,
+        state.trust_time_header,
+        state.gatekeeper.now(),
+    ) {
         Ok(r) => r,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+        Err(m) => {
+            tracing::debug!(error = %m, "Envoy request refused");
+            return error(StatusCode::BAD_REQUEST, m);
+        }
     };
-    let verdict = match state.gatekeeper.check(&request) {
+    let verdict = match state.gatekeeper.check_async(&request).await {
         Ok(v) => v,
-        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "request refused: the audit trail is unavailable");
+            return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+        }
     };
     let record = verdict.to_record();
     let mut response = match verdict.gate {
@@ -251,52 +444,179 @@ async fn envoy(State(state): State<AppState>, headers: HeaderMap) -> Response {
     response
 }
 
-/// `GET /health`: ready once a valid policy is active.
+/// `GET /health`: 200 with the revision while a valid policy decides; otherwise 503 with
+/// the reason (no policy has loaded, the bundle expired, the audit trail is unavailable).
 async fn health(State(state): State<AppState>) -> Response {
-    match state.gatekeeper.active() {
-        Some(active) => axum::Json(json!({
-            "status": "ready",
-            "revision": active.revision.0,
-            "bundle_revision": active.bundle_revision,
-            "origin": active.origin,
-        }))
-        .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "not ready", "error": gatekeeper::NO_POLICY })),
-        )
-            .into_response(),
-    }
-}
-
-async fn render_metrics(State(state): State<AppState>) -> Response {
+    let readiness = state.gatekeeper.readiness();
+    let reason = match &readiness {
+        Readiness::Ready {
+            revision,
+            bundle_revision,
+        } => {
+            let origin = state.gatekeeper.active().map(|a| a.origin.clone());
+            return axum::Json(json!({
+                "status": "ready",
+                "revision": revision.0,
+                "bundle_revision": bundle_revision,
+                "origin": origin,
+            }))
+            .into_response();
+        }
+        Readiness::NoPolicy { .. } => "no-policy",
+        Readiness::Expired { .. } => "expired",
+        Readiness::AuditFailing { .. } => "audit-failing",
+        _ => "unavailable",
+    };
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({
+            "status": "not ready",
+            "reason": reason,
+            "error": readiness.to_string(),
+        })),
     )
         .into_response()
 }
 
-/// Compares tokens through their digests, so that the time taken says nothing about
-/// how much of a guess was right.
+/// The info gauge naming the active policy revision: 1 for the active one, 0 for those it
+/// replaced (the metrics facade cannot remove a series).
+const POLICY_INFO: &str = "gatekeeper_policy_info";
+
+/// The exposition without the info gauge's replaced revisions, so that the series an
+/// operator keeps do not grow with reloads.
+fn without_replaced_revisions(text: String) -> String {
+    let replaced = |line: &str| {
+        line.strip_prefix(POLICY_INFO)
+            .is_some_and(|rest| rest.starts_with('{') && rest.trim_end().ends_with("} 0"))
+    };
+    if !text.lines().any(replaced) {
+        return text;
+    }
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines().filter(|l| !replaced(l)) {
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    kept
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    let held = state.max_body_bytes_in_flight - state.body_budget.available_permits();
+    metrics::gauge!(m::BODY_BYTES_IN_FLIGHT).set(held as f64);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        without_replaced_revisions(state.metrics.render()),
+    )
+        .into_response()
+}
+
+/// Compares tokens in constant time: both are hashed first, so that neither their lengths
+/// nor the length of a matching prefix shows in the time taken.
 fn token_matches(given: &str, expected: &str) -> bool {
-    gatekeeper::sha256_hex(given.as_bytes()) == gatekeeper::sha256_hex(expected.as_bytes())
+    use subtle::ConstantTimeEq as _;
+    let given = gatekeeper::sha256_hex(given.as_bytes());
+    let expected = gatekeeper::sha256_hex(expected.as_bytes());
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Failed admin attempts, per client address: after each failure the address waits twice
+/// as long as after the one before (from [`AdminGuard::FIRST_WAIT`] up to
+/// [`AdminGuard::LONGEST_WAIT`]) before its token is looked at again; until then it gets 429.
+#[derive(Debug, Default)]
+struct AdminGuard {
+    strikes: Mutex<HashMap<IpAddr, Strikes>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    failures: u32,
+    until: Stopwatch,
+}
+
+impl AdminGuard {
+    const FIRST_WAIT: Duration = Duration::from_secs(1);
+    const LONGEST_WAIT: Duration = Duration::from_secs(300);
+    /// Addresses remembered at once; past this, the ones whose wait is over are forgotten.
+    const REMEMBERED: usize = 10_000;
+
+    /// How long `ip` must still wait, if at all.
+    fn wait(&self, ip: IpAddr) -> Option<Duration> {
+        let strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        let until = strikes.get(&ip)?.until;
+        until.checked_duration_since(Stopwatch::now())
+    }
+
+    fn failed(&self, ip: IpAddr) -> Duration {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Stopwatch::now();
+        if strikes.len() >= AdminGuard::REMEMBERED {
+            strikes.retain(|_, s| s.until > now);
+        }
+        let s = strikes.entry(ip).or_insert(Strikes {
+            failures: 0,
+            until: now,
+        });
+        s.failures = s.failures.saturating_add(1);
+        let wait = AdminGuard::FIRST_WAIT
+            .saturating_mul(1 << s.failures.saturating_sub(1).min(16))
+            .min(AdminGuard::LONGEST_WAIT);
+        s.until = now + wait;
+        wait
+    }
+
+    fn succeeded(&self, ip: IpAddr) {
+        let mut strikes = self.strikes.lock().unwrap_or_else(|e| e.into_inner());
+        strikes.remove(&ip);
+    }
+}
+
+fn rate_limited(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many failed admin attempts from this address; retry in {seconds} s"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&seconds.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Checks the bearer token of an admin request; the error is the answer to give.
+#[allow(clippy::result_large_err)]
+fn authorize(state: &AppState, peer: IpAddr, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(expected) = state.admin_token.as_deref() else {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "admin routes are off: no admin token is configured",
+        ));
+    };
+    if let Some(wait) = state.admin_guard.wait(peer) {
+        metrics::counter!(m::ADMIN_REFUSALS, "reason" => "rate-limited").increment(1);
+        return Err(rate_limited(wait));
+    }
+    let given = header_value(headers, header::AUTHORIZATION.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given.is_some_and(|g| token_matches(g, expected)) {
+        state.admin_guard.succeeded(peer);
+        return Ok(());
+    }
+    let wait = state.admin_guard.failed(peer);
+    metrics::counter!(m::ADMIN_REFUSALS, "reason" => "unauthorized").increment(1);
+    tracing::warn!(%peer, next_attempt_in_ms = wait.as_millis() as u64, "admin request with a missing or wrong token");
+    let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Err(r)
 }
 
 /// `POST /v1/admin/reload`: reload now. Needs `Authorization: Bearer <token>`.
-async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let Some(expected) = state.admin_token.clone() else {
-        return error(
-            StatusCode::FORBIDDEN,
-            "admin routes are off: no admin token is configured",
-        );
-    };
-    let given = header_value(&headers, header::AUTHORIZATION.as_str())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|g| token_matches(g, &expected)) {
-        let mut r = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+async fn reload(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&state, peer.ip(), &headers) {
         return r;
     }
     let gk = state.gatekeeper.clone();
@@ -319,9 +639,59 @@ async fn reload(State(state): State<AppState>, headers: HeaderMap) -> Response {
             )
                 .into_response()
         }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("reload task failed: {e}"),
-        ),
+        Err(e) => {
+            tracing::error!(error = %e, "the reload task failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reload task failed: {e}"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaced_revisions_are_left_out_of_the_exposition() {
+        let text = "# HELP gatekeeper_policy_info The active revision\n\
+                    # TYPE gatekeeper_policy_info gauge\n\
+                    gatekeeper_policy_info{revision=\"aa\"} 0\n\
+                    gatekeeper_policy_info{revision=\"bb\"} 1\n\
+                    gatekeeper_policy_infos 0\n";
+        let kept = without_replaced_revisions(text.to_owned());
+        assert!(!kept.contains("\"aa\""), "{kept}");
+        assert!(
+            kept.contains("gatekeeper_policy_info{revision=\"bb\"} 1\n"),
+            "{kept}"
+        );
+        assert!(kept.contains("gatekeeper_policy_infos 0\n"), "{kept}");
+        assert!(kept.starts_with("# HELP"), "{kept}");
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        let token = "a".repeat(32);
+        assert!(token_matches(&token, &token));
+        assert!(!token_matches(&"a".repeat(31), &token));
+        assert!(!token_matches("", &token));
+    }
+
+    #[test]
+    fn failed_admin_attempts_wait_twice_as_long_each_time() {
+        let guard = AdminGuard::default();
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        assert_eq!(guard.wait(ip), None);
+        assert_eq!(guard.failed(ip), Duration::from_secs(1));
+        assert_eq!(guard.failed(ip), Duration::from_secs(2));
+        assert_eq!(guard.failed(ip), Duration::from_secs(4));
+        assert!(guard.wait(ip).is_some());
+        for _ in 0..40 {
+            guard.failed(ip);
+        }
+        assert_eq!(guard.failed(ip), AdminGuard::LONGEST_WAIT);
+        guard.succeeded(ip);
+        assert_eq!(guard.wait(ip), None);
     }
 }

@@ -1,0 +1,311 @@
+//! `gatekeeper bundle ...`: pack policy folders into bundles, make signing keys, sign and
+//! verify bundles.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::Subcommand;
+use gatekeeper::Clock as _;
+use gatekeeper::keys::{SignerKey, VerifierKey};
+use gatekeeper::{Bundle, TrustedKeys};
+
+use crate::Policies;
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum BundleCommand {
+    /// Pack policy folders (which must validate) into a bundle file.
+    Build {
+        #[command(flatten)]
+        policies: Policies,
+        /// Where to write the bundle.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// The bundle's revision number; bundles lower than the highest accepted are refused.
+        /// Defaults to the current Unix time in seconds.
+        #[arg(long)]
+        revision: Option<u64>,
+        /// When the bundle stops being accepted, and an active one is withdrawn (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        expires: Option<String>,
+        /// Sign the bundle with this private key file (repeat for several signers).
+        #[arg(long = "sign-with", value_name = "KEY")]
+        sign_with: Vec<PathBuf>,
+    },
+    /// Make an Ed25519 signing key: FILE holds the private key (mode 0600), FILE.pub the
+    /// public key to give to `Builder::trusted_keys` or `--trusted-key`.
+    Keygen {
+        /// The key's name, named in signatures (no spaces or `+`), e.g. `policy-team-2026`.
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        /// Where to write the private key; the public key goes to FILE.pub.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Add signatures to a bundle file (replacing earlier ones by the same keys).
+    Sign {
+        /// The bundle file, rewritten in place.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// A private key file (repeat for several signers).
+        #[arg(long = "key", value_name = "FILE", required = true)]
+        keys: Vec<PathBuf>,
+    },
+    /// Check a bundle's digests and signatures against public keys, as a gatekeeper would
+    /// (expiry and rollback aside).
+    Verify {
+        /// The bundle file.
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+        /// A public key file, or a public key itself (repeat for several).
+        #[arg(long = "trusted-key", value_name = "KEY", required = true)]
+        trusted_keys: Vec<String>,
+        /// How many distinct keys must have signed.
+        #[arg(long, default_value_t = 1)]
+        threshold: usize,
+    },
+}
+
+/// Runs a `bundle` subcommand; the exit code.
+pub(crate) fn run(
+    command: BundleCommand,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    match command {
+        BundleCommand::Build {
+            policies,
+            output,
+            revision,
+            expires,
+            sign_with,
+        } => build(
+            &policies,
+            &output,
+            revision,
+            expires.as_deref(),
+            &sign_with,
+            stdout,
+            stderr,
+        ),
+        BundleCommand::Keygen { name, output } => keygen(&name, &output, stdout),
+        BundleCommand::Sign { bundle, keys } => sign(&bundle, &keys, stdout),
+        BundleCommand::Verify {
+            bundle,
+            trusted_keys,
+            threshold,
+        } => verify(&bundle, &trusted_keys, threshold, stdout, stderr),
+    }
+}
+
+fn build(
+    p: &Policies,
+    output: &Path,
+    revision: Option<u64>,
+    expires: Option<&str>,
+    sign_with: &[PathBuf],
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let now = gatekeeper::SystemClock.now();
+    let expires = expires
+        .map(|e| {
+            policy::Instant::parse_rfc3339(e).map_err(|err| anyhow::anyhow!("`--expires`: {err}"))
+        })
+        .transpose()?;
+    let signers = sign_with
+        .iter()
+        .map(|k| read_signer(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let revision =
+        revision.unwrap_or_else(|| u64::try_from(now.as_nanos() / 1_000_000_000).unwrap_or(0));
+    let mut bundle = match Bundle::build(&p.policies, revision, now, expires) {
+        Ok(b) => b,
+        Err(gatekeeper::BundleError::Policy(d)) => {
+            stderr.write_all(d.render().as_bytes())?;
+            writeln!(stderr, "error: {d}; no bundle was written")?;
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for signer in &signers {
+        bundle
+            .sign(signer)
+            .with_context(|| format!("signing with `{}`", signer.name()))?;
+    }
+    let bytes = write_bundle(&bundle, output)?;
+    let signed = if signers.is_empty() {
+        String::new()
+    } else {
+        let names: Vec<&str> = signers.iter().map(SignerKey::name).collect();
+        format!(", signed by {}", names.join(", "))
+    };
+    writeln!(
+        stdout,
+        "wrote {}: revision {}, {} files{signed}, sha256 {}",
+        output.display(),
+        bundle.manifest.revision,
+        bundle.manifest.files.len(),
+        gatekeeper::sha256_hex(&bytes)
+    )?;
+    Ok(0)
+}
+
+fn keygen(name: &str, output: &Path, stdout: &mut dyn Write) -> anyhow::Result<u8> {
+    let key = SignerKey::generate(name)?;
+    let public = public_path(output);
+    if public.exists() {
+        anyhow::bail!(
+            "`{}` exists; an existing key is never overwritten",
+            public.display()
+        );
+    }
+    write_new(
+        output,
+        format!("{}\n", key.to_private_text()).as_bytes(),
+        true,
+    )?;
+    write_new(&public, format!("{}\n", key.verifier()).as_bytes(), false)?;
+    writeln!(
+        stdout,
+        "wrote {} (private: keep it secret) and {}: {}",
+        output.display(),
+        public.display(),
+        key.verifier()
+    )?;
+    Ok(0)
+}
+
+fn sign(path: &Path, keys: &[PathBuf], stdout: &mut dyn Write) -> anyhow::Result<u8> {
+    let signers = keys
+        .iter()
+        .map(|k| read_signer(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut bundle = read_bundle(path)?;
+    // A signature vouches for the files through their digests: never sign a bundle whose
+    // files do not match them.
+    bundle
+        .verify_digests()
+        .with_context(|| format!("`{}` is not signed", path.display()))?;
+    for signer in &signers {
+        bundle
+            .sign(signer)
+            .with_context(|| format!("signing with `{}`", signer.name()))?;
+    }
+    let bytes = write_bundle(&bundle, path)?;
+    let names: Vec<&str> = signers.iter().map(SignerKey::name).collect();
+    writeln!(
+        stdout,
+        "signed {} (revision {}) with {}; {} signature(s), sha256 {}",
+        path.display(),
+        bundle.manifest.revision,
+        names.join(", "),
+        bundle.signatures.len(),
+        gatekeeper::sha256_hex(&bytes)
+    )?;
+    Ok(0)
+}
+
+fn verify(
+    path: &Path,
+    trusted: &[String],
+    threshold: usize,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let keys = trusted
+        .iter()
+        .map(|k| read_verifier(k))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let trusted = TrustedKeys::new(keys, threshold)?;
+    let bundle = read_bundle(path)?;
+    let checked = bundle
+        .verify_signatures(&trusted)
+        .and_then(|by| bundle.verify_digests().map(|()| by));
+    match checked {
+        Ok(by) => {
+            writeln!(
+                stdout,
+                "ok: revision {}, {} files, signed by {}",
+                bundle.manifest.revision,
+                bundle.manifest.files.len(),
+                by.join(", ")
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            writeln!(
+                stderr,
+                "error: `{}` does not verify: {text}",
+                path.display()
+            )?;
+            Ok(1)
+        }
+    }
+}
+
+/// `FILE.pub` beside `FILE`.
+fn public_path(private: &Path) -> PathBuf {
+    let mut name = private.as_os_str().to_owned();
+    name.push(".pub");
+    PathBuf::from(name)
+}
+
+fn read_signer(path: &Path) -> anyhow::Result<SignerKey> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the private key `{}`", path.display()))?;
+    SignerKey::parse(&text).with_context(|| format!("in `{}`", path.display()))
+}
+
+/// A public key given as a file or as the key's text.
+fn read_verifier(given: &str) -> anyhow::Result<VerifierKey> {
+    if let Ok(key) = VerifierKey::parse(given) {
+        return Ok(key);
+    }
+    let text = std::fs::read_to_string(given)
+        .with_context(|| format!("`{given}` is neither a public key nor a readable file"))?;
+    VerifierKey::parse(&text).with_context(|| format!("in `{given}`"))
+}
+
+fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading the bundle `{}`", path.display()))?;
+    Bundle::parse(&bytes).with_context(|| format!("in `{}`", path.display()))
+}
+
+/// Writes the bundle through a temporary file and a rename; its bytes.
+fn write_bundle(bundle: &Bundle, output: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = bundle.to_bytes();
+    let tmp = output.with_extension("tmp");
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, output).with_context(|| format!("writing `{}`", output.display()))?;
+    Ok(bytes)
+}
+
+/// Writes a file that must not exist yet; a private one is readable by its owner only.
+fn write_new(path: &Path, data: &[u8], private: bool) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "creating `{}` (an existing key is never overwritten)",
+            path.display()
+        )
+    })?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing `{}`", path.display()))
+}
