@@ -253,6 +253,7 @@ fn malformed_requests_get_a_4xx_json_error() {
         max_body_bytes: 2_048,
         ..Default::default()
     };
+    let token = config.admin_token.clone();
     let running = rt
         .block_on(mockstore::start(&[root().join("policies/us-2020")], config))
         .unwrap();
@@ -300,9 +301,18 @@ fn malformed_requests_get_a_4xx_json_error() {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // There is no default token anyone could guess: the old `admin` is refused.
     let r = client
         .put(format!("{base}/v1/admin/clock"))
         .bearer_auth("admin")
+        .json(&json!({ "at": "2020-09-21T00:00:00Z" }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(token.len(), 64);
+    let r = client
+        .put(format!("{base}/v1/admin/clock"))
+        .bearer_auth(&token)
         .json(&json!({ "at": "2020-09-21T00:00:00" }))
         .send()
         .unwrap();

@@ -1,6 +1,7 @@
 //! A mock app store over HTTP with the gatekeeper embedded at each interception point, as
 //! a store would embed it, and the simulator that drives it through dated scenarios and
-//! seeded random workloads (`cargo xtask simulate`).
+//! seeded random workloads (`cargo xtask simulate`); or, as a store not written in Rust
+//! would run, behind nginx or Caddy with `gatekeeper serve` as their authorizer ([`proxy`]).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -13,8 +14,11 @@
 #![forbid(unsafe_code)]
 
 pub mod load;
+pub mod proxy;
+pub mod proxy_load;
 pub mod report;
 pub mod scenario;
+mod sidecar;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gatekeeper::{Gatekeeper, ManualClock};
 use policy::Instant;
-pub use store::{Store, StoreConfig};
+pub use store::{Guard, Store, StoreConfig};
 
 /// A store serving on 127.0.0.1.
 #[derive(Debug)]
@@ -43,15 +47,30 @@ pub struct Running {
 /// deciding under `config.posture`. Its clock is a settable clock (set through
 /// `PUT /v1/admin/clock`), starting at 2020-01-01.
 pub async fn start(policies: &[PathBuf], config: StoreConfig) -> anyhow::Result<Running> {
-    let clock = ManualClock::new(
+    start_with_clock(policies, config, start_clock()?).await
+}
+
+/// The clock a store starts with: 2020-01-01.
+pub fn start_clock() -> anyhow::Result<ManualClock> {
+    Ok(ManualClock::new(
         Instant::parse_rfc3339("2020-01-01T00:00:00Z").map_err(|e| anyhow::anyhow!("{e}"))?,
-    );
+    ))
+}
+
+/// [`start`], with the store's clock given (behind a proxy, the sidecar reads it too).
+pub async fn start_with_clock(
+    policies: &[PathBuf],
+    config: StoreConfig,
+    clock: ManualClock,
+) -> anyhow::Result<Running> {
     let dirs = policies.to_vec();
     let c = clock.clone();
     let posture = config.posture;
     let gatekeeper = tokio::task::spawn_blocking(move || {
+        // Starts even when the policies fail to load: the check below says why.
         Gatekeeper::builder()
             .policy_dirs(dirs)
+            .start_empty(true)
             .clock(Arc::new(c))
             .posture(posture)
             .build()

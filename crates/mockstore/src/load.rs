@@ -114,7 +114,7 @@ pub struct LoadReport {
 
 /// Sends every request from `concurrency` keep-alive clients; the answers in order and the
 /// requests per second.
-async fn drive(
+pub(crate) async fn drive(
     base: &str,
     work: &Arc<Vec<Generated>>,
     concurrency: usize,
@@ -167,7 +167,7 @@ async fn drive(
 }
 
 /// Publishes a release of every app of the workload, so that downloads find one.
-async fn stock(base: &str) -> anyhow::Result<()> {
+pub(crate) async fn stock(base: &str) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     for (platform, id) in APPS {
         let body = json!({ "app": { "platform": platform, "id": id }, "version": "1.0.0" });
@@ -220,7 +220,7 @@ pub async fn run_with_posture(
     let ungated = crate::start(
         policies,
         StoreConfig {
-            gated: false,
+            guard: crate::Guard::Off,
             ..config.clone()
         },
     )

@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 
 use policy::{Boundaries, NonEnforcement, Posture, PublisherRecord};
 
+use crate::proxy::{Deployment, Proxy, deploy};
 use crate::store::{AppJson, ReleaseFile, StoreConfig};
 
 /// What a step does.
@@ -155,6 +156,55 @@ pub struct RunOptions {
     pub boundaries: Option<Boundaries>,
     /// Overrides the scenario's `non_enforcement`.
     pub non_enforcement: Option<NonEnforcement>,
+    /// Runs the steps through this proxy in front of the store, with the sidecar deciding
+    /// (the configurations shipped in `deploy/`, under the parent of the policies' root),
+    /// instead of the store's embedded layer.
+    pub proxy: Option<Proxy>,
+}
+
+/// What a scenario's steps are sent to.
+enum Target {
+    /// The store, with its embedded layer.
+    Store(crate::Running),
+    /// A proxy in front of the store, and the sidecar.
+    Behind(Box<Deployment>),
+}
+
+impl Target {
+    async fn start(
+        proxy: Option<Proxy>,
+        repo: &Path,
+        dirs: &[PathBuf],
+        config: StoreConfig,
+    ) -> anyhow::Result<Target> {
+        Ok(match proxy {
+            None => Target::Store(crate::start(dirs, config).await?),
+            Some(proxy) => Target::Behind(Box::new(deploy(proxy, repo, dirs, config).await?)),
+        })
+    }
+
+    /// Where clients send their requests.
+    fn base(&self) -> &str {
+        match self {
+            Target::Store(s) => &s.base,
+            Target::Behind(d) => &d.proxy.base,
+        }
+    }
+
+    /// Where the store's admin routes are: behind a proxy, the store itself.
+    fn admin_base(&self) -> &str {
+        match self {
+            Target::Store(s) => &s.base,
+            Target::Behind(d) => &d.store.base,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Target::Store(s) => s.stop().await,
+            Target::Behind(d) => d.stop().await,
+        }
+    }
 }
 
 /// What one step did.
@@ -513,16 +563,17 @@ pub async fn run_with(
         posture,
         ..StoreConfig::default()
     };
-    let running = crate::start(&dirs, config)
+    let token = config.admin_token.clone();
+    let repo = policies_root.parent().unwrap_or(Path::new("."));
+    let target = Target::start(options.proxy, repo, &dirs, config)
         .await
         .with_context(|| format!("starting the store for `{}`", path.display()))?;
     let client = reqwest::Client::new();
-    let token = StoreConfig::default().admin_token;
     let mut steps = Vec::new();
     for step in &scenario.step {
         let started = std::time::Instant::now();
         let clock = client
-            .put(format!("{}/v1/admin/clock", running.base))
+            .put(format!("{}/v1/admin/clock", target.admin_base()))
             .bearer_auth(&token)
             .json(&json!({ "at": step.at }))
             .send()
@@ -534,7 +585,7 @@ pub async fn run_with(
             step.at,
             clock.status()
         );
-        let (status, body, cells) = send(&client, &running.base, step)
+        let (status, body, cells) = send(&client, target.base(), step)
             .await
             .with_context(|| format!("step `{}`", step.name))?;
         steps.push(StepResult {
@@ -551,7 +602,7 @@ pub async fn run_with(
             seconds: started.elapsed().as_secs_f64(),
         });
     }
-    running.stop().await;
+    target.stop().await;
     // Paths as people read them: relative to the working directory when below it.
     let shown = |p: &Path| {
         let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -563,7 +614,10 @@ pub async fn run_with(
             .to_string()
     };
     Ok(ScenarioResult {
-        name: scenario.name,
+        name: match options.proxy {
+            Some(proxy) => format!("{} (behind {proxy} and the sidecar)", scenario.name),
+            None => scenario.name,
+        },
         file: shown(path),
         policies: dirs.iter().map(|d| shown(d)).collect(),
         posture: posture.boundaries.as_str().to_owned(),

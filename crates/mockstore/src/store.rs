@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use gatekeeper::{ExtractError, Gate, Gatekeeper, GatekeeperLayer, ManualClock};
+use gatekeeper::{ExtractError, Gatekeeper, GatekeeperLayer, ManualClock};
 use policy::{
     Action, AppRecord, Country, DecisionRecord, Instant, Platform, Posture, PublisherRecord,
     Request, RequestError, RequestRecord, Signal,
@@ -23,12 +23,13 @@ use serde_json::{Value, json};
 pub struct StoreConfig {
     /// The storefronts a release is offered in.
     pub storefronts: Vec<Country>,
-    /// Bearer token for `/v1/admin/*`.
+    /// Bearer token for `/v1/admin/*`; by default 32 random bytes in hex, new for every
+    /// configuration, so that no store runs with a token anyone could guess.
     pub admin_token: String,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Whether the gatekeeper layer guards the routes (off: to measure what it costs).
-    pub gated: bool,
+    /// What guards the gated routes, and who judges the store's own checks.
+    pub guard: Guard,
     /// How the embedded gatekeeper reads windows and non-enforcement orders.
     pub posture: Posture,
 }
@@ -44,12 +45,30 @@ impl Default for StoreConfig {
         .collect();
         StoreConfig {
             storefronts,
-            admin_token: "admin".to_owned(),
+            admin_token: random_token(),
             max_body_bytes: 1024 * 1024,
-            gated: true,
+            guard: Guard::Layer,
             posture: Posture::default(),
         }
     }
+}
+
+/// What guards the gated routes (downloads, the CDN edge, hosting, payments), and who judges
+/// the checks the store makes itself (submissions, update checks: several storefronts or
+/// apps per request).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Guard {
+    /// The embedded `GatekeeperLayer`; the store's own checks call the embedded gatekeeper.
+    #[default]
+    Layer,
+    /// Nothing guards the gated routes (to measure what the layer costs); the store's own
+    /// checks still call the embedded gatekeeper.
+    Off,
+    /// A proxy in front guards the gated routes with the sidecar (`cargo xtask simulate
+    /// --proxy`). The store, as one not written in Rust would, sends its own checks to the
+    /// sidecar's `POST /v1/decide` at this base URL (`http://127.0.0.1:PORT`), and so also
+    /// what only it knows about a gated request: the publisher account of the app's release.
+    Proxy { sidecar: String },
 }
 
 /// A file of a release.
@@ -111,6 +130,8 @@ struct Inner {
     gatekeeper: Gatekeeper,
     clock: ManualClock,
     config: StoreConfig,
+    /// For the sidecar, behind a proxy.
+    client: reqwest::Client,
     releases: RwLock<HashMap<AppKey, Vec<Release>>>,
 }
 
@@ -188,6 +209,25 @@ fn request_for(
     now: Instant,
     known: impl Fn(&str, &str) -> Option<PublisherRecord>,
 ) -> Result<Option<Request>, ExtractError> {
+    let Some(record) = record_for(uri, now, known, true) else {
+        return Ok(None);
+    };
+    match record.into_request() {
+        Ok(r) => Ok(Some(r)),
+        Err(RequestError::NoSignal) => Err(ExtractError("give at least one country (`storefront`, `device_country`, `ip_country`, `payer_country`)".to_owned())),
+        Err(e) => Err(ExtractError(e.to_string())),
+    }
+}
+
+/// The request record of a gated route, unvalidated; `None` for a route that is not gated.
+/// The query's `at` pins the instant only when `query_at` is set: behind a proxy, the
+/// sidecar judges at its clock and never sees a client's time.
+fn record_for(
+    uri: &http::Uri,
+    now: Instant,
+    known: impl Fn(&str, &str) -> Option<PublisherRecord>,
+    query_at: bool,
+) -> Option<RequestRecord> {
     let path: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
     let q = query(uri);
     let field = |name: &str| q.get(name).cloned();
@@ -203,7 +243,11 @@ fn request_for(
             })
         }),
         action: action.as_str().to_owned(),
-        at: q.get("at").cloned().unwrap_or_else(|| now.to_string()),
+        at: q
+            .get("at")
+            .filter(|_| query_at)
+            .cloned()
+            .unwrap_or_else(|| now.to_string()),
         ..RequestRecord::default()
     };
     let record = match path[..] {
@@ -226,13 +270,9 @@ fn request_for(
             billing_country: field("payer_country"),
             ..make(p, id, Action::Payment)
         },
-        _ => return Ok(None),
+        _ => return None,
     };
-    match record.into_request() {
-        Ok(r) => Ok(Some(r)),
-        Err(RequestError::NoSignal) => Err(ExtractError("give at least one country (`storefront`, `device_country`, `ip_country`, `payer_country`)".to_owned())),
-        Err(e) => Err(ExtractError(e.to_string())),
-    }
+    Some(record)
 }
 
 /// The fields of a decision a device or publisher is shown beside `available` (or beside
@@ -266,6 +306,7 @@ impl Store {
             gatekeeper,
             clock,
             config,
+            client: reqwest::Client::new(),
             releases: RwLock::new(HashMap::new()),
         }))
     }
@@ -277,7 +318,7 @@ impl Store {
             .route("/v1/cdn/{server}/{platform}/{id}/{version}", get(cdn))
             .route("/v1/hosting/{server}/{platform}/{id}", post(hosting))
             .route("/v1/payments/{platform}/{id}", post(payment));
-        let gated = if self.0.config.gated {
+        let gated = if self.0.config.guard == Guard::Layer {
             let store = self.clone();
             let extract = move |request: &http::Request<Body>, now: Instant| {
                 request_for(request.uri(), now, |p, id| store.publisher_of(p, id))
@@ -315,65 +356,146 @@ impl Store {
         self.latest(&key)?.publisher
     }
 
-    /// Why a request the layer let through was allowed: the decision fields of the same
-    /// request under the same policy and posture (the layer passes no verdict on to the
-    /// route). Nothing when the routes are not gated.
-    fn why_served(&self, uri: &http::Uri) -> serde_json::Map<String, Value> {
-        if !self.0.config.gated {
-            return serde_json::Map::new();
+    /// Why a request the guard let through was allowed: the decision fields of the same
+    /// request under the same policy and posture (neither the layer nor the proxy passes
+    /// the decision on to the route). Nothing when the routes are not guarded.
+    ///
+    /// Behind a proxy, the proxy judged what the request carries; the publisher account of
+    /// the app's release is the store's own knowledge, which the proxy does not have. When
+    /// it differs from the account the request named, the store asks the sidecar again with
+    /// it, and a deny is the answer (451 with the decision, as the layer gives).
+    async fn why_served(
+        &self,
+        uri: &http::Uri,
+    ) -> Result<serde_json::Map<String, Value>, Response> {
+        let behind_proxy = match &self.0.config.guard {
+            Guard::Off => return Ok(serde_json::Map::new()),
+            Guard::Layer => false,
+            Guard::Proxy { .. } => true,
+        };
+        let known = |p: &str, id: &str| self.publisher_of(p, id);
+        let Some(record) = record_for(uri, self.now(), known, !behind_proxy) else {
+            return Ok(serde_json::Map::new());
+        };
+        if behind_proxy {
+            let asked = record_for(uri, self.now(), |_, _| None, false).and_then(|r| r.publisher);
+            if record.publisher != asked {
+                let verdict = self
+                    .decide(vec![record])
+                    .await?
+                    .pop()
+                    .unwrap_or(Value::Null);
+                if verdict["gate"] == "deny" {
+                    return Err(refused(verdict));
+                }
+                return Ok(fields_of(&verdict));
+            }
         }
-        let request = request_for(uri, self.now(), |p, id| self.publisher_of(p, id));
-        match (request, self.0.gatekeeper.active()) {
-            (Ok(Some(request)), Some(active)) => decision_fields(
+        let request = record.into_request().ok();
+        Ok(match (request, self.0.gatekeeper.active()) {
+            (Some(request), Some(active)) => decision_fields(
                 &active
                     .policy
                     .decide(&request, self.0.gatekeeper.posture())
                     .to_record(),
             ),
             _ => serde_json::Map::new(),
-        }
+        })
     }
 
-    /// Validates a request record, then judges it.
+    /// Validates request records, then judges them in order; the verdict records, as
+    /// `POST /v1/decide` gives them: from the embedded gatekeeper, or behind a proxy from
+    /// the sidecar (one batch).
     // The error is the HTTP answer itself, built once, on the error path.
     #[allow(clippy::result_large_err)]
-    fn judge_record(&self, record: RequestRecord) -> Result<(bool, Value), Response> {
-        let request = record.into_request().map_err(|e| bad(e.to_string()))?;
-        self.judge(&request)
+    async fn decide(&self, records: Vec<RequestRecord>) -> Result<Vec<Value>, Response> {
+        let mut requests = Vec::with_capacity(records.len());
+        for record in &records {
+            requests.push(
+                record
+                    .clone()
+                    .into_request()
+                    .map_err(|e| bad(e.to_string()))?,
+            );
+        }
+        if let Guard::Proxy { sidecar } = &self.0.config.guard {
+            return crate::sidecar::decide(&self.0.client, sidecar, &records)
+                .await
+                .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")));
+        }
+        requests
+            .iter()
+            .map(|request| {
+                let verdict = self
+                    .0
+                    .gatekeeper
+                    .check(request)
+                    .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+                Ok(serde_json::to_value(verdict.to_record()).unwrap_or(Value::Null))
+            })
+            .collect()
     }
 
-    /// Checks one request; the JSON a device or publisher sees for it.
+    /// Judges request records in order; the JSON a device or publisher sees for each.
     // The error is the HTTP answer itself, built once, on the error path.
     #[allow(clippy::result_large_err)]
-    fn judge(&self, request: &Request) -> Result<(bool, Value), Response> {
-        let verdict = self
-            .0
-            .gatekeeper
-            .check(request)
-            .map_err(|e| error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
-        let verdict_record = verdict.to_record();
-        let fields = verdict_record
-            .decision
-            .as_ref()
-            .map(decision_fields)
-            .unwrap_or_default();
-        let record = serde_json::to_value(verdict_record).unwrap_or(Value::Null);
-        let available = verdict.gate != Gate::Deny;
-        let mut answer = json!({ "available": available, "decision_id": record["decision_id"] });
-        if !available {
-            answer["message"] = json!("unavailable in your region");
-            answer["reasons"] = record.get("reasons").cloned().unwrap_or_else(|| json!([]));
-            if let Some(e) = record.get("error") {
-                answer["error"] = e.clone();
-            }
-        } else if verdict.gate == Gate::ShadowDeny {
-            answer["shadow_deny"] = json!(true);
+    async fn judge_records(&self, records: Vec<RequestRecord>) -> Result<Vec<Value>, Response> {
+        if records.is_empty() {
+            return Ok(Vec::new());
         }
-        if let Some(answer) = answer.as_object_mut() {
-            answer.extend(fields);
-        }
-        Ok((available, answer))
+        Ok(self.decide(records).await?.iter().map(answer).collect())
     }
+}
+
+/// The decision fields of a verdict record (nothing when no policy decided).
+fn fields_of(verdict: &Value) -> serde_json::Map<String, Value> {
+    serde_json::from_value::<DecisionRecord>(verdict.clone())
+        .map(|d| decision_fields(&d))
+        .unwrap_or_default()
+}
+
+/// What a device or publisher is shown for a verdict record: available or not, and why.
+fn answer(verdict: &Value) -> Value {
+    let available = verdict["gate"] != "deny";
+    let mut answer = json!({ "available": available, "decision_id": verdict["decision_id"] });
+    if !available {
+        answer["message"] = json!("unavailable in your region");
+        answer["reasons"] = verdict.get("reasons").cloned().unwrap_or_else(|| json!([]));
+        if let Some(e) = verdict.get("error") {
+            answer["error"] = e.clone();
+        }
+    } else if verdict["gate"] == "shadow-deny" {
+        answer["shadow_deny"] = json!(true);
+    }
+    if let Some(answer) = answer.as_object_mut() {
+        answer.extend(fields_of(verdict));
+    }
+    answer
+}
+
+/// A gated request the store itself refuses, answered as the layer would: 451 with the
+/// decision and `Link: <source>; rel="blocked-by"` for each reason, or 503 when no policy
+/// decided.
+fn refused(verdict: Value) -> Response {
+    let status = if verdict.get("decision").is_some() {
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let links: Vec<String> = verdict["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["source"].as_str())
+        .map(|source| format!("<{source}>; rel=\"blocked-by\""))
+        .collect();
+    let mut response = (status, axum::Json(verdict)).into_response();
+    for link in links {
+        if let Ok(v) = http::HeaderValue::from_str(&link) {
+            response.headers_mut().append(http::header::LINK, v);
+        }
+    }
+    response
 }
 
 async fn body_json<T: serde::de::DeserializeOwned>(
@@ -390,12 +512,40 @@ async fn body_json<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| bad(format!("invalid JSON: {e}")))
 }
 
+/// 32 random bytes in hex.
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No system randomness: fall back on the standard library's per-process keys.
+        use std::hash::{BuildHasher, Hasher};
+        for chunk in bytes.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            chunk.copy_from_slice(&h.finish().to_le_bytes()[..chunk.len()]);
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares the bearer token in constant time (through digests, so that neither the
+/// length nor a matching prefix shows in the time taken).
 fn authorized(store: &Store, headers: &HeaderMap) -> bool {
-    let expected = format!("Bearer {}", store.0.config.admin_token);
-    headers
+    use subtle::ConstantTimeEq as _;
+    let Some(given) = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        == Some(expected.as_str())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let given = gatekeeper::sha256_hex(given.as_bytes());
+    let expected = gatekeeper::sha256_hex(store.0.config.admin_token.as_bytes());
+    given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
 #[derive(Deserialize)]
@@ -481,33 +631,46 @@ async fn publish(State(store): State<Store>, body: Body) -> Response {
         Action::Download
     };
     let now = store.now();
-    let mut availability = BTreeMap::new();
-    for &storefront in &store.0.config.storefronts {
-        let record = |action: Action| RequestRecord {
-            app: Some(AppRecord {
-                platform: key.0.as_str().to_owned(),
-                id: key.1.clone(),
-            }),
-            publisher: release.publisher.clone(),
-            action: action.as_str().to_owned(),
-            at: now.to_string(),
-            storefront: Some(storefront.alpha2().to_owned()),
-            signing_cert_sha256: cert.clone(),
-            code_sha256: digests.clone(),
-            ..RequestRecord::default()
-        };
-        let mut answer = match store.judge_record(record(action)) {
-            Ok((_, a)) => a,
-            Err(r) => return r,
-        };
-        if answer["available"] == json!(true) && !digests.is_empty() {
-            answer = match store.judge_record(record(Action::CodeUse)) {
-                Ok((_, a)) => a,
-                Err(r) => return r,
-            };
-        }
-        availability.insert(storefront.alpha2().to_owned(), answer);
+    let storefronts = &store.0.config.storefronts;
+    let record = |storefront: Country, action: Action| RequestRecord {
+        app: Some(AppRecord {
+            platform: key.0.as_str().to_owned(),
+            id: key.1.clone(),
+        }),
+        publisher: release.publisher.clone(),
+        action: action.as_str().to_owned(),
+        at: now.to_string(),
+        storefront: Some(storefront.alpha2().to_owned()),
+        signing_cert_sha256: cert.clone(),
+        code_sha256: digests.clone(),
+        ..RequestRecord::default()
+    };
+    let first = storefronts.iter().map(|&s| record(s, action)).collect();
+    let mut answers = match store.judge_records(first).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    // Where the release would be available, one carrying a covered app's code is judged
+    // as `code-use` too.
+    let available: Vec<usize> = (0..answers.len())
+        .filter(|&i| !digests.is_empty() && answers[i]["available"] == json!(true))
+        .collect();
+    let code_use = available
+        .iter()
+        .map(|&i| record(storefronts[i], Action::CodeUse))
+        .collect();
+    let code_use = match store.judge_records(code_use).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    for (i, answer) in available.into_iter().zip(code_use) {
+        answers[i] = answer;
     }
+    let availability: BTreeMap<String, Value> = storefronts
+        .iter()
+        .map(|s| s.alpha2().to_owned())
+        .zip(answers)
+        .collect();
     if let Ok(mut releases) = store.0.releases.write() {
         releases.entry(key).or_default().push(release.clone());
     }
@@ -552,6 +715,9 @@ async fn updates(State(store): State<Store>, body: Body) -> Response {
         }
     }
     let mut answers = Vec::new();
+    // (place in `answers`, the app, the update offered), judged together below.
+    let mut offered = Vec::new();
+    let mut records = Vec::new();
     for installed in &check.installed {
         let key = match key(&installed.app) {
             Ok(k) => k,
@@ -586,22 +752,31 @@ async fn updates(State(store): State<Store>, body: Body) -> Response {
             ip_country: code(Signal::IpCountry),
             ..RequestRecord::default()
         };
-        let mut answer = match store.judge_record(record) {
-            Ok((_, a)) => a,
-            Err(r) => return r,
-        };
+        offered.push((answers.len(), installed, latest.version));
+        records.push(record);
+        answers.push(Value::Null);
+    }
+    let judged = match store.judge_records(records).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    for ((i, installed, version), mut answer) in offered.into_iter().zip(judged) {
         answer["app"] = json!(installed.app);
         answer["installed"] = json!(installed.version);
-        answer["update"] = json!(latest.version);
-        answers.push(answer);
+        answer["update"] = json!(version);
+        answers[i] = answer;
     }
     axum::Json(json!({ "updates": answers })).into_response()
 }
 
 /// A gated route's answer, with why it was served.
-fn served(store: &Store, uri: &http::Uri, mut body: Value) -> Response {
+async fn served(store: &Store, uri: &http::Uri, mut body: Value) -> Response {
+    let why = match store.why_served(uri).await {
+        Ok(why) => why,
+        Err(refusal) => return refusal,
+    };
     if let Some(body) = body.as_object_mut() {
-        body.extend(store.why_served(uri));
+        body.extend(why);
     }
     axum::Json(body).into_response()
 }
@@ -617,7 +792,7 @@ async fn download(
         Err(m) => return bad(m),
     };
     match store.latest(&key) {
-        Some(r) => served(&store, &uri, json!({ "release": r })),
+        Some(r) => served(&store, &uri, json!({ "release": r })).await,
         None => error(
             StatusCode::NOT_FOUND,
             format!("`{}` has no release in this store", key.1),
@@ -636,6 +811,7 @@ async fn cdn(
         &uri,
         json!({ "artifact": format!("{id}-{version}"), "edge": server }),
     )
+    .await
 }
 
 /// `POST /v1/hosting/{server}/{platform}/{id}` (gated): backend hosting of an app.
@@ -649,6 +825,7 @@ async fn hosting(
         &uri,
         json!({ "hosted": id, "server_country": server }),
     )
+    .await
 }
 
 /// `POST /v1/payments/{platform}/{id}` (gated): a payment through the app.
@@ -657,5 +834,5 @@ async fn payment(
     Path((_p, id)): Path<(String, String)>,
     uri: http::Uri,
 ) -> Response {
-    served(&store, &uri, json!({ "paid": true, "through": id }))
+    served(&store, &uri, json!({ "paid": true, "through": id })).await
 }
