@@ -306,3 +306,325 @@ pub enum RequestError {
         message: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{AppRecord, PublisherRecord, RequestRecord};
+
+    /// A valid request: downloading `com.acme.chat` on Android from a US storefront.
+    fn record() -> RequestRecord {
+        RequestRecord {
+            app: Some(AppRecord {
+                platform: "android".into(),
+                id: "com.acme.chat".into(),
+            }),
+            action: "download".into(),
+            at: "2021-02-10T00:00:00Z".into(),
+            storefront: Some("US".into()),
+            ..RequestRecord::default()
+        }
+    }
+
+    /// The field a rejected record is blamed on.
+    fn field_of(record: RequestRecord) -> &'static str {
+        match record.into_request() {
+            Err(RequestError::Field { field, .. }) => field,
+            other => panic!("expected a field error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn app_ids_are_at_most_255_bytes() {
+        let longest = "a".repeat(MAX_APP_ID_LEN);
+        assert_eq!(check_app_id(&longest), Ok(()));
+        assert_eq!(check_app_id("a"), Ok(()));
+        let too_long = "a".repeat(MAX_APP_ID_LEN + 1);
+        assert_eq!(
+            check_app_id(&too_long),
+            Err("is 256 bytes long; an app id has at most 255".to_owned())
+        );
+        assert_eq!(check_app_id(""), Err("must not be empty".to_owned()));
+    }
+
+    #[test]
+    fn app_ids_take_letters_digits_dots_underscores_and_hyphens_only() {
+        assert_eq!(check_app_id("com.Acme-2_x.chat9"), Ok(()));
+        for (bad, what) in [
+            ("com.acme chat", "white space"),
+            ("com.acme\u{7}chat", "a control character"),
+            ("com.acmé.chat", "a non-ASCII character"),
+            ("com.acme/chat", "a character"),
+            ("com.acme+chat", "a character"),
+        ] {
+            let error = check_app_id(bad).unwrap_err();
+            assert!(error.contains(&format!("has {what} (")), "`{bad}`: {error}");
+        }
+        for bad in [".com.acme", "com.acme.", "com..acme", "."] {
+            let error = check_app_id(bad).unwrap_err();
+            assert!(error.contains("empty segment"), "`{bad}`: {error}");
+        }
+    }
+
+    #[test]
+    fn apple_team_ids_are_ten_letters_and_digits_in_upper_case() {
+        let apple = Store::Apple;
+        assert_eq!(
+            apple.normalize_account("abcde12345"),
+            Ok("ABCDE12345".to_owned())
+        );
+        assert_eq!(
+            apple.normalize_account("ABCDE12345"),
+            Ok("ABCDE12345".to_owned())
+        );
+        for bad in ["ABCDE1234", "ABCDE123456", "ABCDE-1234", "", "ABCDE 1234"] {
+            assert!(apple.normalize_account(bad).is_err(), "`{bad}`");
+        }
+    }
+
+    #[test]
+    fn google_accounts_are_one_to_twenty_five_digits() {
+        let google = Store::Google;
+        assert_eq!(google.normalize_account("7"), Ok("7".to_owned()));
+        let longest = "9".repeat(25);
+        assert_eq!(google.normalize_account(&longest), Ok(longest.clone()));
+        for bad in ["", "12a4", &"9".repeat(26), "1234567890a"] {
+            assert!(google.normalize_account(bad).is_err(), "`{bad}`");
+        }
+    }
+
+    #[test]
+    fn stores_and_platforms_are_spelled_in_lower_case() {
+        assert_eq!(Store::parse("apple"), Some(Store::Apple));
+        assert_eq!(Store::parse("google"), Some(Store::Google));
+        assert_eq!(Store::parse("Apple"), None);
+        assert_eq!(Store::Apple.as_str(), "apple");
+        assert_eq!(Store::Google.as_str(), "google");
+        assert_eq!(Platform::Ios.as_str(), "ios");
+        assert_eq!(Platform::Android.as_str(), "android");
+    }
+
+    #[test]
+    fn signals_round_trip_through_their_field_names() {
+        for s in Signal::ALL {
+            assert_eq!(Signal::parse(s.as_str()), Some(s));
+            assert_eq!(s.to_string(), s.as_str());
+            assert!(!s.describe().is_empty());
+        }
+        assert_eq!(Signal::parse("country"), None);
+        assert_eq!(Signal::DeviceCountry.as_str(), "device_country");
+        assert_eq!(Signal::ServerCountry.describe(), "serving infrastructure");
+    }
+
+    #[test]
+    fn signal_sets_hold_what_was_inserted() {
+        let mut set = SignalSet::default();
+        assert!(set.is_empty());
+        assert!(set.insert(Signal::IpCountry));
+        assert!(!set.insert(Signal::IpCountry));
+        assert!(set.insert(Signal::Storefront));
+        assert!(!set.is_empty());
+        assert!(set.contains(Signal::IpCountry));
+        assert!(set.contains(Signal::Storefront));
+        assert!(!set.contains(Signal::DeviceCountry));
+        assert!(!set.contains(Signal::ServerCountry));
+        assert_eq!(
+            set.iter().collect::<Vec<_>>(),
+            [Signal::Storefront, Signal::IpCountry]
+        );
+        assert_eq!(SignalSet::ALL.iter().collect::<Vec<_>>(), Signal::ALL);
+    }
+
+    #[test]
+    fn a_valid_record_keeps_every_field() {
+        let request = RequestRecord {
+            known_at: Some("2021-02-01T00:00:00Z".into()),
+            device_country: Some("CAN".into()),
+            publisher: Some(PublisherRecord {
+                store: "google".into(),
+                id: "4242".into(),
+            }),
+            code_sha256: vec!["AA".repeat(32)],
+            ..record()
+        }
+        .into_request()
+        .unwrap();
+        let app = request.app().unwrap();
+        assert_eq!(
+            (app.platform, app.id.as_str()),
+            (Platform::Android, "com.acme.chat")
+        );
+        let publisher = request.publisher().unwrap();
+        assert_eq!(
+            (publisher.store, publisher.id.as_str()),
+            (Store::Google, "4242")
+        );
+        assert_eq!(request.action(), crate::Action::Download);
+        assert_eq!(request.at().to_string(), "2021-02-10T00:00:00Z");
+        assert_eq!(
+            request.known_at().unwrap().to_string(),
+            "2021-02-01T00:00:00Z"
+        );
+        assert_eq!(request.signal(Signal::Storefront).unwrap().alpha2(), "US");
+        assert_eq!(
+            request.signal(Signal::DeviceCountry).unwrap().alpha2(),
+            "CA"
+        );
+        assert_eq!(request.signal(Signal::IpCountry), None);
+        let carried: Vec<_> = request
+            .carried_signals()
+            .map(|(s, c)| (s, c.alpha2()))
+            .collect();
+        assert_eq!(
+            carried,
+            [(Signal::Storefront, "US"), (Signal::DeviceCountry, "CA")]
+        );
+        let later = request.at_instant(Instant::parse_rfc3339("2022-01-01T00:00:00Z").unwrap());
+        assert_eq!(later.at().to_string(), "2022-01-01T00:00:00Z");
+        assert_eq!(later.known_at(), request.known_at());
+        // Back to JSON: codes as alpha-2, digests normalized.
+        let again = RequestRecord::from(&request);
+        assert_eq!(again.device_country.as_deref(), Some("CA"));
+        assert_eq!(again.code_sha256, ["aa".repeat(32)]);
+        assert_eq!(again.into_request().unwrap(), request);
+    }
+
+    #[test]
+    fn a_publisher_must_publish_on_the_app_s_platform() {
+        let publisher = |store: &str, id: &str| {
+            Some(PublisherRecord {
+                store: store.into(),
+                id: id.into(),
+            })
+        };
+        let wrong = RequestRecord {
+            publisher: publisher("apple", "ABCDE12345"),
+            ..record()
+        };
+        assert_eq!(field_of(wrong), "publisher.store");
+        let right = RequestRecord {
+            publisher: publisher("google", "4242"),
+            ..record()
+        };
+        assert!(right.into_request().is_ok());
+        let ios = RequestRecord {
+            app: Some(AppRecord {
+                platform: "ios".into(),
+                id: "com.acme.Chat".into(),
+            }),
+            publisher: publisher("apple", "abcde12345"),
+            ..record()
+        };
+        let request = ios.into_request().unwrap();
+        assert_eq!(request.publisher().unwrap().id, "ABCDE12345");
+        assert_eq!(request.app().unwrap().platform, Platform::Ios);
+        let unknown = RequestRecord {
+            publisher: publisher("steam", "4242"),
+            ..record()
+        };
+        assert_eq!(field_of(unknown), "publisher.store");
+        let malformed = RequestRecord {
+            publisher: publisher("google", "x"),
+            ..record()
+        };
+        assert_eq!(field_of(malformed), "publisher.id");
+    }
+
+    #[test]
+    fn malformed_fields_are_blamed_on_their_field() {
+        let app = |platform: &str, id: &str| {
+            Some(AppRecord {
+                platform: platform.into(),
+                id: id.into(),
+            })
+        };
+        assert_eq!(
+            field_of(RequestRecord {
+                app: app("tv", "com.acme.chat"),
+                ..record()
+            }),
+            "app.platform"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                app: app("android", "com..acme"),
+                ..record()
+            }),
+            "app.id"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                action: "steal".into(),
+                ..record()
+            }),
+            "action"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                at: "yesterday".into(),
+                ..record()
+            }),
+            "at"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                known_at: Some("2021-02-10".into()),
+                ..record()
+            }),
+            "known_at"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                ip_country: Some("XX".into()),
+                ..record()
+            }),
+            "ip_country"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                signing_cert_sha256: Some("ab".into()),
+                ..record()
+            }),
+            "signing_cert_sha256"
+        );
+        assert_eq!(
+            field_of(RequestRecord {
+                code_sha256: vec!["0".repeat(63)],
+                ..record()
+            }),
+            "code_sha256"
+        );
+    }
+
+    #[test]
+    fn a_request_needs_a_signal_and_a_way_to_name_the_app() {
+        let no_signal = RequestRecord {
+            storefront: None,
+            ..record()
+        };
+        assert_eq!(no_signal.into_request(), Err(RequestError::NoSignal));
+        let no_app = RequestRecord {
+            app: None,
+            ..record()
+        };
+        assert_eq!(no_app.clone().into_request(), Err(RequestError::NoApp));
+        // Any one way to name the app will do.
+        let by_cert = RequestRecord {
+            signing_cert_sha256: Some("AB:".repeat(31) + "AB"),
+            ..no_app.clone()
+        };
+        assert!(by_cert.into_request().is_ok());
+        let by_code = RequestRecord {
+            code_sha256: vec!["1".repeat(64)],
+            ..no_app.clone()
+        };
+        assert!(by_code.into_request().is_ok());
+        // A server country alone places a request.
+        let server = RequestRecord {
+            storefront: None,
+            server_country: Some("DE".into()),
+            ..record()
+        };
+        assert!(server.into_request().is_ok());
+    }
+}
