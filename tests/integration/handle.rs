@@ -197,6 +197,12 @@ fn reload_under_concurrent_load() {
     start.wait();
     // Every checker has checked once on the first revision before the reloads begin.
     while checked.load(Ordering::SeqCst) < threads {
+        // A checker only stops once `done` is set: one that stopped before its first
+        // check panicked, and waiting for it would never end.
+        assert!(
+            !checkers.iter().any(|c| c.is_finished()),
+            "a checker stopped before its first check"
+        );
         std::thread::yield_now();
     }
     let generations = 40;
