@@ -95,10 +95,32 @@ pub(crate) struct Candidate {
     pub(crate) origin: String,
 }
 
+impl Candidate {
+    /// A policy loaded from a bundle that passed every check.
+    fn of_bundle(
+        loaded: LoadedPolicy,
+        bundle: &Bundle,
+        expires: Option<Instant>,
+        signed_by: Vec<String>,
+        origin: String,
+    ) -> Candidate {
+        Candidate {
+            loaded,
+            bundle: Some(BundleFacts {
+                revision: bundle.manifest.revision,
+                expires,
+                signed_by,
+            }),
+            origin,
+        }
+    }
+}
+
 /// What a reload found.
 #[derive(Debug)]
 pub(crate) enum Next {
     /// The server holds what is active (`304 Not Modified`).
+    #[cfg_attr(not(feature = "http-source"), allow(dead_code))]
     Unchanged(Revision),
     /// A policy to install (perhaps the same content as the active one).
     Candidate(Box<Candidate>),
@@ -242,15 +264,9 @@ impl Reloader {
             .and_then(|b| String::from_utf8(b).ok())
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
-        Some(Candidate {
-            loaded,
-            bundle: Some(BundleFacts {
-                revision: bundle.manifest.revision,
-                expires,
-                signed_by,
-            }),
-            origin,
-        })
+        Some(Candidate::of_bundle(
+            loaded, &bundle, expires, signed_by, origin,
+        ))
     }
 
     #[cfg(feature = "http-source")]
@@ -338,15 +354,9 @@ impl Reloader {
         let expires = bundle.expires()?;
         let loaded = bundle.load(&origin)?;
         self.raise(bundle.manifest.revision);
-        Ok(Candidate {
-            loaded,
-            bundle: Some(BundleFacts {
-                revision: bundle.manifest.revision,
-                expires,
-                signed_by,
-            }),
-            origin,
-        })
+        Ok(Candidate::of_bundle(
+            loaded, &bundle, expires, signed_by, origin,
+        ))
     }
 
     fn raise(&mut self, revision: u64) {

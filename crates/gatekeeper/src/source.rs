@@ -364,7 +364,8 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    /// Whether the file is simply not there.
+    /// Whether the file is simply not there (a bundle cache not written yet).
+    #[cfg_attr(not(feature = "http-source"), allow(dead_code))]
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, ReadError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }

@@ -98,6 +98,48 @@ pub fn generate(n: usize, seed: u64) -> Vec<Generated> {
         .collect()
 }
 
+/// Checks a store's answer against the engine's decision for the same request: whether
+/// the engine denies it, and what differs, if anything.
+pub(crate) fn compare(
+    record: &RequestRecord,
+    policy: &Policy,
+    posture: Posture,
+    status: u16,
+    body: &Value,
+) -> (bool, Option<String>) {
+    let expected = record
+        .clone()
+        .into_request()
+        .map(|r| policy.decide(&r, posture).to_record());
+    match expected {
+        Err(e) => (
+            false,
+            Some(format!("`gatekeeper check` refuses the request: {e}")),
+        ),
+        Ok(d) if d.decision == "deny" => {
+            let want: Vec<&str> = d.reasons.iter().map(|r| r.prohibition.as_str()).collect();
+            let got: Vec<&str> = body["reasons"]
+                .as_array()
+                .map(|r| r.iter().filter_map(|x| x["prohibition"].as_str()).collect())
+                .unwrap_or_default();
+            (
+                true,
+                (status != 451 || want != got)
+                    .then(|| format!("expected 451 {want:?}, got {status} {got:?}")),
+            )
+        }
+        Ok(d) => (
+            false,
+            (status != 200).then(|| {
+                format!(
+                    "expected 200 ({}), got {status}: {body}",
+                    d.because.unwrap_or_default()
+                )
+            }),
+        ),
+    }
+}
+
 /// What a load run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct LoadReport {
@@ -257,31 +299,8 @@ pub async fn run_with_posture(
     let mut denied = 0;
     for (i, (g, (status, bytes))) in work.iter().zip(&answers).enumerate() {
         let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
-        let expected = g
-            .record
-            .clone()
-            .into_request()
-            .map_err(|e| e.to_string())
-            .map(|r| policy.decide(&r, posture).to_record());
-        let problem = match expected {
-            Err(e) => Some(format!("`gatekeeper check` refuses the request: {e}")),
-            Ok(d) if d.decision == "deny" => {
-                denied += 1;
-                let want: Vec<&str> = d.reasons.iter().map(|r| r.prohibition.as_str()).collect();
-                let got: Vec<&str> = body["reasons"]
-                    .as_array()
-                    .map(|r| r.iter().filter_map(|x| x["prohibition"].as_str()).collect())
-                    .unwrap_or_default();
-                (*status != 451 || want != got)
-                    .then(|| format!("expected 451 {want:?}, got {status} {got:?}"))
-            }
-            Ok(d) => (*status != 200).then(|| {
-                format!(
-                    "expected 200 ({}), got {status}: {body}",
-                    d.because.unwrap_or_default()
-                )
-            }),
-        };
+        let (deny, problem) = compare(&g.record, &policy, posture, *status, &body);
+        denied += usize::from(deny);
         if let Some(p) = problem {
             mismatches.push(format!("request {i}: {} {}: {p}", g.method, g.path));
         }

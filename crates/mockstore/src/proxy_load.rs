@@ -19,7 +19,7 @@ use policy::{Policy, Posture};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::load::{Generated, drive, generate, stock};
+use crate::load::{Generated, compare, drive, generate, stock};
 use crate::proxy::{Proxy, ProxyProcess, backends, start_proxy};
 use crate::store::StoreConfig;
 
@@ -120,25 +120,8 @@ fn cross_check(
             checked.misrouted += 1;
             continue;
         }
-        let expected = g
-            .record
-            .clone()
-            .into_request()
-            .map(|r| policy.decide(&r, posture).to_record());
-        let problem = match expected {
-            Err(e) => Some(format!("`gatekeeper check` refuses the request: {e}")),
-            Ok(d) if d.decision == "deny" => {
-                checked.denied += 1;
-                let want: Vec<&str> = d.reasons.iter().map(|r| r.prohibition.as_str()).collect();
-                let got: Vec<&str> = body["reasons"]
-                    .as_array()
-                    .map(|r| r.iter().filter_map(|x| x["prohibition"].as_str()).collect())
-                    .unwrap_or_default();
-                (*status != 451 || want != got)
-                    .then(|| format!("expected 451 {want:?}, got {status} {got:?}"))
-            }
-            Ok(_) => (*status != 200).then(|| format!("expected 200, got {status}: {body}")),
-        };
+        let (deny, problem) = compare(&g.record, policy, posture, *status, &body);
+        checked.denied += usize::from(deny);
         if let Some(p) = problem {
             checked.mismatches.push(format!(
                 "{proxy}, request {i}: {} {}: {p}",

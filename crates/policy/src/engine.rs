@@ -1031,24 +1031,14 @@ impl Builder<'_> {
             };
             test_of.push(i as u8);
         }
-        let instants = law::instants(
-            model,
-            &Coverage {
-                covering: &covering,
-                with_action: &with_action,
-                changes_of: &self.index.changes_of,
-                app,
-            },
-        );
-        let epochs = law::issue_instants(
-            model,
-            &Coverage {
-                covering: &covering,
-                with_action: &with_action,
-                changes_of: &self.index.changes_of,
-                app,
-            },
-        );
+        let coverage = Coverage {
+            covering: &covering,
+            with_action: &with_action,
+            changes_of: &self.index.changes_of,
+            app,
+        };
+        let instants = law::instants(model, &coverage);
+        let epochs = law::issue_instants(model, &coverage);
         let mut entry = Entry {
             covering,
             with_action,

@@ -29,7 +29,7 @@ use gatekeeper::Gate;
 use gatekeeper::layer::{link_reasons, name_verdict};
 use serde_json::{Value, json};
 
-use crate::routes::{AppState, envoy_request};
+use crate::routes::AppState;
 
 /// What the authorizer decided: `allow`, `shadow-deny`, `deny` or `invalid`.
 pub(crate) const DECISION: HeaderName = HeaderName::from_static("gatekeeper-decision");
@@ -117,12 +117,7 @@ fn unavailable(message: String) -> Response {
 
 /// `ANY /v1/nginx/authz/...`.
 async fn authorize(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let request = match envoy_request(
-        &headers,
-        &state.envoy,
-        state.trust_time_header,
-        state.gatekeeper.now(),
-    ) {
+    let request = match state.header_request(&headers) {
         Ok(r) => r,
         Err(m) => {
             tracing::debug!(error = %m, "nginx request refused");

@@ -37,11 +37,22 @@ pub(crate) struct AppState {
     body_budget: Arc<Semaphore>,
     max_body_bytes_in_flight: usize,
     max_batch: usize,
-    pub(crate) trust_time_header: bool,
-    pub(crate) envoy: Arc<EnvoyHeaders>,
+    trust_time_header: bool,
+    envoy: Arc<EnvoyHeaders>,
 }
 
 impl AppState {
+    /// The policy request the configured headers describe, judged now unless the time
+    /// header is trusted (the Envoy and nginx authorizers).
+    pub(crate) fn header_request(&self, headers: &HeaderMap) -> Result<policy::Request, String> {
+        envoy_request(
+            headers,
+            &self.envoy,
+            self.trust_time_header,
+            self.gatekeeper.now(),
+        )
+    }
+
     pub(crate) fn new(
         gatekeeper: Gatekeeper,
         config: &Config,
@@ -359,7 +370,7 @@ fn refuse_repeated(headers: &HeaderMap, names: &EnvoyHeaders) -> Result<(), Stri
 
 /// Builds a policy request from the configured headers, through the same validation
 /// as a JSON request.
-pub(crate) fn envoy_request(
+fn envoy_request(
     headers: &HeaderMap,
     names: &EnvoyHeaders,
     trust_time_header: bool,
@@ -412,12 +423,7 @@ pub(crate) fn envoy_request(
 /// `ANY /v1/envoy/authz/...`: Envoy's ext_authz HTTP service. 200 allows; anything else
 /// denies, and Envoy passes our status and body to the client.
 async fn envoy(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let request = match envoy_request(
-        &headers,
-        &state.envoy,
-        state.trust_time_header,
-        state.gatekeeper.now(),
-    ) {
+    let request = match state.header_request(&headers) {
         Ok(r) => r,
         Err(m) => {
             tracing::debug!(error = %m, "Envoy request refused");
