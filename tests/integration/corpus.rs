@@ -1,114 +1,61 @@
-//! The data-driven corpus: `tests/corpus/<set>.jsonl`, one case a line, each a request
-//! and the fields its decision must have. Expected fields are compared exactly; fields
-//! a case leaves out are not checked. `reasons` lists the denying prohibitions' ids.
+//! The test cases kept beside the policies (`policies/<set>/tests/*.jsonl`, and the
+//! fixtures' in `tests/fixtures/good/tests/`), run by the runner `gatekeeper test` uses.
+//! One case a line: a request, the posture if any, and the fields its decision must have.
 
 use std::collections::BTreeSet;
 
+use authoring::cases::{self, Options};
 use policy::{Policy, Posture, RequestRecord};
 use serde_json::Value;
 
-use crate::support::{CORPORA, corpus_sets, load, root};
+use crate::support::{load, root};
 
-fn cases(name: &str) -> Vec<Value> {
-    let path = root().join("tests/corpus").join(format!("{name}.jsonl"));
-    let text = std::fs::read_to_string(&path).unwrap();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// Every folder of sets with cases.
+fn case_roots() -> Vec<std::path::PathBuf> {
+    vec![root().join("policies"), root().join("tests/fixtures/good")]
 }
 
-/// Decides one case and compares the expected fields; returns what differs.
-fn check(policy: &Policy, case: &Value) -> Result<(), String> {
-    let record: RequestRecord =
-        serde_json::from_value(case["request"].clone()).map_err(|e| e.to_string())?;
-    let request = record.into_request().map_err(|e| e.to_string())?;
-    let decision = policy.decide(&request, posture_of(case)?);
-    let mut actual = serde_json::to_value(decision.to_record()).unwrap();
-    let ids = |list: &Value, key: &str| -> Value {
-        list.as_array()
-            .map(|r| r.iter().map(|x| x[key].clone()).collect())
-            .unwrap_or_default()
-    };
-    // `authority`: the instruments behind the first reason; `reasons` and
-    // `relief_set_aside`: their ids.
-    actual["authority"] = ids(&actual["reasons"][0]["authority"], "instrument");
-    actual["reasons"] = ids(&actual["reasons"], "prohibition");
-    actual["relief_set_aside"] = ids(&actual["relief_set_aside"], "instrument");
-    let mut problems = Vec::new();
-    for (key, want) in case["expect"].as_object().unwrap() {
-        let got = actual.get(key).cloned().unwrap_or(Value::Null);
-        if &got != want {
-            problems.push(format!("`{key}`: expected {want}, got {got}"));
+/// Every case line, as written.
+fn all_cases() -> Vec<Value> {
+    let (suites, problems) = cases::discover(&case_roots());
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut out = Vec::new();
+    for suite in suites {
+        for file in suite.files {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                out.push(serde_json::from_str(line).unwrap());
+            }
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{}\n    decision: {}",
-            problems.join("; "),
-            serde_json::to_string(&decision.to_record()).unwrap()
-        ))
-    }
+    out
 }
 
-/// A case may name the operator's posture: `"posture": {"boundaries": "permissive",
-/// "non_enforcement": "ignore"}`, either key optional.
-fn posture_of(case: &Value) -> Result<Posture, String> {
-    let mut posture = Posture::default();
-    if let Some(p) = case.get("posture") {
-        if let Some(b) = p.get("boundaries") {
-            posture.boundaries = serde_json::from_value(b.clone()).map_err(|e| e.to_string())?;
-        }
-        if let Some(n) = p.get("non_enforcement") {
-            posture.non_enforcement =
-                serde_json::from_value(n.clone()).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(posture)
-}
-
-#[track_caller]
-fn run(name: &str) {
-    let policy = load(&corpus_sets(name));
-    let cases = cases(name);
-    assert!(!cases.is_empty(), "corpus `{name}` is empty");
-    let failures: Vec<String> = cases
-        .iter()
-        .filter_map(|c| {
-            check(&policy, c)
-                .err()
-                .map(|e| format!("  {}: {e}", c["case"]))
-        })
-        .collect();
+#[test]
+fn every_case_beside_the_policies_passes() {
+    let report = cases::run(&case_roots(), Options::default());
+    assert!(report.ok(), "{}", report.to_text(false));
+    // Every shipped set and the fixtures have cases.
+    assert_eq!(report.suites.len(), 4, "{}", report.to_text(false));
     assert!(
-        failures.is_empty(),
-        "{} of {} cases in `{name}` failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
+        report
+            .suites
+            .iter()
+            .all(|s| s.files.iter().any(|f| !f.cases.is_empty()))
     );
 }
 
+/// Every prohibition and change of the shipped policies is exercised by some case, and
+/// every window of uncertainty is judged inside by one.
 #[test]
-fn corpus_us_2020() {
-    run("us-2020");
-}
-
-#[test]
-fn corpus_us_2020_courts() {
-    run("us-2020-courts");
-}
-
-#[test]
-fn corpus_us_2024_pafaca() {
-    run("us-2024-pafaca");
-}
-
-#[test]
-fn corpus_fixtures() {
-    run("fixtures");
+fn the_cases_exercise_every_prohibition_change_and_window() {
+    let report = cases::run(&case_roots(), Options::default());
+    assert!(report.coverage.items > 0);
+    assert!(
+        report.coverage.unexercised.is_empty(),
+        "not exercised by any case: {:#?}",
+        report.coverage.unexercised
+    );
 }
 
 /// Guards the corpus itself: every shipped prohibition is denied by some case, and every
@@ -121,8 +68,8 @@ fn corpus_covers_every_prohibition_reason_and_action() {
     let mut actions = BTreeSet::new();
     let mut hindsight = 0;
     let (mut uncertain, mut set_aside, mut by_account, mut permissive) = (0, 0, 0, 0);
-    for name in CORPORA {
-        for case in cases(name) {
+    {
+        for case in all_cases() {
             uncertain += usize::from(case["expect"].get("uncertain").is_some());
             set_aside += usize::from(case["expect"].get("relief_set_aside").is_some());
             by_account += usize::from(case["expect"]["matched_by"] == "publisher-account");
@@ -200,10 +147,19 @@ fn sets_that_include_the_same_files_load_together() {
     let loaded = gatekeeper::load_dirs(&paths).unwrap();
     let unique: BTreeSet<_> = loaded.files.iter().collect();
     assert_eq!(unique.len(), loaded.files.len());
-    assert_eq!(loaded.policy.apps().len(), 5);
+    let ids = |p: &Policy| -> BTreeSet<String> { p.apps().iter().map(|a| a.id.clone()).collect() };
+    let each: BTreeSet<String> = dirs.iter().flat_map(|d| ids(&load(&[d]))).collect();
+    assert_eq!(ids(&loaded.policy), each);
     // The courts set alone already brings the 2020 rule it amends.
-    let courts = load(&["policies/us-2020-courts"]);
-    assert_eq!(courts.prohibitions().len(), 11);
+    let prohibitions = |p: &Policy| -> BTreeSet<String> {
+        p.prohibitions().iter().map(|x| x.id.clone()).collect()
+    };
+    let rule = prohibitions(&load(&["policies/us-2020"]));
+    let courts = prohibitions(&load(&["policies/us-2020-courts"]));
+    assert!(
+        !rule.is_empty() && rule.is_subset(&courts),
+        "{rule:?} {courts:?}"
+    );
 }
 
 /// Guards the fallback for an app and action prohibited in more regions than the index

@@ -64,6 +64,13 @@ fn unknown_field() {
     insta::assert_snapshot!(render(&[("order.toml", &order(body))]));
 }
 
+/// A misspelt field of an app: the hint names the field meant.
+#[test]
+fn a_misspelt_field_suggests_the_field_meant() {
+    let more = "[[app]]\nid = \"typo\"\nname = \"Typo\"\nowner = \"acme\"\nandriod = [\"com.acme.typo\"]\n";
+    insta::assert_snapshot!(render(&[("more.toml", more)]));
+}
+
 #[test]
 fn unknown_references_suggest_the_near_miss() {
     let body = "[[prohibition]]\nid = \"p1\"\napps = [\"chta\"]\nowners = [\"nobody\"]\nactions = [\"download\"]\nregion = \"U5\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n\n[[injunction]]\nprohibitions = [\"p2\"]\nfrom = 2021-03-01T00:00:00Z\n";
@@ -86,6 +93,22 @@ fn an_identifier_claimed_by_two_apps() {
 fn invalid_country_codes() {
     let more = "[[region]]\nid = \"EU\"\nname = \"Some of Europe\"\ncountries = [\"FR\", \"DEU\", \"UK\", \"EUR\"]\n";
     insta::assert_snapshot!(render(&[("more.toml", more)]));
+}
+
+/// Codes people write for countries that ISO 3166-1 does not assign them, names, and an
+/// alpha-3 typo: each is still an error, and the hint names the code meant.
+#[test]
+fn unknown_countries_suggest_the_code_meant() {
+    let more = "[[region]]\nid = \"EU\"\nname = \"Some of Europe\"\ncountries = [\"UK\", \"EL\", \"Germany\", \"germny\", \"DUE\", \"EU\"]\n";
+    insta::assert_snapshot!(render(&[("more.toml", more)]));
+}
+
+/// A local time that a daylight-saving change skips, and one it repeats: the hints name
+/// the instants on either side of the gap, and both readings of the repeated time.
+#[test]
+fn daylight_saving_gaps_and_overlaps() {
+    let body = "[[prohibition]]\nid = \"p1\"\napps = [\"chat\"]\nactions = [\"download\"]\nregion = \"US\"\neffective = \"2021-03-14T02:30:00 America/New_York\"\ntext = \"t\"\n\n[[prohibition]]\nid = \"p2\"\napps = [\"chat\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = \"2021-11-07T01:30:00[America/New_York]\"\ntext = \"t\"\n";
+    insta::assert_snapshot!(render(&[("order.toml", &order(body))]));
 }
 
 #[test]

@@ -34,7 +34,10 @@ pub fn copy_policies(to: &Path) {
         std::fs::create_dir_all(to.join(set)).unwrap();
         for entry in std::fs::read_dir(&from).unwrap() {
             let path = entry.unwrap().path();
-            std::fs::copy(&path, to.join(set).join(path.file_name().unwrap())).unwrap();
+            // The policy files; the set's test cases (`tests/`) are not policy.
+            if path.is_file() {
+                std::fs::copy(&path, to.join(set).join(path.file_name().unwrap())).unwrap();
+            }
         }
     }
 }

@@ -322,3 +322,114 @@ fn malformed_requests_get_a_4xx_json_error() {
     assert_eq!(status, StatusCode::CREATED);
     rt.block_on(running.stop());
 }
+
+/// The JUnit report is well-formed JUnit (read back with `quick-junit`), and a mismatched
+/// step's failure carries, in its body, the scenario file and the step's line.
+#[test]
+fn junit_failures_name_the_scenario_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.toml");
+    std::fs::write(
+        &path,
+        r#"name = "wrong"
+policies = ["us-2020"]
+
+[[step]]
+name = "WeChat published before the rule"
+at = "2020-09-01T12:00:00Z"
+do = "publish"
+app = "android:com.tencent.mm"
+expect.status = 201
+
+[[step]]
+name = "WeChat download in the US on 2020-09-21"
+at = "2020-09-21T12:00:00Z"
+do = "download"
+app = "android:com.tencent.mm"
+storefront = "US"
+expect.status = 200
+"#,
+    )
+    .unwrap();
+    let result = runtime()
+        .block_on(mockstore::scenario::run(
+            &path,
+            &root().join("policies"),
+            &[],
+        ))
+        .unwrap();
+    assert_eq!(
+        result.steps.iter().map(|s| s.line).collect::<Vec<_>>(),
+        [4, 11]
+    );
+    let out = dir.path().join("reports");
+    mockstore::report::write(&out, &[result], None, 1.0).unwrap();
+    let xml = std::fs::read_to_string(out.join("junit.xml")).unwrap();
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    assert_eq!(report.test_suites.len(), 1);
+    let suite = &report.test_suites[0];
+    assert_eq!((suite.tests, suite.failures), (2, 1));
+    let failed = &suite.test_cases[1];
+    assert_eq!(
+        failed.name.as_str(),
+        "WeChat download in the US on 2020-09-21 (2020-09-21T12:00:00Z)"
+    );
+    let quick_junit::TestCaseStatus::NonSuccess {
+        kind,
+        message,
+        description,
+        ..
+    } = &failed.status
+    else {
+        panic!("{:?}", failed.status)
+    };
+    assert_eq!(*kind, quick_junit::NonSuccessKind::Failure);
+    assert_eq!(
+        message.as_ref().map(|m| m.as_str()),
+        Some("status: expected 200, got 451")
+    );
+    let body = description.as_ref().unwrap().as_str();
+    let place = format!("{}:11: step \"WeChat download", result_file(&path));
+    assert!(body.starts_with(&place), "{body}");
+    assert!(body.contains("answer: {"), "{body}");
+    assert!(matches!(
+        suite.test_cases[0].status,
+        quick_junit::TestCaseStatus::Success { .. }
+    ));
+}
+
+/// The file as reports name it: relative to the working directory when below it.
+fn result_file(path: &std::path::Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    path.strip_prefix(&cwd)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.display().to_string())
+}
+
+/// The scenario shown in README.md runs as written, every step answering as it expects.
+#[test]
+fn the_readme_scenario_runs() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("A scenario is TOML:\n\n```toml\n").unwrap();
+    let body = &readme[start..];
+    let body = &body[body.find("```toml\n").unwrap() + "```toml\n".len()..];
+    let example = &body[..body.find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("readme.toml");
+    std::fs::write(&path, example).unwrap();
+    let result = runtime()
+        .block_on(mockstore::scenario::run(
+            &path,
+            &root().join("policies"),
+            &[],
+        ))
+        .unwrap();
+    assert!(result.steps.len() >= 2, "{} steps", result.steps.len());
+    let failures: Vec<String> = result
+        .steps
+        .iter()
+        .filter_map(|s| s.mismatch.clone())
+        .collect();
+    assert!(failures.is_empty(), "{failures:#?}");
+}

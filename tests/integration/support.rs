@@ -20,17 +20,3 @@ pub fn load(dirs: &[&str]) -> Policy {
         Err(d) => panic!("{dirs:?} failed to load:\n{}", d.render()),
     }
 }
-
-/// The folders each corpus file is judged against.
-pub fn corpus_sets(name: &str) -> Vec<&'static str> {
-    match name {
-        "us-2020" => vec!["policies/us-2020"],
-        "us-2020-courts" => vec!["policies/us-2020-courts"],
-        "us-2024-pafaca" => vec!["policies/us-2024-pafaca"],
-        "fixtures" => vec!["tests/fixtures/good"],
-        other => panic!("no policy sets known for corpus `{other}`"),
-    }
-}
-
-/// Every corpus file, by name.
-pub const CORPORA: [&str; 4] = ["us-2020", "us-2020-courts", "us-2024-pafaca", "fixtures"];

@@ -7,20 +7,26 @@
 //!   policies (`--cases N --seed S`; arguments go to `reference`'s `differential`).
 //! - `fuzz`: every cargo-fuzz target in `fuzz/` in turn, on the nightly toolchain
 //!   (`--seconds N` each, 60 by default); fails if any finds a crash.
+//! - `schema`: writes `schema/policy.schema.json`, the editor schema of policy files.
+//!
+//! Builds are not quiet: cargo shows what it compiles, so a long build is not a silent
+//! minute; the programs' own output follows on standard output.
 
+use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+
+/// The target folder every build uses (the peers' workspace builds into it too).
+fn target_dir() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
+    std::fs::canonicalize(&target).unwrap_or_else(|_| target.into())
+}
 
 fn cargo(args: &[&str]) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("$ cargo {}", args.join(" "));
-    // The peers' workspace builds into the main target folder, beside everything else.
-    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_owned());
     let status = Command::new(&cargo)
         .args(args)
-        .env(
-            "CARGO_TARGET_DIR",
-            std::fs::canonicalize(&target).unwrap_or_else(|_| target.into()),
-        )
+        .env("CARGO_TARGET_DIR", target_dir())
         .status()
         .map_err(|e| format!("cannot run `{cargo}`: {e}"))?;
     if status.success() {
@@ -48,47 +54,70 @@ fn bench() -> Result<(), String> {
     cargo(&["bench", "--package", "gatekeeper", "--bench", "check"])?;
     cargo(&["bench", "--package", "serve", "--bench", "load"])?;
     cargo(&["bench", "--package", "serve", "--bench", "audit"])?;
+    cargo(&["bench", "--package", "authoring", "--bench", "diff"])?;
     // Cedar and Rego on the same decisions: a workspace of its own, outside the tests' build.
     cargo(&[
         "run",
         "--release",
-        "--quiet",
         "--manifest-path",
         "crates/peers/Cargo.toml",
     ])
 }
 
+/// Builds a binary of the workspace in release and runs it with `args`.
+///
+/// The build names the binary but no package: cargo then resolves features for the
+/// workspace's default members, exactly as `cargo build --release --bin gatekeeper`
+/// does, so the two builds share every dependency. With `--package mockstore` the
+/// selection differs and features unify differently (`policy`'s `schema` and
+/// `tracing-core`'s `default`, both through the command line), so cargo built a second
+/// copy of `policy`, `gatekeeper` and `serve` for it, and compiled every change to them
+/// twice when the two commands alternated.
+fn release_bin(bin: &str, args: &[String]) -> Result<(), String> {
+    cargo(&["build", "--release", "--bin", bin])?;
+    let path = target_dir()
+        .join("release")
+        .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    eprintln!("$ {} {}", path.display(), args.join(" "));
+    let status = Command::new(&path)
+        .args(args)
+        .status()
+        .map_err(|e| format!("cannot run `{}`: {e}", path.display()))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{bin}` failed ({status})"))
+    }
+}
+
 /// The mock store driven through the shipped scenarios (and a load run, with `--load N`).
 fn simulate(args: &[String]) -> Result<(), String> {
-    let mut command = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "mockstore",
-        "--bin",
-        "simulate",
-        "--",
-    ];
-    command.extend(args.iter().map(String::as_str));
-    cargo(&command)
+    release_bin("simulate", args)
 }
 
 /// The engine against the reference evaluator on generated policies and requests; fails
 /// on any mismatch.
 fn differential(args: &[String]) -> Result<(), String> {
-    let mut command = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "reference",
-        "--bin",
-        "differential",
-        "--",
-    ];
-    command.extend(args.iter().map(String::as_str));
-    cargo(&command)
+    release_bin("differential", args)
+}
+
+/// Writes the editor schema, `schema/policy.schema.json`, as `gatekeeper schema` prints it.
+fn schema() -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let args = ["run", "--bin", "gatekeeper", "--", "schema"];
+    eprintln!("$ cargo {} > schema/policy.schema.json", args.join(" "));
+    let output = Command::new(&cargo)
+        .args(args)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run `{cargo}`: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("`gatekeeper schema` failed ({})", output.status));
+    }
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/policy.schema.json");
+    std::fs::write(&path, &output.stdout).map_err(|e| format!("writing `{}`: {e}", path.display()))
 }
 
 /// The fuzz targets of `fuzz/`, run by `cargo xtask fuzz`.
@@ -141,7 +170,8 @@ fn main() -> ExitCode {
         Some("simulate") => simulate(&args[1..]),
         Some("differential") => differential(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => Err("usage: cargo xtask <ci|bench|simulate|differential|fuzz>\n  ci            format check, clippy, tests\n  bench         benchmarks\n  simulate      the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)\n  differential  the engine against the reference evaluator (`--cases N --seed S`, `--threads T`, `--show K`, `--no-shrink`)\n  fuzz          every fuzz target on nightly (`--seconds N` each)".to_owned()),
+        Some("schema") => schema(),
+        _ => Err("usage: cargo xtask <ci|bench|simulate|differential|fuzz|schema>\n  ci            format check, clippy, tests\n  bench         benchmarks\n  simulate      the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)\n  differential  the engine against the reference evaluator (`--cases N --seed S`, `--threads T`, `--show K`, `--no-shrink`)\n  fuzz          every fuzz target on nightly (`--seconds N` each)\n  schema        write schema/policy.schema.json, the editor schema of policy files".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,17 +9,44 @@ use clap::Subcommand;
 use gatekeeper::audit::{Checkpoint, Proof};
 use gatekeeper::keys::VerifierKey;
 
+/// The exit codes of every `audit` command.
+pub(crate) const EXIT: &str = "\
+Exit status:
+  0  the trail verifies, the proof is printed, or the proof checks
+  1  the trail does not verify, no proof can be made (no such record or tree size), or the
+     proof does not check
+  2  a usage error, or a file or key that cannot be read";
+
+const VERIFY_EXIT: &str = "\
+Exit status:
+  0  the trail verifies (a torn tail is reported, not an error)
+  1  it does not: the first malformed, missing, reordered, rewritten or cut record is named
+  2  a usage error, or a key or checkpoint that cannot be read";
+
+const PROVE_EXIT: &str = "\
+Exit status:
+  0  the proof is printed
+  1  no proof can be made: no such record, decision id or tree size
+  2  a usage error, or a trail that cannot be read";
+
+const CHECK_PROOF_EXIT: &str = "\
+Exit status:
+  0  the proof checks against the signed checkpoints
+  1  it does not
+  2  a usage error, or a proof, checkpoint or key that cannot be read";
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum AuditCommand {
     /// Check audit files (or folders of them, in order): every record well formed and in
     /// its place, the trail against its folder's checkpoints and the one given. A torn
     /// tail (a write cut by a crash) is reported, not an error.
+    #[command(after_help = VERIFY_EXIT)]
     Verify {
         /// Audit files or folders.
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
         /// A signed checkpoint kept outside the trail: records cut or rewritten since it was
-        /// written are found. Needs `--key`.
+        /// written are found. Needs --key.
         #[arg(long, value_name = "FILE", requires = "key")]
         checkpoint: Option<PathBuf>,
         /// The operator's public key (a file, or the key itself): the checkpoints must carry
@@ -27,13 +54,14 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "KEY")]
         key: Option<String>,
     },
-    /// Print a proof, as JSON, that a record is in the trail's tree (`--index` or `--id`),
-    /// or that an earlier tree is a prefix of a later one (`--from`).
+    /// Print a proof, as JSON, that a record is in the trail's tree (--index or --id), or
+    /// that an earlier tree is a prefix of a later one (--from).
+    #[command(after_help = PROVE_EXIT)]
     Prove {
         /// The trail's folder.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
-        /// The record's position (its `n`).
+        /// The record's position (its n).
         #[arg(long, value_name = "N", conflicts_with_all = ["id", "from"])]
         index: Option<u64>,
         /// The decision id the caller was given.
@@ -51,10 +79,11 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "N", requires = "from")]
         to: Option<u64>,
     },
-    /// Check a proof from `gatekeeper audit prove` against signed checkpoints, without
-    /// the trail.
+    /// Check a proof from gatekeeper audit prove against signed checkpoints, without the
+    /// trail.
+    #[command(after_help = CHECK_PROOF_EXIT)]
     CheckProof {
-        /// The proof (JSON), or `-` for standard input.
+        /// The proof (JSON), or - for standard input.
         #[arg(value_name = "PROOF")]
         proof: PathBuf,
         /// The signed checkpoint of the tree the proof is for (the later one, for a

@@ -12,30 +12,41 @@ use gatekeeper::{Bundle, TrustedKeys};
 
 use crate::Policies;
 
+/// The exit codes of every `bundle` command.
+pub(crate) const EXIT: &str = "\
+Exit status:
+  0  done: the bundle or key is written, or the bundle verifies
+  1  the policies do not validate (build: no bundle is written), or the bundle does not
+     verify (verify)
+  2  a usage error, or a file that cannot be read or written";
+
+const BUILD_EXIT: &str = "\
+Exit status:
+  0  the bundle is written
+  1  the policies do not validate (each problem is reported); no bundle is written
+  2  a usage error, a key or an output file that cannot be read or written";
+
+const WRITE_EXIT: &str = "\
+Exit status:
+  0  written
+  2  a usage error, or a file that cannot be read or written";
+
+const VERIFY_EXIT: &str = "\
+Exit status:
+  0  the bundle's signatures and digests verify
+  1  they do not
+  2  a usage error, or a bundle or key that cannot be read";
+
 #[derive(Subcommand, Debug)]
 pub(crate) enum BundleCommand {
     /// Pack policy folders (which must validate) into a bundle file.
-    Build {
-        #[command(flatten)]
-        policies: Policies,
-        /// Where to write the bundle.
-        #[arg(short = 'o', long = "output", value_name = "FILE")]
-        output: PathBuf,
-        /// The bundle's revision number; bundles lower than the highest accepted are refused.
-        /// Defaults to the current Unix time in seconds.
-        #[arg(long)]
-        revision: Option<u64>,
-        /// When the bundle stops being accepted, and an active one is withdrawn (RFC 3339).
-        #[arg(long, value_name = "RFC3339")]
-        expires: Option<String>,
-        /// Sign the bundle with this private key file (repeat for several signers).
-        #[arg(long = "sign-with", value_name = "KEY")]
-        sign_with: Vec<PathBuf>,
-    },
+    #[command(after_help = BUILD_EXIT)]
+    Build(BuildArgs),
     /// Make an Ed25519 signing key: FILE holds the private key (mode 0600), FILE.pub the
-    /// public key to give to `Builder::trusted_keys` or `--trusted-key`.
+    /// public key to trust (--trusted-key, or Builder::trusted_keys in Rust).
+    #[command(after_help = WRITE_EXIT)]
     Keygen {
-        /// The key's name, named in signatures (no spaces or `+`), e.g. `policy-team-2026`.
+        /// The key's name, named in signatures (no spaces or +), such as policy-team-2026.
         #[arg(long, value_name = "NAME")]
         name: String,
         /// Where to write the private key; the public key goes to FILE.pub.
@@ -43,6 +54,7 @@ pub(crate) enum BundleCommand {
         output: PathBuf,
     },
     /// Add signatures to a bundle file (replacing earlier ones by the same keys).
+    #[command(after_help = WRITE_EXIT)]
     Sign {
         /// The bundle file, rewritten in place.
         #[arg(value_name = "BUNDLE")]
@@ -53,6 +65,7 @@ pub(crate) enum BundleCommand {
     },
     /// Check a bundle's digests and signatures against public keys, as a gatekeeper would
     /// (expiry and rollback aside).
+    #[command(after_help = VERIFY_EXIT)]
     Verify {
         /// The bundle file.
         #[arg(value_name = "BUNDLE")]
@@ -66,28 +79,35 @@ pub(crate) enum BundleCommand {
     },
 }
 
+// No doc comment: clap would show it in place of the command's.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BuildArgs {
+    #[command(flatten)]
+    policies: Policies,
+    /// Where to write the bundle.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+    /// The bundle's revision number; bundles lower than the highest accepted are refused.
+    /// Defaults to the current Unix time in seconds.
+    #[arg(long)]
+    revision: Option<u64>,
+    /// When the bundle stops being accepted, and an active one is withdrawn (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    expires: Option<String>,
+    /// Sign the bundle with this private key file (repeat for several signers).
+    #[arg(long = "sign-with", value_name = "KEY")]
+    sign_with: Vec<PathBuf>,
+}
+
 /// Runs a `bundle` subcommand; the exit code.
 pub(crate) fn run(
     command: BundleCommand,
+    colour: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     match command {
-        BundleCommand::Build {
-            policies,
-            output,
-            revision,
-            expires,
-            sign_with,
-        } => build(
-            &policies,
-            &output,
-            revision,
-            expires.as_deref(),
-            &sign_with,
-            stdout,
-            stderr,
-        ),
+        BundleCommand::Build(args) => build(&args, colour, stdout, stderr),
         BundleCommand::Keygen { name, output } => keygen(&name, &output, stdout),
         BundleCommand::Sign { bundle, keys } => sign(&bundle, &keys, stdout),
         BundleCommand::Verify {
@@ -99,16 +119,21 @@ pub(crate) fn run(
 }
 
 fn build(
-    p: &Policies,
-    output: &Path,
-    revision: Option<u64>,
-    expires: Option<&str>,
-    sign_with: &[PathBuf],
+    args: &BuildArgs,
+    colour: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<u8> {
+    let BuildArgs {
+        policies: p,
+        output,
+        revision,
+        expires,
+        sign_with,
+    } = args;
     let now = gatekeeper::SystemClock.now();
     let expires = expires
+        .as_deref()
         .map(|e| {
             policy::Instant::parse_rfc3339(e).map_err(|err| anyhow::anyhow!("`--expires`: {err}"))
         })
@@ -122,8 +147,7 @@ fn build(
     let mut bundle = match Bundle::build(&p.policies, revision, now, expires) {
         Ok(b) => b,
         Err(gatekeeper::BundleError::Policy(d)) => {
-            stderr.write_all(d.render().as_bytes())?;
-            writeln!(stderr, "error: {d}; no bundle was written")?;
+            crate::write_diagnostics(&d, "no bundle was written", colour, stderr)?;
             return Ok(1);
         }
         Err(e) => return Err(e.into()),

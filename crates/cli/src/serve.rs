@@ -8,12 +8,20 @@ use anyhow::Context as _;
 
 use crate::PostureArgs;
 
+/// The exit codes of `serve`.
+pub(crate) const EXIT: &str = "\
+Exit status:
+  0  stopped by SIGTERM or Ctrl-C after draining, or the settings were printed
+  2  it could not start: the first policy load failed (each problem is reported; see
+     --start-without-policy), bad settings, an address that cannot be bound, or a usage
+     error";
+
 /// The log filter when neither `--log-level`, `RUST_LOG` nor `log_level` says otherwise.
 const DEFAULT_LOG_LEVEL: &str = "info";
 
 #[derive(clap::Args, Debug)]
 pub(crate) struct ServeArgs {
-    /// A TOML file with any of the settings below, under the flag's name with `_` for `-`
+    /// A TOML file with any of the settings below, under the flag's name with _ for -
     /// (flags override it).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -32,14 +40,14 @@ pub(crate) struct ServeArgs {
     /// Where the last good bundle is cached for restarts.
     #[arg(long, value_name = "DIR")]
     bundle_cache: Option<PathBuf>,
-    /// A key trusted to sign bundles (`<name>+<hash>+<base64>`); repeat for several. With
+    /// A key trusted to sign bundles (<name>+<hash>+<base64>); repeat for several. With
     /// any, unsigned or under-signed bundles are refused.
     #[arg(long, value_name = "KEY")]
     bundle_key: Vec<String>,
     /// How many trusted keys must have signed a bundle (default 1).
     #[arg(long, value_name = "N")]
     bundle_threshold: Option<usize>,
-    /// Accept a plain `http://` bundle URL that is not a loopback address.
+    /// Accept a plain http:// bundle URL that is not a loopback address.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     bundle_allow_http: Option<bool>,
     /// The largest bundle accepted, in bytes (default 64 MiB).
@@ -54,29 +62,29 @@ pub(crate) struct ServeArgs {
     /// A listener of their own for admin routes.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
-    /// `enforce` or `shadow`.
+    /// enforce, or shadow (record would-be denies, serve).
     #[arg(long, value_parser = ["enforce", "shadow"])]
     mode: Option<String>,
-    /// `closed` or `open`: what happens with no valid policy or a failed audit trail.
+    /// closed or open: what happens with no valid policy or a failed audit trail.
     #[arg(long, value_parser = ["closed", "open"])]
     failure_mode: Option<String>,
     #[command(flatten)]
     posture: PostureArgs,
     /// Start even when the first policy load fails (answers follow the failure mode and
-    /// `/health` is 503 until a reload succeeds); without it, `serve` refuses to start.
+    /// /health is 503 until a reload succeeds); without it, serve refuses to start.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     start_without_policy: Option<bool>,
     /// The audit trail's folder.
     #[arg(long, value_name = "DIR")]
     audit_dir: Option<PathBuf>,
-    /// `durable` (an answer leaves once its record is on disk; the default) or `buffered`.
+    /// durable (an answer leaves once its record is on disk; the default) or buffered.
     #[arg(long, value_parser = ["durable", "buffered"])]
     audit_durability: Option<String>,
     /// Bearer token for admin routes, at least 32 bytes (or the environment variable
-    /// `GATEKEEPER_ADMIN_TOKEN`).
+    /// GATEKEEPER_ADMIN_TOKEN).
     #[arg(long, env = "GATEKEEPER_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Judge Envoy requests at the time in the `at` header rather than the sidecar's clock.
+    /// Judge Envoy requests at the time in the at header rather than the sidecar's clock.
     /// Only when the proxy strips clients' copies of it; off by default.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     trust_time_header: Option<bool>,
@@ -104,14 +112,14 @@ pub(crate) struct ServeArgs {
     /// Requests served at once (default 1024).
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
-    /// A log filter such as `info` or `gatekeeper=debug,warn` (over `RUST_LOG`, which is
-    /// over the file's `log_level`; default `info`).
+    /// A log filter such as info or gatekeeper=debug,warn (over RUST_LOG, which is over
+    /// the file's log_level; default info).
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
-    /// `text` or `json` logs.
+    /// text or json logs.
     #[arg(long, value_parser = ["text", "json"])]
     log_format: Option<String>,
-    /// Rename a header the Envoy endpoint reads, as `KEY=NAME` (keys: platform, app,
+    /// Rename a header the Envoy endpoint reads, as KEY=NAME (keys: platform, app,
     /// action, at, storefront, device_country, ip_country, billing_country,
     /// server_country, signing_cert_sha256, publisher_store, publisher_id); repeatable.
     #[arg(long, value_name = "KEY=NAME")]

@@ -985,6 +985,7 @@ impl Gatekeeper {
 
 /// A background reloader; stops when dropped.
 #[derive(Debug)]
+#[must_use = "dropping the watcher stops it: keep it for as long as the policies should reload"]
 pub struct Watcher {
     stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,

@@ -140,6 +140,15 @@ pub(crate) fn compare(
     }
 }
 
+/// Measured rounds through each store (gated and ungated), alternating.
+pub const ROUNDS: usize = 5;
+
+/// Requests the measured rounds send for a workload of `n`: every round, through the
+/// ungated and the gated store.
+pub fn requests_sent(n: usize) -> usize {
+    2 * ROUNDS * n
+}
+
 /// What a load run measured.
 #[derive(Clone, Debug, Serialize)]
 pub struct LoadReport {
@@ -276,8 +285,11 @@ pub async fn run_with_posture(
     let hidden = indicatif::ProgressBar::hidden();
     drive(&ungated.base, &warm, concurrency, &hidden).await?;
     drive(&gated.base, &warm, concurrency, &hidden).await?;
-    let rounds = 5;
-    progress.set_length((2 * rounds * n) as u64);
+    let rounds = ROUNDS;
+    // The bar counts the measured requests only, timed from the first of them: setup and
+    // warm-up neither count nor slow its rate.
+    progress.set_length(requests_sent(n) as u64);
+    progress.reset();
     let mut ungated_rates = Vec::new();
     let mut gated_rates = Vec::new();
     let mut answers = Vec::new();

@@ -28,7 +28,7 @@ use crate::store::StoreConfig;
 pub const INSTANT: &str = "2020-09-21T12:00:00Z";
 
 /// Rounds through every target.
-const ROUNDS: usize = 5;
+pub const ROUNDS: usize = 5;
 
 /// One proxy's throughput with and without the authorizer.
 #[derive(Clone, Debug, Serialize)]
@@ -146,6 +146,12 @@ pub struct Options {
     pub posture: Posture,
 }
 
+/// Requests the measured rounds send for `proxies` proxies and a workload of `n`: through
+/// each proxy with and without the authorizer, and to the store directly, every round.
+pub fn requests_sent(proxies: usize, n: usize) -> usize {
+    (2 * proxies + 1) * ROUNDS * n
+}
+
 /// Runs the workload through every proxy of `options` with and without the authorizer,
 /// and to the store directly, [`ROUNDS`] times in turn; the proxies' configurations are
 /// read from `root`.
@@ -202,7 +208,10 @@ pub async fn run(
         for (_, _, p) in &fronts {
             drive(&p.base, &warm, concurrency, &hidden).await?;
         }
-        progress.set_length(((fronts.len() + 1) * ROUNDS * n) as u64);
+        // The bar counts the measured requests only, timed from the first of them: setup
+        // and warm-up neither count nor slow its rate.
+        progress.set_length(requests_sent(proxies.len(), n) as u64);
+        progress.reset();
         let mut direct = Vec::new();
         let mut rates = vec![Vec::new(); fronts.len()];
         let mut answers = vec![Vec::new(); fronts.len()];

@@ -1,4 +1,5 @@
-//! The simulator's reports: Markdown for people, JSON for tools, JUnit XML for CI.
+//! The simulator's reports: Markdown for people, JSON for tools, JUnit XML for CI
+//! (written with `quick-junit`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -69,8 +70,10 @@ fn markdown(scenarios: &[ScenarioResult], load: Option<&LoadReport>, seconds: f6
         for step in s.steps.iter().filter(|x| x.mismatch.is_some()) {
             let _ = writeln!(
                 out,
-                "\n**Mismatch** in step \"{}\" at {}: {}",
+                "\n**Mismatch** in step \"{}\" (`{}:{}`) at {}: {}",
                 step.name,
+                s.file,
+                step.line,
                 step.at,
                 step.mismatch.as_deref().unwrap_or_default()
             );
@@ -111,71 +114,58 @@ fn markdown(scenarios: &[ScenarioResult], load: Option<&LoadReport>, seconds: f6
     out
 }
 
-fn xml(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-fn junit(scenarios: &[ScenarioResult], load: Option<&LoadReport>) -> String {
-    let mut out = String::from(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"gatekeeper simulate\">\n",
-    );
+/// The JUnit report: a suite per scenario, a test case per step; a mismatch is a failure
+/// whose body names the scenario file and the step's line, then what differed.
+fn junit(scenarios: &[ScenarioResult], load: Option<&LoadReport>) -> anyhow::Result<String> {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let seconds = |s: f64| std::time::Duration::from_secs_f64(s.max(0.0));
+    let mut report = Report::new("gatekeeper simulate");
     for s in scenarios {
-        let time: f64 = s.steps.iter().map(|x| x.seconds).sum();
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" time=\"{time:.3}\">",
-            xml(&s.name),
-            s.steps.len(),
-            s.failures()
-        );
+        let mut suite = TestSuite::new(s.name.as_str());
+        suite.set_time(seconds(s.steps.iter().map(|x| x.seconds).sum()));
         for step in &s.steps {
-            let _ = write!(
-                out,
-                "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-                xml(&s.name),
-                xml(&format!("{} ({})", step.name, step.at)),
-                step.seconds
-            );
-            match &step.mismatch {
-                None => out.push_str("/>\n"),
+            let status = match &step.mismatch {
+                None => TestCaseStatus::success(),
                 Some(m) => {
-                    let _ = writeln!(
-                        out,
-                        ">\n      <failure message=\"{}\"/>\n    </testcase>",
-                        xml(m)
-                    );
+                    let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    status
+                        .set_type("mismatch")
+                        .set_message(m.lines().next().unwrap_or_default())
+                        .set_description(format!(
+                            "{}:{}: step \"{}\" at {}\n{m}",
+                            s.file, step.line, step.name, step.at
+                        ));
+                    status
                 }
-            }
+            };
+            let mut case = TestCase::new(format!("{} ({})", step.name, step.at), status);
+            case.set_classname(s.file.as_str())
+                .set_time(seconds(step.seconds));
+            suite.add_test_case(case);
         }
-        out.push_str("  </testsuite>\n");
+        report.add_test_suite(suite);
     }
     if let Some(l) = load {
-        let failures = usize::from(!l.mismatches.is_empty());
-        let _ = writeln!(
-            out,
-            "  <testsuite name=\"load\" tests=\"1\" failures=\"{failures}\">"
-        );
-        let _ = write!(
-            out,
-            "    <testcase classname=\"load\" name=\"{} requests, seed {}\"",
-            l.requests, l.seed
-        );
-        if l.mismatches.is_empty() {
-            out.push_str("/>\n");
+        let status = if l.mismatches.is_empty() {
+            TestCaseStatus::success()
         } else {
-            let _ = writeln!(
-                out,
-                ">\n      <failure message=\"{}\"/>\n    </testcase>",
-                xml(&l.mismatches.join("\n"))
-            );
-        }
-        out.push_str("  </testsuite>\n");
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status
+                .set_type("mismatch")
+                .set_message(format!(
+                    "{} answers differ from `gatekeeper check`",
+                    l.mismatches.len()
+                ))
+                .set_description(l.mismatches.join("\n"));
+            status
+        };
+        let mut case = TestCase::new(format!("{} requests, seed {}", l.requests, l.seed), status);
+        case.set_classname("load");
+        let mut suite = TestSuite::new("load");
+        suite.add_test_case(case);
+        report.add_test_suite(suite);
     }
-    out.push_str("</testsuites>\n");
-    out
+    Ok(report.to_string()?)
 }
 
 /// Writes `report.md`, `report.json` and `junit.xml` into `dir`.
@@ -190,7 +180,7 @@ pub fn write(
     for (name, text) in [
         ("report.md", markdown(scenarios, load, seconds)),
         ("report.json", serde_json::to_string_pretty(&json)?),
-        ("junit.xml", junit(scenarios, load)),
+        ("junit.xml", junit(scenarios, load)?),
     ] {
         let path = dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing `{}`", path.display()))?;

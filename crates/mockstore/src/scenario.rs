@@ -125,8 +125,12 @@ pub struct Scenario {
     pub posture: Option<String>,
     /// `honour` (the default) or `ignore`: whether non-enforcement orders count as relief.
     pub non_enforcement: Option<String>,
+    /// The steps, each with the place it was written (for reports: `file:line`).
     #[serde(default)]
-    pub step: Vec<Step>,
+    pub step: Vec<toml::Spanned<Step>>,
+    /// The 1-based line of each step's `[[step]]` entry, filled by [`load`].
+    #[serde(skip)]
+    pub step_lines: Vec<usize>,
 }
 
 impl Scenario {
@@ -211,6 +215,8 @@ impl Target {
 #[derive(Clone, Debug, Serialize)]
 pub struct StepResult {
     pub name: String,
+    /// The 1-based line of the step in its scenario file.
+    pub line: usize,
     pub at: String,
     pub app: String,
     pub action: String,
@@ -250,8 +256,21 @@ impl ScenarioResult {
 pub fn load(path: &Path) -> anyhow::Result<Scenario> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading `{}`", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("`{}`: {}", path.display(), e.to_string().trim_end()))
+    let mut scenario: Scenario = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("`{}`: {}", path.display(), e.to_string().trim_end()))?;
+    scenario.step_lines = scenario
+        .step
+        .iter()
+        .map(|s| {
+            let start = s.span().start.min(text.len());
+            text.as_bytes()[..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        })
+        .collect();
+    Ok(scenario)
 }
 
 /// The policy folders a scenario names. A name is looked up, in order, under
@@ -570,7 +589,8 @@ pub async fn run_with(
         .with_context(|| format!("starting the store for `{}`", path.display()))?;
     let client = reqwest::Client::new();
     let mut steps = Vec::new();
-    for step in &scenario.step {
+    for (step, line) in scenario.step.iter().zip(&scenario.step_lines) {
+        let step = step.get_ref();
         let started = std::time::Instant::now();
         let clock = client
             .put(format!("{}/v1/admin/clock", target.admin_base()))
@@ -590,6 +610,7 @@ pub async fn run_with(
             .with_context(|| format!("step `{}`", step.name))?;
         steps.push(StepResult {
             name: step.name.clone(),
+            line: *line,
             at: step.at.clone(),
             app: step.app.clone(),
             action: step.kind.action().to_owned(),

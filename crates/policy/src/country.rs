@@ -52,6 +52,12 @@ impl Country {
         found.ok_or_else(|| UnknownCountry(code.to_owned()))
     }
 
+    /// Every country of ISO 3166-1, in alpha-2 order.
+    pub fn all() -> impl Iterator<Item = Country> {
+        // `COUNT < NONE`, so every index fits.
+        (0..COUNT as u8).map(Country)
+    }
+
     /// The alpha-2 code, upper case.
     pub fn alpha2(self) -> &'static str {
         self.entry().alpha2
@@ -91,11 +97,240 @@ impl fmt::Debug for Country {
 }
 
 /// A code that is not an ISO 3166-1 alpha-2 or alpha-3 code.
+///
+/// Parsing stays strict; the error only says what was probably meant (see
+/// [`UnknownCountry::suggestion`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown country code `{0}`; expected an ISO 3166-1 alpha-2 (`US`) or alpha-3 (`USA`) code"
+    "unknown country code `{code}`; {advice}",
+    code = .0,
+    advice = self.advice().as_deref().unwrap_or("expected an ISO 3166-1 alpha-2 (`US`) or alpha-3 (`USA`) code")
 )]
 pub struct UnknownCountry(pub String);
+
+impl UnknownCountry {
+    /// The country probably meant: from [`ALIASES`] (`UK` is `GB`), an alpha-3 code one
+    /// edit away (`DUE` is `DEU`), or a country's name, exact or one or two edits away
+    /// (`Germany`, `germny`). `None` when nothing is near enough, or several are.
+    pub fn suggestion(&self) -> Option<Country> {
+        match self.guess()? {
+            Guess::Country(c, _) => Some(c),
+            Guess::NotACountry(_) => None,
+        }
+    }
+
+    /// What was probably meant, in words: ``did you mean `GB` (United Kingdom of ...)?``,
+    /// or what to write instead of a code that names no country (`EU`). `None` when
+    /// nothing is known beyond the code being unknown.
+    pub fn advice(&self) -> Option<String> {
+        Some(match self.guess()? {
+            Guess::Country(c, code) => format!("did you mean `{code}` ({})?", c.name()),
+            Guess::NotACountry(why) => why.to_owned(),
+        })
+    }
+
+    fn guess(&self) -> Option<Guess> {
+        let text = self.0.trim();
+        // A name is at most a few dozen letters: anything longer is not compared.
+        if text.is_empty() || text.chars().count() > 64 {
+            return None;
+        }
+        let upper = text.to_uppercase();
+        if let Some(alias) = ALIASES.iter().find(|a| a.code == upper) {
+            return Some(match alias.meant {
+                Meant::Country(alpha2) => {
+                    let c = Country::parse(alpha2).ok()?;
+                    Guess::Country(c, c.alpha2())
+                }
+                Meant::NotACountry(why) => Guess::NotACountry(why),
+            });
+        }
+        if upper.len() == 3 && upper.bytes().all(|b| b.is_ascii_uppercase()) {
+            let near = crate::diagnostic::nearest(&upper, TABLE.iter().map(|c| c.alpha3), |_| 1);
+            return match near[..] {
+                [alpha3] => {
+                    let c = Country::parse(alpha3).ok()?;
+                    Some(Guess::Country(c, c.alpha3()))
+                }
+                _ => None,
+            };
+        }
+        let name = fold_name(text);
+        if name.chars().count() < 4 {
+            return None;
+        }
+        let names = country_names();
+        let exact = |names: &[(String, Country)]| -> Vec<Country> {
+            let mut found: Vec<Country> = names
+                .iter()
+                .filter(|(n, _)| *n == name)
+                .map(|&(_, c)| c)
+                .collect();
+            found.sort();
+            found.dedup();
+            found
+        };
+        let mut found = exact(&names);
+        if found.is_empty() {
+            // One edit for a short name, two for a longer one.
+            let within = |k: &str| if k.len() <= 5 { 1 } else { 2 };
+            let near =
+                crate::diagnostic::nearest(&name, names.iter().map(|(n, _)| n.as_str()), within);
+            found = names
+                .iter()
+                .filter(|(n, _)| near.contains(&n.as_str()))
+                .map(|&(_, c)| c)
+                .collect();
+            found.sort();
+            found.dedup();
+        }
+        match found[..] {
+            [c] => Some(Guess::Country(c, c.alpha2())),
+            _ => None,
+        }
+    }
+}
+
+enum Guess {
+    /// The country, and the code to suggest (alpha-3 for an alpha-3 typo, else alpha-2).
+    Country(Country, &'static str),
+    NotACountry(&'static str),
+}
+
+/// A code that people write for a country but that ISO 3166-1 does not assign to it.
+struct Alias {
+    /// Upper case, as compared.
+    code: &'static str,
+    meant: Meant,
+}
+
+enum Meant {
+    /// The ISO 3166-1 alpha-2 code of the country meant.
+    Country(&'static str),
+    /// Not a country: what to write instead.
+    NotACountry(&'static str),
+}
+
+const fn alias(code: &'static str, alpha2: &'static str) -> Alias {
+    Alias {
+        code,
+        meant: Meant::Country(alpha2),
+    }
+}
+
+/// Well-known confusions: none of these codes is assigned in ISO 3166-1 (a test checks),
+/// so a request or a policy that writes one is still refused; the error names the code
+/// meant.
+///
+/// - `UK`: ISO 3166-1 reserves it; the United Kingdom is `GB` (`GBR`).
+/// - `EL`: the European Union's code for Greece; ISO's is `GR`.
+/// - `UAE`, `KSA`: the usual abbreviations of the United Arab Emirates (`AE`) and Saudi
+///   Arabia (`SA`).
+/// - `GER`, `SUI`, `NED`, `DEN`, `POR`, `RSA`, `CRO`, `BUL`: Olympic and FIFA codes of
+///   Germany, Switzerland, the Netherlands, Denmark, Portugal, South Africa, Croatia and
+///   Bulgaria.
+/// - `TP`, `ZR`, `BU`, `FX`: codes withdrawn from ISO 3166-1 (East Timor, Zaire, Burma,
+///   metropolitan France), now `TL`, `CD`, `MM` and `FR`.
+/// - Names: `United States`, `United Kingdom`, `Great Britain`, `Britain`, `Russia`,
+///   `Turkey`, `South Korea`, `North Korea`, `Syria`, `Laos`, `Vietnam`, `Czech Republic`,
+///   `Holland`, `Ivory Coast`, `Cape Verde`, `Swaziland`, `Burma`, `Macedonia`, `Vatican`.
+/// - `EU`, `EUR`, `XK`: not ISO 3166-1 countries at all; the error says what to write.
+static ALIASES: [Alias; 38] = [
+    alias("UK", "GB"),
+    alias("EL", "GR"),
+    alias("UAE", "AE"),
+    alias("KSA", "SA"),
+    alias("GER", "DE"),
+    alias("SUI", "CH"),
+    alias("NED", "NL"),
+    alias("DEN", "DK"),
+    alias("POR", "PT"),
+    alias("RSA", "ZA"),
+    alias("CRO", "HR"),
+    alias("BUL", "BG"),
+    alias("TP", "TL"),
+    alias("ZR", "CD"),
+    alias("BU", "MM"),
+    alias("FX", "FR"),
+    alias("UNITED STATES", "US"),
+    alias("UNITED KINGDOM", "GB"),
+    alias("GREAT BRITAIN", "GB"),
+    alias("BRITAIN", "GB"),
+    alias("RUSSIA", "RU"),
+    alias("TURKEY", "TR"),
+    alias("SOUTH KOREA", "KR"),
+    alias("NORTH KOREA", "KP"),
+    alias("SYRIA", "SY"),
+    alias("LAOS", "LA"),
+    alias("VIETNAM", "VN"),
+    alias("CZECH REPUBLIC", "CZ"),
+    alias("HOLLAND", "NL"),
+    alias("IVORY COAST", "CI"),
+    alias("CAPE VERDE", "CV"),
+    alias("SWAZILAND", "SZ"),
+    alias("BURMA", "MM"),
+    alias("MACEDONIA", "MK"),
+    alias("VATICAN", "VA"),
+    not_a_country("EU", EUROPEAN_UNION),
+    not_a_country("EUR", EUROPEAN_UNION),
+    not_a_country(
+        "XK",
+        "Kosovo has no ISO 3166-1 code (`XK` is user-assigned, outside the standard)",
+    ),
+];
+
+const EUROPEAN_UNION: &str =
+    "the European Union is not an ISO 3166-1 country: list its member states' codes";
+
+const fn not_a_country(code: &'static str, why: &'static str) -> Alias {
+    Alias {
+        code,
+        meant: Meant::NotACountry(why),
+    }
+}
+
+/// A name folded for comparison: lower case, letters and digits only, common accents
+/// dropped (`Côte d'Ivoire` is `cotedivoire`).
+fn fold_name(name: &str) -> String {
+    name.chars()
+        .flat_map(char::to_lowercase)
+        .map(|c| match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' => 'a',
+            'ç' => 'c',
+            'è' | 'é' | 'ê' | 'ë' => 'e',
+            'ì' | 'í' | 'î' | 'ï' => 'i',
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' => 'o',
+            'ù' | 'ú' | 'û' | 'ü' => 'u',
+            other => other,
+        })
+        .filter(|c| c.is_alphanumeric())
+        .collect()
+}
+
+/// Every country's folded name, and its short form where the name has one
+/// (`Bolivia (Plurinational State of)` is also `bolivia`; `Saint Helena, Ascension and
+/// Tristan da Cunha` is also `sainthelena`), with the names of [`ALIASES`].
+fn country_names() -> Vec<(String, Country)> {
+    let mut names = Vec::with_capacity(2 * COUNT);
+    for (i, entry) in TABLE.iter().enumerate() {
+        // `COUNT < NONE`, so every index fits.
+        let country = Country(i as u8);
+        names.push((fold_name(entry.name), country));
+        if let Some(short) = entry.name.split([',', '(']).next()
+            && short.len() < entry.name.len()
+        {
+            names.push((fold_name(short), country));
+        }
+    }
+    for a in &ALIASES {
+        if let (Meant::Country(alpha2), true) = (&a.meant, a.code.len() > 3)
+            && let Ok(c) = Country::parse(alpha2)
+        {
+            names.push((fold_name(a.code), c));
+        }
+    }
+    names
+}
 
 /// A set of countries, as a bit set over the ISO 3166-1 list (membership is one AND).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
@@ -205,10 +440,8 @@ const fn well_formed(table: &[CountryCode; COUNT]) -> bool {
 mod tests {
     use super::*;
 
-    /// Every country, in alpha-2 order.
     fn all() -> impl Iterator<Item = Country> {
-        // `COUNT < NONE`, so every index fits.
-        (0..COUNT as u8).map(Country)
+        Country::all()
     }
 
     fn country(code: &str) -> Country {
@@ -253,6 +486,82 @@ mod tests {
                 Err(UnknownCountry(bad.to_owned())),
                 "{bad:?}"
             );
+        }
+    }
+
+    fn suggested(code: &str) -> Option<&'static str> {
+        let e = Country::parse(code).unwrap_err();
+        e.suggestion().map(Country::alpha2)
+    }
+
+    #[test]
+    fn unknown_codes_suggest_the_country_meant_but_stay_errors() {
+        for (written, meant) in [
+            ("UK", "GB"),
+            ("uk", "GB"),
+            ("EL", "GR"),
+            ("UAE", "AE"),
+            ("GER", "DE"),
+            ("FX", "FR"),
+            // An alpha-3 typo with a single code one edit away.
+            ("DUE", "DE"),
+            // Names, exact or near, in any case, with or without accents.
+            ("Germany", "DE"),
+            ("germny", "DE"),
+            ("GERMANY", "DE"),
+            ("Cote d'Ivoire", "CI"),
+            ("Turkiye", "TR"),
+            ("Bolivia", "BO"),
+            ("Viet Nam", "VN"),
+            ("Vietnam", "VN"),
+            ("United States", "US"),
+            ("United Kingdom", "GB"),
+            ("Russia", "RU"),
+            ("Frnace", "FR"),
+        ] {
+            assert!(Country::parse(written).is_err(), "{written}");
+            assert_eq!(suggested(written), Some(meant), "{written}");
+        }
+        let uk = Country::parse("UK").unwrap_err().to_string();
+        assert_eq!(
+            uk,
+            "unknown country code `UK`; did you mean `GB` (United Kingdom of Great Britain and Northern Ireland)?"
+        );
+        // An alpha-3 typo is answered in alpha-3.
+        let due = Country::parse("DUE").unwrap_err().to_string();
+        assert!(due.ends_with("did you mean `DEU` (Germany)?"), "{due}");
+    }
+
+    #[test]
+    fn nothing_is_suggested_when_nothing_or_several_are_near() {
+        // Two-letter codes are one edit from many others: only the alias table speaks.
+        for code in [
+            "XX", "ZZ", "U5", "", "ZZZ", "Korea", "Congo", "Atlantis", "12",
+        ] {
+            assert_eq!(suggested(code), None, "{code}");
+        }
+        let zz = Country::parse("ZZ").unwrap_err().to_string();
+        assert_eq!(
+            zz,
+            "unknown country code `ZZ`; expected an ISO 3166-1 alpha-2 (`US`) or alpha-3 (`USA`) code"
+        );
+        // Not a country at all: said so, nothing suggested.
+        for code in ["EU", "EUR", "XK"] {
+            let e = Country::parse(code).unwrap_err();
+            assert_eq!(e.suggestion(), None, "{code}");
+            assert!(e.advice().is_some(), "{code}");
+        }
+        // A long text is not compared with every name.
+        assert_eq!(suggested(&"Germany".repeat(100)), None);
+    }
+
+    #[test]
+    fn no_alias_is_an_assigned_code() {
+        for alias in &ALIASES {
+            assert!(Country::parse(alias.code).is_err(), "{}", alias.code);
+            if let Meant::Country(alpha2) = alias.meant {
+                assert!(Country::parse(alpha2).is_ok(), "{alpha2}");
+            }
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, Offset as _, SecondsFormat, TimeZone, Utc};
 use chrono_tz::Tz;
 
 /// An instant in UTC, as nanoseconds since the Unix epoch (years 1678 to 2261).
@@ -73,10 +73,10 @@ pub enum InstantError {
     UnknownZone(String),
     /// A local time that the zone skips (a daylight-saving gap).
     #[error("`{0}` does not exist in its zone (a daylight-saving gap)")]
-    Nonexistent(String),
+    Nonexistent(String, Box<ClockChange>),
     /// A local time that the zone repeats (a daylight-saving overlap).
     #[error("`{0}` is ambiguous in its zone (a daylight-saving overlap)")]
-    Ambiguous(String),
+    Ambiguous(String, Box<ClockChange>),
     /// Outside the years 1678 to 2261.
     #[error("instant `{0}` is out of range")]
     OutOfRange(String),
@@ -87,23 +87,111 @@ pub enum InstantError {
 
 impl InstantError {
     /// A fix hint for a person editing a policy file.
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> String {
         match self {
             InstantError::NoOffset(_) | InstantError::BareDate(_) | InstantError::BareTime(_) => {
-                "write an offset (`2020-09-20T00:00:00-04:00`, `2020-09-20T04:00:00Z`) or a zone (`\"2020-09-20T00:00:00 America/New_York\"`)"
+                "write an offset (`2020-09-20T00:00:00-04:00`, `2020-09-20T04:00:00Z`) or a zone (`\"2020-09-20T00:00:00 America/New_York\"`)".to_owned()
             }
             InstantError::UnknownZone(_) => {
                 "use an IANA zone name such as `America/New_York`, `America/Los_Angeles` or `UTC`"
+                    .to_owned()
             }
-            InstantError::Nonexistent(_) | InstantError::Ambiguous(_) => {
-                "write the instant with an explicit UTC offset instead of a zone"
+            InstantError::Nonexistent(_, change) => change.gap_hint(),
+            InstantError::Ambiguous(_, change) => change.overlap_hint(),
+            InstantError::OutOfRange(_) => {
+                "instants must fall between the years 1678 and 2261".to_owned()
             }
-            InstantError::OutOfRange(_) => "instants must fall between the years 1678 and 2261",
             InstantError::Malformed(_) => {
                 "write `2020-09-20T00:00:00-04:00` or `\"2020-09-20T00:00:00 America/New_York\"`"
+                    .to_owned()
             }
         }
     }
+}
+
+/// A daylight-saving change that skips or repeats a local time: the local time written,
+/// and the two instants that bound the gap or the two readings of the repeated time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockChange {
+    /// The zone's name (`America/New_York`).
+    zone: String,
+    /// The local date and time written, as written but with seconds
+    /// (`2021-03-14T02:30:00`).
+    local: NaiveDateTime,
+    /// For a gap, the last instant before it; for an overlap, the earlier reading.
+    first: DateTime<Tz>,
+    /// For a gap, the first instant after it; for an overlap, the later reading.
+    second: DateTime<Tz>,
+}
+
+impl ClockChange {
+    /// ``02:30:00 does not exist on 2021-03-14 in America/New_York: clocks went from
+    /// 01:59:59 EST (06:59:59Z) to 03:00:00 EDT (07:00:00Z); ...``
+    fn gap_hint(&self) -> String {
+        format!(
+            "{} does not exist on {} in {}: clocks went from {} to {}; write the instant meant with its UTC offset, such as `{}` (the first instant after the change)",
+            self.local.format("%H:%M:%S"),
+            self.local.format("%Y-%m-%d"),
+            self.zone,
+            self.reading(&self.first),
+            self.reading(&self.second),
+            self.second.format("%Y-%m-%dT%H:%M:%S%:z"),
+        )
+    }
+
+    /// ``01:30:00 happens twice on 2020-11-01 in America/New_York: first 01:30:00 EDT
+    /// (05:30:00Z), then 01:30:00 EST (06:30:00Z); ...``
+    fn overlap_hint(&self) -> String {
+        let written = self.local.format("%Y-%m-%dT%H:%M:%S%.f");
+        format!(
+            "{} happens twice on {} in {}: first {}, then {}; pick one with an explicit UTC offset: `{written}{}` or `{written}{}`",
+            self.local.format("%H:%M:%S"),
+            self.local.format("%Y-%m-%d"),
+            self.zone,
+            self.reading(&self.first),
+            self.reading(&self.second),
+            self.first.format("%:z"),
+            self.second.format("%:z"),
+        )
+    }
+
+    /// `01:59:59 EST (06:59:59Z)`: local time and zone abbreviation, and the UTC time, with
+    /// its date when that differs from the local date.
+    fn reading(&self, at: &DateTime<Tz>) -> String {
+        let utc = at.with_timezone(&Utc);
+        let utc_text = if utc.date_naive() == self.local.date() {
+            utc.format("%H:%M:%SZ").to_string()
+        } else {
+            utc.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        };
+        format!("{} ({utc_text})", at.format("%H:%M:%S %Z"))
+    }
+}
+
+/// The last instant before, and the first after, the daylight-saving gap that skips
+/// `local` in `tz`: the offset changes once within a day of it, found by bisection to the
+/// second.
+fn gap_around(tz: Tz, local: NaiveDateTime) -> Option<(DateTime<Tz>, DateTime<Tz>)> {
+    const DAY: i64 = 86_400;
+    let at = |seconds: i64| DateTime::from_timestamp(seconds, 0).map(|t| t.with_timezone(&tz));
+    let offset = |seconds: i64| at(seconds).map(|t| t.offset().fix());
+    // Seconds since the epoch, as if the local time were UTC: within a day of the gap.
+    let mut before = local.and_utc().timestamp() - DAY;
+    let mut after = before + 2 * DAY;
+    let start = offset(before)?;
+    if offset(after)? == start {
+        return None;
+    }
+    // Invariant: the offset at `before` is the starting one, at `after` it is not.
+    while after - before > 1 {
+        let mid = before + (after - before) / 2;
+        if offset(mid)? == start {
+            before = mid;
+        } else {
+            after = mid;
+        }
+    }
+    Some((at(before)?, at(after)?))
 }
 
 /// Parses the text form a policy file may use in a string: RFC 3339 with an offset,
@@ -143,8 +231,27 @@ pub fn parse_policy_instant(text: &str) -> Result<Instant, InstantError> {
     match tz.from_local_datetime(&naive) {
         LocalResult::Single(dt) => Instant::from_utc(dt.with_timezone(&Utc))
             .ok_or_else(|| InstantError::OutOfRange(text.to_owned())),
-        LocalResult::Ambiguous(..) => Err(InstantError::Ambiguous(text.to_owned())),
-        LocalResult::None => Err(InstantError::Nonexistent(text.to_owned())),
+        LocalResult::Ambiguous(first, second) => Err(InstantError::Ambiguous(
+            text.to_owned(),
+            Box::new(ClockChange {
+                zone: zone.to_owned(),
+                local: naive,
+                first,
+                second,
+            }),
+        )),
+        LocalResult::None => match gap_around(tz, naive) {
+            Some((first, second)) => Err(InstantError::Nonexistent(
+                text.to_owned(),
+                Box::new(ClockChange {
+                    zone: zone.to_owned(),
+                    local: naive,
+                    first,
+                    second,
+                }),
+            )),
+            None => Err(InstantError::Malformed(text.to_owned())),
+        },
     }
 }
 
@@ -216,13 +323,47 @@ mod tests {
         ));
         assert!(matches!(
             p("2020-03-08T02:30:00 America/New_York"),
-            Err(InstantError::Nonexistent(_))
+            Err(InstantError::Nonexistent(..))
         ));
         assert!(matches!(
             p("2020-11-01T01:30:00 America/New_York"),
-            Err(InstantError::Ambiguous(_))
+            Err(InstantError::Ambiguous(..))
         ));
         assert!(matches!(p("soon"), Err(InstantError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_gap_names_the_instants_on_either_side() {
+        let e = parse_policy_instant("2021-03-14T02:30:00 America/New_York").unwrap_err();
+        assert_eq!(
+            e.hint(),
+            "02:30:00 does not exist on 2021-03-14 in America/New_York: clocks went from 01:59:59 EST (06:59:59Z) to 03:00:00 EDT (07:00:00Z); write the instant meant with its UTC offset, such as `2021-03-14T03:00:00-04:00` (the first instant after the change)"
+        );
+        // Sydney moves its clocks while it is still the day before in UTC.
+        let e = parse_policy_instant("2021-10-03T02:00[Australia/Sydney]").unwrap_err();
+        assert!(
+            e.hint().contains("clocks went from 01:59:59 AEST (2021-10-02T15:59:59Z) to 03:00:00 AEDT (2021-10-02T16:00:00Z)"),
+            "{}",
+            e.hint()
+        );
+    }
+
+    #[test]
+    fn an_overlap_names_both_readings_and_their_offsets() {
+        let e = parse_policy_instant("2020-11-01T01:30:00 America/New_York").unwrap_err();
+        assert_eq!(
+            e.hint(),
+            "01:30:00 happens twice on 2020-11-01 in America/New_York: first 01:30:00 EDT (05:30:00Z), then 01:30:00 EST (06:30:00Z); pick one with an explicit UTC offset: `2020-11-01T01:30:00-04:00` or `2020-11-01T01:30:00-05:00`"
+        );
+        // Both suggested forms parse, to the two readings.
+        assert_eq!(
+            p("2020-11-01T01:30:00-04:00").unwrap(),
+            "2020-11-01T05:30:00Z"
+        );
+        assert_eq!(
+            p("2020-11-01T01:30:00-05:00").unwrap(),
+            "2020-11-01T06:30:00Z"
+        );
     }
 
     #[test]

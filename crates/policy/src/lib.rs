@@ -68,17 +68,21 @@ mod law;
 pub mod model;
 mod raw;
 mod request;
+#[cfg(feature = "schema")]
+mod schema;
 mod validate;
 mod wire;
 
 pub use action::{Action, ActionSet, UnknownAction};
 pub use country::{Country, CountrySet, UnknownCountry};
-pub use diagnostic::{Diagnostic, Diagnostics, Location, Source};
+pub use diagnostic::{Diagnostic, Diagnostics, Location, Related, Severity, Source};
 pub use engine::{Decision, DecisionParts, Jurisdiction, Matched, MatchedBy, Policy, Verdict};
 pub use instant::{Instant, format_eastern, format_utc};
 pub use law::{AllowReason, Boundaries, NonEnforcement, Posture, Uncertain};
 pub use raw::{ParsedFile, parse_file};
 pub use request::{AppRef, Platform, Publisher, Request, RequestError, Signal, SignalSet, Store};
+#[cfg(feature = "schema")]
+pub use schema::schema;
 pub use validate::normalize_sha256;
 pub use wire::{
     AppRecord, DecisionRecord, InstrumentRecord, JurisdictionRecord, PublisherRecord, ReasonRecord,

@@ -264,6 +264,11 @@ impl Request {
     pub fn at(&self) -> Instant {
         self.at
     }
+    /// The same request at another instant (every instant is a valid one): walking a
+    /// request's answer over time needs no new validation.
+    pub fn set_at(&mut self, at: Instant) {
+        self.at = at;
+    }
     /// Judge with the instruments issued by this instant instead of by `at`.
     pub fn known_at(&self) -> Option<Instant> {
         self.known_at

@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use crate::action::{Action, ActionSet};
 use crate::country::{Country, CountrySet};
-use crate::diagnostic::Diagnostic;
+use crate::diagnostic::{Diagnostic, nearest, typo_distance};
 use crate::instant::{self, Instant};
 use crate::model::*;
 use crate::raw::{
@@ -134,6 +134,24 @@ impl<'f> Validator<'f> {
             .push(Diagnostic::at(source, span, message).with_hint(hint));
     }
 
+    /// An error that refers to another place: where a duplicate was first written.
+    fn error_related(
+        &mut self,
+        file: usize,
+        span: Range<usize>,
+        message: String,
+        hint: String,
+        (first_file, first_span, what): (usize, Range<usize>, &str),
+    ) {
+        let source = &self.files[file].source;
+        let first = &self.files[first_file].source;
+        self.diagnostics.push(
+            Diagnostic::at(source, span, message)
+                .with_hint(hint)
+                .with_related(first, first_span, what),
+        );
+    }
+
     /// A hint naming where something was first written.
     fn first_at(&self, file: usize, span: Range<usize>) -> String {
         let first = Diagnostic::at(&self.files[file].source, span, "");
@@ -231,11 +249,12 @@ impl<'f> Validator<'f> {
                 "`{name}` is first defined at {}; ids must be unique across the loaded files",
                 self.first_at(*first_file, first_span.clone())
             );
-            self.error(
+            self.error_related(
                 file,
                 id.span(),
                 format!("duplicate {what} id `{name}`"),
                 hint,
+                (*first_file, first_span.clone(), "first defined here"),
             );
             return false;
         }
@@ -291,11 +310,15 @@ impl<'f> Validator<'f> {
             .keys()
             .find(|k| !matches!(k.as_str(), "earliest" | "latest" | "note"))
         {
+            let hint = match nearest(key, ["earliest", "latest", "note"], typo_distance).first() {
+                Some(k) => format!("did you mean `{k}`? {WINDOW}"),
+                None => WINDOW.to_owned(),
+            };
             self.error(
                 file,
                 span,
                 format!("unknown field `{key}` in a window"),
-                WINDOW,
+                hint,
             );
             return None;
         }
@@ -397,16 +420,18 @@ impl<'f> Validator<'f> {
         for c in raw.countries.get_ref() {
             match Country::parse(c.get_ref()) {
                 Ok(country) => countries.push(country),
-                Err(e) => self.error(
-                    fi,
-                    c.span(),
-                    e.to_string()
-                        .split(';')
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    "use ISO 3166-1 alpha-2 (`PR`) or alpha-3 (`PRI`) codes",
-                ),
+                Err(e) => {
+                    // The alias table's advice, or a near code or name; else the formats.
+                    let hint = e.advice().unwrap_or_else(|| {
+                        "use ISO 3166-1 alpha-2 (`PR`) or alpha-3 (`PRI`) codes".to_owned()
+                    });
+                    self.error(
+                        fi,
+                        c.span(),
+                        format!("unknown country code `{}`", e.0),
+                        hint,
+                    );
+                }
             }
         }
         if raw.countries.get_ref().is_empty() {
@@ -503,7 +528,8 @@ impl<'f> Validator<'f> {
                     self.first_at(*ofi, ospan.clone())
                 );
                 let message = format!("{kind} `{}` is listed twice for `{owner}`", at.get_ref());
-                self.error(fi, at.span(), message, hint);
+                let first = (*ofi, ospan.clone(), "first listed here");
+                self.error_related(fi, at.span(), message, hint, first);
                 false
             }
             Some((other, ofi, ospan)) => {
@@ -515,7 +541,8 @@ impl<'f> Validator<'f> {
                     "{kind} `{}` is claimed by `{other}` and `{owner}`",
                     at.get_ref()
                 );
-                self.error(fi, at.span(), message, hint);
+                let first = (*ofi, ospan.clone(), "first claimed here");
+                self.error_related(fi, at.span(), message, hint, first);
                 false
             }
             None => {
@@ -999,34 +1026,24 @@ pub fn normalize_sha256(text: &str) -> Option<String> {
 }
 
 fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>, what: &str) -> String {
-    let mut count = 0;
-    let mut few: Vec<&str> = Vec::new();
-    let mut best: Option<(usize, &str)> = None;
-    for k in known {
-        count += 1;
-        if few.len() <= 8 {
-            few.push(k);
-        }
-        // Only ids of about the same length can be within the distance.
-        if k.len().abs_diff(name.len()) > 2.max(k.len() / 3) {
-            continue;
-        }
-        let d = strsim::damerau_levenshtein(name, k);
-        if d <= 2.max(k.len() / 3) && best.is_none_or(|b| (d, k) < b) {
-            best = Some((d, k));
-        }
-    }
-    few.sort_unstable();
+    let known: Vec<&str> = known.collect();
+    let best = nearest(name, known.iter().copied(), typo_distance)
+        .into_iter()
+        .min();
     match best {
-        Some((_, k)) => format!("did you mean `{k}`?"),
-        None if count == 0 => format!("no {what} is defined in the loaded files"),
-        None if count <= 8 => format!(
-            "known {what} ids: {}",
-            few.iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        Some(k) => format!("did you mean `{k}`?"),
+        None if known.is_empty() => format!("no {what} is defined in the loaded files"),
+        None if known.len() <= 8 => {
+            let mut few = known;
+            few.sort_unstable();
+            format!(
+                "known {what} ids: {}",
+                few.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
         None => format!("no {what} with that id is defined in the loaded files"),
     }
 }

@@ -98,6 +98,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let runs = fronts
         .iter()
         .flat_map(|front| scenarios.iter().map(move |path| (*front, path)));
+    // Every step of every scenario, through each front.
+    let mut steps = 0;
+    for path in &scenarios {
+        steps += mockstore::scenario::load(path)?.step.len();
+    }
+    let progress = progress_bar(steps * fronts.len(), true, "steps");
     let mut results = Vec::new();
     for (front, path) in runs {
         let options = mockstore::scenario::RunOptions {
@@ -109,27 +115,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
             &root.join("policies"),
             &options,
         ))?;
-        let failures = result.failures();
-        println!(
-            "{:<70} {:>3} steps  {}",
-            result.name,
-            result.steps.len(),
-            if failures == 0 {
-                "ok".to_owned()
-            } else {
-                format!("{failures} MISMATCHED")
-            }
-        );
-        for step in result.steps.iter().filter(|s| s.mismatch.is_some()) {
-            println!(
-                "  step \"{}\" at {}: {}",
-                step.name,
-                step.at,
-                step.mismatch.as_deref().unwrap_or_default()
-            );
-        }
+        progress.inc(result.steps.len() as u64);
+        progress.suspend(|| print_result(&result));
         results.push(result);
     }
+    progress.finish_and_clear();
     let out = args
         .out
         .clone()
@@ -139,7 +129,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         None => None,
         Some(n) if !proxies.is_empty() => {
             let policies = default_load_policies(&root, &args.policies);
-            let progress = progress_bar(n);
+            let progress = progress_bar(
+                mockstore::proxy_load::requests_sent(proxies.len(), n),
+                n >= 5_000,
+                "requests",
+            );
             let report = runtime.block_on(mockstore::proxy_load::run(
                 &root,
                 &policies,
@@ -193,7 +187,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
         Some(n) => {
             let policies = default_load_policies(&root, &args.policies);
-            let progress = progress_bar(n);
+            let progress = progress_bar(mockstore::load::requests_sent(n), n >= 5_000, "requests");
             let posture = policy::Posture {
                 boundaries: options.boundaries.unwrap_or_default(),
                 non_enforcement: options.non_enforcement.unwrap_or_default(),
@@ -251,15 +245,42 @@ fn default_load_policies(root: &Path, given: &[PathBuf]) -> Vec<PathBuf> {
     }
 }
 
-fn progress_bar(n: usize) -> indicatif::ProgressBar {
-    if n >= 5_000 {
-        indicatif::ProgressBar::new(0).with_style(
-            indicatif::ProgressStyle::with_template(
-                "load {bar:40} {pos}/{len} requests {per_sec} eta {eta}",
-            )
+/// A bar on standard error (drawn only on a terminal) for `total` units: every request of
+/// the measured rounds of a load run, or every step of the scenario runs; a rate in whole
+/// units per second.
+fn progress_bar(total: usize, show: bool, unit: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let template =
+        format!("{{bar:40}} {{human_pos}}/{{human_len}} {unit} {{per_sec:0}} eta {{eta}}");
+    indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template(&template)
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
+    )
+}
+
+/// One scenario's line, and each mismatched step with its `file:line`.
+fn print_result(result: &mockstore::scenario::ScenarioResult) {
+    let failures = result.failures();
+    println!(
+        "{:<70} {:>3} steps  {}",
+        result.name,
+        result.steps.len(),
+        if failures == 0 {
+            "ok".to_owned()
+        } else {
+            format!("{failures} MISMATCHED")
+        }
+    );
+    for step in result.steps.iter().filter(|s| s.mismatch.is_some()) {
+        println!(
+            "  {}:{}: step \"{}\" at {}: {}",
+            result.file,
+            step.line,
+            step.name,
+            step.at,
+            step.mismatch.as_deref().unwrap_or_default()
+        );
     }
 }
