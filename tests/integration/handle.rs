@@ -442,3 +442,65 @@ fn every_distinct_failure_is_logged_with_its_diagnostics() {
         assert!(!none.contains("stays active"), "{none}");
     });
 }
+
+/// A verdict and a decision serialized from borrowed data (what the sidecar writes) are the
+/// same JSON, byte for byte, as their records: for every case beside the policies, under
+/// every posture, and for a verdict with no policy.
+#[test]
+fn verdicts_written_from_borrowed_data_are_their_records() {
+    let dirs = [
+        "policies/us-2020",
+        "policies/us-2020-courts",
+        "policies/us-2024-pafaca",
+        "tests/fixtures/good",
+    ];
+    let (suites, problems) =
+        authoring::cases::discover(&[root().join("policies"), root().join("tests/fixtures/good")]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let mut requests = Vec::new();
+    for file in suites.iter().flat_map(|s| &s.files) {
+        for line in std::fs::read_to_string(file).unwrap().lines() {
+            let case: serde_json::Value = serde_json::from_str(line).unwrap();
+            let record: policy::RequestRecord =
+                serde_json::from_value(case["request"].clone()).unwrap();
+            if let Ok(r) = record.into_request() {
+                requests.push(r);
+            }
+        }
+    }
+    assert!(requests.len() > 100);
+    let mut compared = 0;
+    for dir in dirs {
+        let gk = Gatekeeper::builder()
+            .policy_dirs([root().join(dir)])
+            .build()
+            .unwrap();
+        let active = gk.active().unwrap();
+        for request in &requests {
+            let verdict = gk.check(request).unwrap();
+            assert_eq!(
+                serde_json::to_string(&verdict).unwrap(),
+                serde_json::to_string(&verdict.to_record()).unwrap()
+            );
+            for posture in policy::Posture::ALL {
+                let decision = active.policy.decide(request, posture);
+                assert_eq!(
+                    serde_json::to_string(&decision).unwrap(),
+                    serde_json::to_string(&decision.to_record()).unwrap()
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 1000);
+    let empty = Gatekeeper::builder()
+        .policy_dirs([root().join("no-such-folder")])
+        .start_empty(true)
+        .build()
+        .unwrap();
+    let verdict = empty.check(&wechat_update()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&verdict).unwrap(),
+        serde_json::to_string(&verdict.to_record()).unwrap()
+    );
+}

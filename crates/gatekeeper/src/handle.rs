@@ -185,6 +185,40 @@ impl Verdict {
     }
 }
 
+impl Serialize for Verdict {
+    /// The same JSON as [`Verdict::to_record`]'s, written from borrowed data: the
+    /// decision's fields follow the verdict's in one flat object.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        struct Shown<'a, T>(&'a T);
+        impl<T: fmt::Display> Serialize for Shown<'_, T> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self.0)
+            }
+        }
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("decision_id", &Shown(&self.decision_id))?;
+        map.serialize_entry("revision", &self.revision().map(|r| r.0.as_str()))?;
+        map.serialize_entry("mode", &self.mode)?;
+        map.serialize_entry("gate", self.gate.as_str())?;
+        match &self.judgement {
+            Judgement::Decided { active, parts } => {
+                active
+                    .active
+                    .policy
+                    .view(parts.clone())
+                    .serialize_fields(&mut map)?;
+            }
+            Judgement::NoPolicy => map.serialize_entry("error", NO_POLICY)?,
+            Judgement::Expired { at } => map.serialize_entry(
+                "error",
+                &format!("{NO_POLICY}: the policy bundle expired at {at}"),
+            )?,
+        }
+        map.end()
+    }
+}
+
 /// A verdict whose audit record may still be on its way to disk: a future for async
 /// code, [`PendingVerdict::wait`] for threads that may block. Given by
 /// [`Gatekeeper::check_async`]; it resolves once the record is on disk (durable audit)

@@ -368,3 +368,186 @@ impl From<&Request> for RequestRecord {
         }
     }
 }
+
+/// Writes a value with its `Display`, without an intermediate `String`.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
+    }
+}
+
+/// An instrument as [`InstrumentRecord`] writes it, borrowed.
+struct CiteRef<'p> {
+    policy: &'p crate::Policy,
+    instrument: u32,
+    source: bool,
+}
+
+impl Serialize for CiteRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let ins = self.policy.instrument(self.instrument);
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("instrument", &ins.id)?;
+        map.serialize_entry("citation", &ins.citation)?;
+        if self.source {
+            map.serialize_entry("source", &ins.source)?;
+        }
+        map.end()
+    }
+}
+
+/// A reason as [`ReasonRecord`] writes it, borrowed.
+struct ReasonRef<'p> {
+    policy: &'p crate::Policy,
+    prohibition: u32,
+}
+
+impl Serialize for ReasonRef<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let policy = self.policy;
+        let pr = policy.prohibition(self.prohibition);
+        let ins = policy.instrument(pr.instrument);
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("instrument", &ins.id)?;
+        map.serialize_entry("prohibition", &pr.id)?;
+        if let Some(item) = &pr.item {
+            map.serialize_entry("item", item)?;
+        }
+        map.serialize_entry("citation", &ins.citation)?;
+        map.serialize_entry("text", &pr.text)?;
+        map.serialize_entry("source", &ins.source)?;
+        let authority: Vec<CiteRef<'_>> = policy
+            .authority(self.prohibition)
+            .into_iter()
+            .map(|instrument| CiteRef {
+                policy,
+                instrument,
+                source: true,
+            })
+            .collect();
+        map.serialize_entry("authority", &authority)?;
+        map.end()
+    }
+}
+
+/// Where a request was placed, as [`JurisdictionRecord`] writes it, borrowed.
+struct PlacedRef<'a, 'p>(&'a crate::engine::Jurisdiction<'p>);
+
+impl Serialize for PlacedRef<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let j = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("region", &j.region.id)?;
+        if let Some((signal, country)) = j.signal {
+            map.serialize_entry("signal", signal.as_str())?;
+            map.serialize_entry("value", country.alpha2())?;
+        }
+        if j.assumed != 0 {
+            let assumed: Vec<Vec<&str>> = j
+                .assumed()
+                .map(|g| g.iter().map(|s| s.as_str()).collect())
+                .collect();
+            map.serialize_entry("assumed", &assumed)?;
+        }
+        map.end()
+    }
+}
+
+impl Decision<'_> {
+    /// Writes the decision's fields into a map being serialized, exactly as
+    /// [`DecisionRecord`] writes them, from borrowed data: no record is built. A caller that
+    /// writes fields of its own around them (a verdict) gets one flat object without
+    /// `#[serde(flatten)]`'s buffering.
+    pub fn serialize_fields<M: serde::ser::SerializeMap>(
+        &self,
+        map: &mut M,
+    ) -> Result<(), M::Error> {
+        let policy = self.policy;
+        match &self.verdict {
+            Verdict::Deny {
+                prohibitions,
+                set_aside,
+            } => {
+                map.serialize_entry("decision", "deny")?;
+                if !prohibitions.is_empty() {
+                    let reasons: Vec<ReasonRef<'_>> = prohibitions
+                        .iter()
+                        .map(|&prohibition| ReasonRef {
+                            policy,
+                            prohibition,
+                        })
+                        .collect();
+                    map.serialize_entry("reasons", &reasons)?;
+                }
+                if !set_aside.is_empty() {
+                    let cites: Vec<CiteRef<'_>> = set_aside
+                        .iter()
+                        .map(|&instrument| CiteRef {
+                            policy,
+                            instrument,
+                            source: false,
+                        })
+                        .collect();
+                    map.serialize_entry("relief_set_aside", &cites)?;
+                }
+            }
+            Verdict::Allow {
+                because,
+                by,
+                in_force_from,
+            } => {
+                map.serialize_entry("decision", "allow")?;
+                map.serialize_entry("because", because.as_str())?;
+                if let Some(b) = by {
+                    map.serialize_entry("by", &policy.instrument(*b).id)?;
+                }
+                if let Some(at) = in_force_from {
+                    map.serialize_entry("in_force_from", &Shown(at))?;
+                }
+            }
+        }
+        if let Some(m) = &self.matched {
+            if let Some(app) = m.app {
+                map.serialize_entry("app", &app.id)?;
+            }
+            map.serialize_entry("owner", &m.owner.id)?;
+            map.serialize_entry("matched_by", m.by.as_str())?;
+            if m.case_insensitive {
+                map.serialize_entry("case_insensitive_match", &true)?;
+            }
+        }
+        if let Some(j) = &self.jurisdiction {
+            map.serialize_entry("jurisdiction", &PlacedRef(j))?;
+        }
+        if let Some(u) = &self.uncertain {
+            struct Window(Option<Instant>, Option<Instant>);
+            impl Serialize for Window {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    use serde::ser::SerializeMap as _;
+                    let mut map = s.serialize_map(Some(2))?;
+                    map.serialize_entry("from", &self.0.map(Shown))?;
+                    map.serialize_entry("until", &self.1.map(Shown))?;
+                    map.end()
+                }
+            }
+            map.serialize_entry("uncertain", &Window(u.from, u.until))?;
+        }
+        map.serialize_entry("valid_until", &self.valid_until.map(Shown))?;
+        Ok(())
+    }
+}
+
+impl Serialize for Decision<'_> {
+    /// The same JSON as [`Decision::to_record`]'s, written from borrowed data.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        let mut map = s.serialize_map(None)?;
+        self.serialize_fields(&mut map)?;
+        map.end()
+    }
+}

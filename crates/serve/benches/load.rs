@@ -61,12 +61,15 @@ async fn run(
     (wall, latencies)
 }
 
-/// Three measured rounds of `tasks` clients sending `per_task` bodies of `decisions`
-/// decisions each; prints each round and the median rate.
+/// Five measured rounds each of the sidecar and of a baseline serving the same bytes,
+/// alternating (which goes first alternates too), with `tasks` clients sending `per_task`
+/// bodies of `decisions` decisions each; prints each round, the medians and their ratio.
+#[allow(clippy::too_many_arguments)]
 fn rounds(
     client: &tokio::runtime::Runtime,
     label: &str,
     url: &str,
+    baseline: &str,
     body: &Arc<String>,
     tasks: usize,
     per_task: usize,
@@ -77,21 +80,58 @@ fn rounds(
     } else {
         "decisions"
     };
-    let mut rates = Vec::new();
-    for round in 0..3 {
-        let (wall, lat) = client.block_on(run(url, body.clone(), tasks, per_task));
-        let rate = (lat.len() * decisions) as f64 / wall.as_secs_f64();
-        rates.push(rate);
-        println!(
-            "{label:<8} round {round}: {} requests of {decisions} in {:.2} s: {rate:.0} {unit}/s, p50 {:?}, p99 {:?} per request",
-            lat.len(),
-            wall.as_secs_f64(),
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99)
-        );
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 0..5 {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for side in order {
+            let target = [url, baseline][side];
+            let (wall, lat) = client.block_on(run(target, body.clone(), tasks, per_task));
+            let rate = (lat.len() * decisions) as f64 / wall.as_secs_f64();
+            rates[side].push(rate);
+            println!(
+                "{label:<8} {:<9} round {round}: {} requests of {decisions} in {:.2} s: {rate:.0} {unit}/s, p50 {:?}, p99 {:?} per request",
+                ["sidecar", "baseline"][side],
+                lat.len(),
+                wall.as_secs_f64(),
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99)
+            );
+        }
     }
-    rates.sort_by(f64::total_cmp);
-    println!("{label:<8} median: {:.0} {unit}/s", rates[1]);
+    for r in &mut rates {
+        r.sort_by(f64::total_cmp);
+    }
+    let (sidecar, base) = (rates[0][2], rates[1][2]);
+    println!(
+        "{label:<8} median: sidecar {sidecar:.0} {unit}/s, baseline {base:.0} {unit}/s: ratio {:.2}",
+        sidecar / base
+    );
+}
+
+/// The baseline: a bare axum server that reads the body and answers the bytes the sidecar
+/// answered to the same body (a single request's answer, or a batch's), with no decision.
+async fn baseline(single: bytes::Bytes, batch: bytes::Bytes) -> std::net::SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/decide",
+        post(move |body: bytes::Bytes| {
+            let answer = if body.first() == Some(&b'[') {
+                batch.clone()
+            } else {
+                single.clone()
+            };
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    answer,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
 }
 
 fn main() {
@@ -118,17 +158,38 @@ fn main() {
         .build()
         .unwrap();
 
-    println!(
-        "gatekeeper serve load run (audit off, 127.0.0.1, 2 cores shared by client and service)"
-    );
-    // Single requests: warm up, then the measured run.
     let single = Arc::new(REQUESTS[0].to_owned());
-    client.block_on(run(&url, single.clone(), 16, 200));
-    rounds(&client, "single", &url, &single, 16, 2_500, 1);
-
     let batch: Vec<&str> = (0..1_000).map(|i| REQUESTS[i % REQUESTS.len()]).collect();
     let batch = Arc::new(format!("[{}]", batch.join(",")));
+    let answer = |body: &str| {
+        client.block_on(async {
+            reqwest::Client::new()
+                .post(&url)
+                .body(body.to_owned())
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap()
+        })
+    };
+    let (single_answer, batch_answer) = (answer(&single), answer(&batch));
+    let base = service.block_on(baseline(single_answer.clone(), batch_answer.clone()));
+    let base_url = format!("http://{base}/v1/decide");
+
+    println!(
+        "gatekeeper serve load run (audit off, 127.0.0.1, 2 cores shared by client and service); baseline: a bare axum server answering the same bytes ({} for a single request, {} for a batch of 1,000)",
+        single_answer.len(),
+        batch_answer.len()
+    );
+    // Single requests: warm up, then the measured runs.
+    client.block_on(run(&url, single.clone(), 16, 200));
+    client.block_on(run(&base_url, single.clone(), 16, 200));
+    rounds(&client, "single", &url, &base_url, &single, 16, 2_500, 1);
+
     client.block_on(run(&url, batch.clone(), 2, 5));
-    rounds(&client, "batch", &url, &batch, 4, 25, 1_000);
+    client.block_on(run(&base_url, batch.clone(), 2, 5));
+    rounds(&client, "batch", &url, &base_url, &batch, 4, 25, 1_000);
     service.block_on(server.shutdown()).unwrap();
 }
