@@ -395,3 +395,141 @@ impl Report {
 fn cell(text: &str) -> String {
     text.replace('|', "\\|").replace('\n', " ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use policy::Source;
+
+    const BASE: &str = r#"
+[instrument]
+id = "order"
+kind = "statute"
+title = "Order"
+authority = "A"
+citation = "1 XR 1"
+source = "https://example.org/order"
+issued = 2021-01-01T00:00:00Z
+
+[[region]]
+id = "R"
+name = "R"
+countries = ["US"]
+
+[[entity]]
+id = "owner"
+name = "Owner"
+publisher_accounts = [{ store = "google", id = "1234567890123456789" }]
+
+[[entity]]
+id = "other"
+name = "Other"
+
+[[app]]
+id = "a"
+name = "A"
+owner = "other"
+android = ["com.example.a"]
+
+[[app]]
+id = "b"
+name = "B"
+owner = "other"
+android = ["com.example.b"]
+"#;
+
+    fn policy(rest: &str) -> Policy {
+        Policy::from_sources([Source::new("p.toml", format!("{BASE}{rest}"))])
+            .unwrap_or_else(|d| panic!("{}", d.render()))
+    }
+
+    fn prohibition(id: &str, apps: &str, owners: &str, action: &str, day: u32) -> String {
+        format!(
+            "\n[[prohibition]]\nid = \"{id}\"\napps = [{apps}]\nowners = [{owners}]\nactions = [\"{action}\"]\nregion = \"R\"\neffective = 2021-02-{day:02}T00:00:00Z\ntext = \"t\"\n"
+        )
+    }
+
+    /// Apps whose coverage differs (here `b` is also covered for hosting) but whose answers
+    /// change alike are one entry; the time lines walked are every group, place, action and
+    /// posture of both versions; events name only what reaches the apps and actions.
+    #[test]
+    fn apps_that_change_alike_are_one_entry_and_events_are_the_apps_own() {
+        // Hosting `b` is prohibited from the day the new version delays downloads to.
+        let host = prohibition("h", "\"b\"", "", "host", 20);
+        let old = policy(&(prohibition("p", "\"a\", \"b\"", "", "download", 10) + &host));
+        let new = policy(&(prohibition("p", "\"a\", \"b\"", "", "download", 20) + &host));
+        let report = diff(&old, &new, "old", "new");
+        assert_eq!(report.changes.len(), 1, "{}", report.to_text());
+        let change = &report.changes[0];
+        assert_eq!(change.apps, ["a", "b"]);
+        assert_eq!(change.actions, [Action::Download]);
+        assert_eq!(change.postures, Posture::ALL);
+        // Announced for the 10th, then for the 20th; denied from the 10th, then not yet.
+        let [before, d] = change.intervals.as_slice() else {
+            panic!("{:?}", change.intervals)
+        };
+        assert_eq!(before.new.because, Some("not-yet-in-force"));
+        assert_ne!(before.old.in_force_from, before.new.in_force_from);
+        assert_eq!(d.old.decision, "deny");
+        assert_eq!(d.new.because, Some("not-yet-in-force"));
+        // The hosting prohibition's instant is not this change's.
+        assert!(
+            d.events.iter().all(|e| !e.what.contains("`h`")),
+            "{:?}",
+            d.events
+        );
+        assert!(d.events.iter().any(|e| e.what.contains("`p` takes effect")));
+        let c = report.compared;
+        assert_eq!(c.time_lines, 2 * c.app_groups * c.places * 7 * 4);
+        assert!(c.app_groups >= 3 && c.places == 2, "{c:?}");
+    }
+
+    /// An owner's unlisted apps, reached by publisher account, are part of the domain; an
+    /// identifier that moves between apps is named with both.
+    #[test]
+    fn unlisted_apps_and_moved_identifiers_are_named() {
+        let old = policy(&prohibition("p", "\"a\"", "\"owner\"", "download", 10));
+        // `com.example.a` moves from `a` to `b`, which the prohibition now covers, from a
+        // later day.
+        let base = BASE
+            .replace(
+                "android = [\"com.example.a\"]",
+                "android = [\"com.example.z\"]",
+            )
+            .replace(
+                "android = [\"com.example.b\"]",
+                "android = [\"com.example.b\", \"com.example.a\"]",
+            );
+        let new = Policy::from_sources([Source::new(
+            "p.toml",
+            format!("{base}{}", prohibition("p", "\"b\"", "", "download", 20)),
+        )])
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+        let report = diff(&old, &new, "old", "new");
+        let apps: Vec<&String> = report.changes.iter().flat_map(|c| &c.apps).collect();
+        assert!(
+            apps.iter().any(|a| *a == "android com.example.a (a -> b)"),
+            "{apps:?}"
+        );
+        assert!(
+            apps.iter().any(|a| *a == "unlisted apps of owner"),
+            "{apps:?}"
+        );
+        // `a` itself is covered in neither version under its new identifier.
+        assert!(apps.iter().all(|a| *a != "a"), "{apps:?}");
+        let unlisted = report
+            .changes
+            .iter()
+            .find(|c| c.apps.iter().any(|a| a == "unlisted apps of owner"))
+            .unwrap();
+        // Announced, then denied, in the old version; never covered in the new.
+        let last = unlisted.intervals.last().unwrap();
+        assert!(
+            last.events.iter().any(|e| e.what == "`p` takes effect"),
+            "{:?}",
+            last.events
+        );
+        assert_eq!(last.old.decision, "deny");
+        assert_eq!(last.new.because, Some("not-covered"));
+    }
+}

@@ -369,7 +369,13 @@ fn unlisted_id(policies: &[&Policy]) -> String {
             })
         })
     };
-    (0u32..)
+    // More candidates than listed ids: one of them is free.
+    let ids: usize = policies
+        .iter()
+        .flat_map(|p| p.apps())
+        .map(|a| a.ios.len() + a.android.len())
+        .sum();
+    (0..=ids)
         .map(|n| format!("com.example.unlisted{n}"))
         .find(|id| !listed(id))
         .unwrap_or_default()
