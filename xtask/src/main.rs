@@ -1,7 +1,8 @@
 //! Workspace automation, run as `cargo xtask <task>`.
 //!
 //! - `ci`: format check, clippy with warnings denied, then every test.
-//! - `bench`: the benchmarks, with their medians.
+//! - `bench`: the benchmarks, with their medians; last, Gatekeeper against Cedar and regorus
+//!   (`crates/peers`), whose report's tables replace README.md's between its `peers-report` lines.
 //! - `simulate`: the mock store through the shipped scenarios (arguments go to `simulate`).
 //! - `differential`: the engine against the independent reference evaluator on generated
 //!   policies (`--cases N --seed S`; arguments go to `reference`'s `differential`).

@@ -17,12 +17,14 @@ allow := false if count(deny) > 0
 # A prohibition denies when its instrument is known, it covers the app (directly or
 # through an owner up the chain) and the action, the request is in its region, and it
 # is in force: effective, not ended, not relieved, not revoked, not exempt for the app.
+# The prohibitions naming the app or one of its owners are looked up (`by_target`), not
+# found by scanning every prohibition.
 deny contains p.id if {
-	some p in data.gatekeeper.prohibitions
+	some target in data.gatekeeper.apps[input.app].ancestors
+	some i in data.gatekeeper.by_target[target]
+	p := data.gatekeeper.prohibitions[i]
 	p.issued <= input.known
 	input.action in p.actions
-	some target in data.gatekeeper.apps[input.app].ancestors
-	target in p.targets
 	not outside(p)
 	input.at >= effective(p)
 	not ended(p)

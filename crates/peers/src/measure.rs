@@ -1,0 +1,229 @@
+//! One engine and policy in a process of its own: the load in phases, the peak memory of the
+//! load, and the decisions on the warm and the cold request sets.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant as Clock};
+
+use anyhow::bail;
+use policy::Source;
+use serde_json::json;
+
+use crate::engines::{Cedar, Engine, Load, Ours, Rego, Texts};
+use crate::generate::{Case, root};
+use crate::requests::{self, Cache, Prepared};
+
+/// How long single calls are timed, per request set.
+const CALLS_BUDGET: Duration = Duration::from_secs(2);
+/// How long whole passes are timed, per request set; a pass is cut to the requests that fit
+/// in this time when one pass over the whole set would take longer (the slow peers at 1,000
+/// prohibitions).
+const PASS_BUDGET: Duration = Duration::from_secs(1);
+
+pub fn inputs_dir(case: Case) -> PathBuf {
+    root().join("target/bench/inputs").join(case.label())
+}
+
+pub fn requests_file(case: Case, cache: Cache) -> PathBuf {
+    inputs_dir(case).join(format!("requests-{}.json", cache.as_str()))
+}
+
+/// Writes what each engine of one policy loads, for the child processes. Gatekeeper's files
+/// are numbered so that they are read back in their load order.
+pub fn write_inputs(case: Case, texts: &Texts) -> anyhow::Result<()> {
+    let dir = inputs_dir(case);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("gatekeeper"))?;
+    for (i, s) in texts.sources.iter().enumerate() {
+        let name = Path::new(&s.name)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        std::fs::write(
+            dir.join("gatekeeper").join(format!("{i:05}-{name}")),
+            &s.text,
+        )?;
+    }
+    std::fs::write(dir.join("policies.cedar"), &texts.cedar_policies)?;
+    std::fs::write(dir.join("entities.json"), &texts.cedar_entities)?;
+    std::fs::write(dir.join("data.json"), &texts.rego_data)?;
+    Ok(())
+}
+
+fn read_sources(dir: &Path) -> anyhow::Result<Vec<Source>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|e| Ok(e?.path()))
+        .collect::<anyhow::Result<_>>()?;
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            Ok(Source::new(
+                p.display().to_string(),
+                std::fs::read_to_string(&p)?,
+            ))
+        })
+        .collect()
+}
+
+fn proc_kb(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// One engine and policy, in a fresh process: prints one JSON line per request set.
+pub fn child(engine: &str, case: Case) -> anyhow::Result<()> {
+    // Read the engine's input first, so that only the load counts; the requests after the
+    // load, so that the memory they take and give back is not reused by the load (which
+    // would then not grow the resident set as it does in a process that only loads).
+    let dir = inputs_dir(case);
+    let read = |name: &str| std::fs::read_to_string(dir.join(name));
+    match engine {
+        "gatekeeper" => {
+            let sources = read_sources(&dir.join("gatekeeper"))?;
+            run(|| Ours::load(sources.clone()), case)
+        }
+        "cedar" => {
+            let (policies, entities) = (read("policies.cedar")?, read("entities.json")?);
+            let schema = std::fs::read_to_string(
+                root().join("crates/peers/encodings/gatekeeper.cedarschema"),
+            )?;
+            run(|| Cedar::load(&policies, &entities, &schema), case)
+        }
+        "regorus" => {
+            let rego =
+                std::fs::read_to_string(root().join("crates/peers/encodings/gatekeeper.rego"))?;
+            let data = read("data.json")?;
+            run(|| Rego::load(&rego, &data), case)
+        }
+        other => bail!("unknown engine `{other}`"),
+    }
+}
+
+fn run<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>, case: Case) -> anyhow::Result<()> {
+    // Reset the peak resident size (Linux: `5` to clear_refs), then load.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let base_kb = proc_kb("VmRSS:");
+    let (mut e, first) = load()?;
+    let peak_mb = proc_kb("VmHWM:").saturating_sub(base_kb) as f64 / 1024.0;
+    // A load of a few milliseconds is timed again (up to five loads within a second), and
+    // the load of median total time reported; the peak is the first load's.
+    let mut loads = vec![first];
+    let started = Clock::now();
+    while loads.len() < 5 && first.total_ms() < 200.0 && started.elapsed() < Duration::from_secs(1)
+    {
+        loads.push(load()?.1);
+    }
+    loads.sort_by(|a, b| a.total_ms().total_cmp(&b.total_ms()));
+    let load = loads[loads.len() / 2];
+    drop(loads);
+    let sets: Vec<(Cache, Vec<Prepared>)> = Cache::ALL
+        .into_iter()
+        .map(|c| Ok((c, requests::read(&requests_file(case, c))?)))
+        .collect::<anyhow::Result<_>>()?;
+    for (cache, reqs) in &sets {
+        let inputs: Vec<E::Input> = reqs
+            .iter()
+            .map(|r| e.prepare(r))
+            .collect::<anyhow::Result<_>>()?;
+        let t = time(&mut e, &inputs)?;
+        let row = json!({
+            "cache": cache.as_str(),
+            "requests": inputs.len(),
+            "median_ns": t.median_ns,
+            "p99_ns": t.p99_ns,
+            "ns_per_decision_pass": t.pass_ns,
+            "pass_decisions": t.pass_decisions,
+            "passes": t.passes,
+            "decisions_timed": t.timed,
+            "timer_ns": t.timer_ns,
+            "load_ms": load.total_ms(),
+            "load_parse_ms": load.parse_ms,
+            "load_validate_ms": load.validate_ms,
+            "load_compile_ms": load.compile_ms,
+            "load_validate_compile_ms": load.validate_compile_ms,
+            "peak_mb": peak_mb,
+        });
+        println!("{row}");
+        drop(inputs);
+    }
+    Ok(())
+}
+
+struct Timing {
+    median_ns: f64,
+    p99_ns: f64,
+    timed: usize,
+    timer_ns: f64,
+    pass_ns: f64,
+    pass_decisions: usize,
+    passes: usize,
+}
+
+/// Single calls (each timed, the timer's own cost taken off), then whole passes (one
+/// clock reading at each end: what a pass costs, divided by its decisions).
+fn time<E: Engine>(e: &mut E, inputs: &[E::Input]) -> anyhow::Result<Timing> {
+    let warm_up = Clock::now();
+    for i in inputs.iter().take(200) {
+        black_box(e.allows(i)?);
+        if warm_up.elapsed() > Duration::from_millis(300) {
+            break;
+        }
+    }
+    let mut timer = Vec::with_capacity(1_000);
+    for _ in 0..1_000 {
+        let t = Clock::now();
+        timer.push(t.elapsed().as_nanos() as f64);
+    }
+    timer.sort_by(f64::total_cmp);
+    let timer_ns = timer[timer.len() / 2];
+
+    let started = Clock::now();
+    let mut samples = Vec::new();
+    'calls: for _ in 0..50 {
+        for i in inputs {
+            let t = Clock::now();
+            let allowed = e.allows(i)?;
+            let done = Clock::now();
+            black_box(allowed);
+            samples.push(((done - t).as_nanos() as f64 - timer_ns).max(1.0));
+            if done.duration_since(started) > CALLS_BUDGET && samples.len() >= 200 {
+                break 'calls;
+            }
+        }
+    }
+    let mean = samples.iter().sum::<f64>() / samples.len() as f64;
+    samples.sort_by(f64::total_cmp);
+
+    let fit = (PASS_BUDGET.as_nanos() as f64 / mean.max(1.0)) as usize;
+    let pass = &inputs[..fit.max(100).min(inputs.len())];
+    let started = Clock::now();
+    let mut passes = 0;
+    let mut allowed = 0usize;
+    loop {
+        for i in pass {
+            allowed += usize::from(e.allows(i)?);
+        }
+        passes += 1;
+        if started.elapsed() >= PASS_BUDGET {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    black_box(allowed);
+    Ok(Timing {
+        median_ns: samples[samples.len() / 2],
+        p99_ns: samples[(samples.len() - 1) * 99 / 100],
+        timed: samples.len(),
+        timer_ns,
+        pass_ns: elapsed.as_nanos() as f64 / (passes * pass.len()) as f64,
+        pass_decisions: pass.len(),
+        passes,
+    })
+}
