@@ -834,9 +834,11 @@ mod tests {
         assert!(differences(&new, &new).is_empty());
     }
 
+    /// Time lines that split a stretch with one answer (as a caller's own may) still give
+    /// one interval for it.
     #[test]
     fn adjacent_differences_with_the_same_answers_merge() {
-        let a = answer("allow", Some("not-covered"));
+        let a = answer("allow", Some("not-yet-in-force"));
         let b = answer("deny", None);
         let old = vec![
             Segment {
@@ -845,15 +847,139 @@ mod tests {
             },
             Segment {
                 from: at(5),
+                answer: a.clone(),
+            },
+            Segment {
+                from: at(9),
                 answer: b.clone(),
             },
         ];
         let new = vec![Segment {
             from: Instant::MIN,
-            answer: a.clone(),
+            answer: b.clone(),
         }];
         let d = differences(&old, &new);
-        assert_eq!(d.len(), 1);
-        assert_eq!((d[0].from, d[0].until), (at(5), None));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!((d[0].from, d[0].until), (Instant::MIN, Some(at(9))));
+    }
+
+    /// A decision's answer names the denying prohibitions' instruments once each, and every
+    /// instrument it rests on.
+    #[test]
+    fn answers_name_their_instruments() {
+        let mut deny = answer("deny", None);
+        deny.reasons = vec!["p".into(), "q".into()];
+        deny.reason_instruments = vec!["order".into()];
+        deny.set_aside = vec!["eo".into()];
+        let named: Vec<&String> = deny.instruments().collect();
+        assert_eq!(named, ["order", "eo"]);
+        let mut allow = answer("allow", Some("enjoined"));
+        allow.by = Some("court".into());
+        assert_eq!(allow.instruments().collect::<Vec<_>>(), ["court"]);
+        assert!(!allow.is_untouched());
+        assert!(
+            answer("allow", Some("outside-jurisdiction"))
+                .alike(&answer("allow", Some("not-covered")))
+        );
+        assert!(!answer("allow", Some("exempt")).alike(&answer("allow", Some("not-covered"))));
+    }
+
+    const POLICY: &str = r#"
+[instrument]
+id = "order"
+kind = "statute"
+title = "Order"
+authority = "A"
+citation = "1 XR 1"
+source = "https://example.org/order"
+issued = 2021-01-01T00:00:00Z
+
+[[region]]
+id = "R"
+name = "R"
+countries = ["US"]
+
+[[entity]]
+id = "e"
+name = "E"
+
+[[app]]
+id = "a"
+name = "A"
+owner = "e"
+android = ["com.example.a"]
+
+[[prohibition]]
+id = "p0"
+apps = ["a"]
+actions = ["payment"]
+region = "R"
+jurisdiction = [["storefront"]]
+effective = 2021-02-01T00:00:00Z
+text = "t"
+
+[[prohibition]]
+id = "p1"
+apps = ["a"]
+actions = ["payment"]
+region = "R"
+jurisdiction = [["device_country"]]
+effective = 2021-02-01T00:00:00Z
+text = "t"
+
+[[prohibition]]
+id = "p2"
+apps = ["a"]
+actions = ["payment"]
+region = "R"
+jurisdiction = [["ip_country"]]
+effective = 2021-02-01T00:00:00Z
+text = "t"
+
+[[prohibition]]
+id = "p3"
+apps = ["a"]
+actions = ["payment"]
+region = "R"
+jurisdiction = [["billing_country"]]
+effective = 2021-02-01T00:00:00Z
+text = "t"
+
+[[prohibition]]
+id = "p4"
+apps = ["a"]
+actions = ["payment"]
+region = "R"
+jurisdiction = [["server_country"]]
+effective = 2021-02-01T00:00:00Z
+text = "t"
+"#;
+
+    /// The domain places a request by every signal at once: outside the regions no
+    /// prohibition, each of which tests one signal, assumes the request inside; inside, all
+    /// five deny, with the reasons' instrument named once.
+    #[test]
+    fn places_are_given_by_every_signal() {
+        let policy = Policy::from_sources([policy::Source::new("p.toml", POLICY)]).unwrap();
+        let domain = Domain::new(&[&policy]);
+        assert_eq!(domain.places.len(), 2);
+        let group = &domain.groups[0];
+        for place in &domain.places {
+            let mut request = group
+                .request(Action::Payment, place.country(), &domain.unlisted)
+                .unwrap();
+            let line = walk(&policy, &mut request, Posture::default());
+            let last = &line.last().unwrap().answer;
+            if place.is_elsewhere() {
+                assert!(
+                    line.iter().all(|s| s.answer.decision == "allow"),
+                    "{line:?}"
+                );
+            } else {
+                assert_eq!(last.decision, "deny");
+                assert_eq!(last.reasons, ["p0", "p1", "p2", "p3", "p4"]);
+                assert_eq!(last.reason_instruments, ["order"]);
+            }
+        }
     }
 }
