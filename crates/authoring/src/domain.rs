@@ -631,7 +631,12 @@ pub fn differences(old: &[Segment], new: &[Segment]) -> Vec<Interval> {
     let mut out: Vec<Interval> = Vec::new();
     let (mut i, mut j) = (0, 0);
     let mut at = Instant::MIN;
-    while let (Some(a), Some(b)) = (old.get(i), new.get(j)) {
+    // Each step passes a breakpoint of one side or both: bounded, so that a fault here
+    // fails rather than spins.
+    for _ in 0..=old.len() + new.len() {
+        let (Some(a), Some(b)) = (old.get(i), new.get(j)) else {
+            break;
+        };
         let next_a = old.get(i + 1).map(|s| s.from);
         let next_b = new.get(j + 1).map(|s| s.from);
         let until = match (next_a, next_b) {
