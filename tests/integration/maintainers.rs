@@ -276,6 +276,7 @@ fn bad_case_files_and_folders_are_errors_with_their_place() {
             "{\"case\": \"typo\", \"request\": {\"action\": \"download\", \"at\": \"2021-01-01T00:00:00Z\", \"storefront\": \"US\", \"app\": {\"platform\": \"android\", \"id\": \"a.b\"}}, \"expect\": {\"desicion\": \"allow\"}}\n",
             "{\"case\": \"bad posture\", \"request\": {}, \"posture\": {\"boundaries\": \"lenient\"}, \"expect\": {\"decision\": \"allow\"}}\n",
             "{\"case\": \"refused\", \"request\": {\"action\": \"download\", \"at\": \"2021-01-01T00:00:00Z\", \"app\": {\"platform\": \"android\", \"id\": \"a.b\"}}, \"expect\": {\"error\": \"no jurisdiction signal\"}}\n",
+            "{\"case\": \"refused for another reason\", \"request\": {\"action\": \"download\", \"at\": \"2021-01-01T00:00:00Z\", \"app\": {\"platform\": \"android\", \"id\": \"a.b\"}}, \"expect\": {\"error\": \"unknown action\"}}\n",
         ),
     )
     .unwrap();
@@ -303,8 +304,14 @@ fn bad_case_files_and_folders_are_errors_with_their_place() {
         out.contains(&format!("error: {}: cannot read", missing.display())),
         "{out}"
     );
-    // The fixtures' own cases and the good lines of the bad file still ran and passed.
-    assert!(out.contains("0 failed, 4 problems"), "{out}");
+    // The fixtures' own cases and the good lines of the bad file still ran and passed, but
+    // for the refusal whose message is not the one expected.
+    assert!(out.contains("FAILED: "), "{out}");
+    assert!(out.contains("1 failed, 4 problems"), "{out}");
+    assert!(
+        out.contains("`error`: expected a refusal containing \"unknown action\""),
+        "{out}"
+    );
 
     let empty = tmp.path().join("empty");
     std::fs::create_dir_all(empty.join("tests")).unwrap();
