@@ -973,3 +973,222 @@ impl Report {
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+[instrument]
+id = "law"
+kind = "statute"
+title = "Law"
+authority = "A"
+citation = "1 XR 1"
+source = "https://example.org/law"
+issued = 2021-01-01T00:00:00Z
+
+[[region]]
+id = "R"
+name = "R"
+countries = ["US"]
+
+[[entity]]
+id = "e"
+name = "E"
+
+[[app]]
+id = "a"
+name = "A"
+owner = "e"
+android = ["com.example.a"]
+
+[[app]]
+id = "b"
+name = "B"
+owner = "e"
+android = ["com.example.b"]
+
+[[prohibition]]
+id = "p1"
+apps = ["a"]
+actions = ["download"]
+region = "R"
+effective = 2021-02-01T00:00:00Z
+text = "t"
+
+[[prohibition]]
+id = "p2"
+apps = ["b"]
+actions = ["download"]
+region = "R"
+effective = { earliest = 2021-03-01T00:00:00Z, latest = 2021-03-02T00:00:00Z, note = "a day" }
+text = "t"
+"#;
+
+    fn change(id: &str, kind: &str, issued: &str, item: &str) -> String {
+        format!(
+            "[instrument]\nid = \"{id}\"\nkind = \"{kind}\"\ntitle = \"{id}\"\nauthority = \"A\"\ncitation = \"2 XR {id}\"\nsource = \"https://example.org/{id}\"\nissued = {issued}\n\n{item}\n"
+        )
+    }
+
+    fn case(name: &str, app: &str, at: &str) -> String {
+        format!(
+            "{{\"case\": \"{name}\", \"request\": {{\"app\": {{\"platform\": \"android\", \"id\": \"com.example.{app}\"}}, \"action\": \"download\", \"at\": \"{at}\", \"storefront\": \"US\"}}, \"expect\": {{}}}}"
+        )
+    }
+
+    /// A set with one change of each kind, in a temporary folder, and its cases.
+    fn set(cases: &[String]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            ("law.toml", POLICY.to_owned()),
+            (
+                "delay.toml",
+                change(
+                    "delay",
+                    "amendment",
+                    "2021-01-15T00:00:00Z",
+                    "[[delay]]\nprohibitions = [\"p1\"]\neffective = 2021-02-10T00:00:00Z",
+                ),
+            ),
+            (
+                "court.toml",
+                change(
+                    "court",
+                    "court-order",
+                    "2021-04-01T00:00:00Z",
+                    "[[injunction]]\nprohibitions = [\"p1\"]\nfrom = 2021-04-01T00:00:00Z\nuntil = 2021-05-01T00:00:00Z",
+                ),
+            ),
+            (
+                "eo.toml",
+                change(
+                    "eo",
+                    "non-enforcement-order",
+                    "2021-06-01T00:00:00Z",
+                    "[[non-enforcement]]\nprohibitions = [\"p1\"]\nfrom = 2021-06-01T00:00:00Z",
+                ),
+            ),
+            (
+                "div.toml",
+                change(
+                    "div",
+                    "divestiture",
+                    "2021-07-01T00:00:00Z",
+                    "[[exemption]]\napps = [\"b\"]\nprohibitions = [\"p2\"]\nfrom = 2021-07-01T00:00:00Z",
+                ),
+            ),
+            (
+                "rev.toml",
+                change(
+                    "rev",
+                    "revocation",
+                    "2021-08-01T00:00:00Z",
+                    "[[revocation]]\nprohibitions = [\"p1\"]\nfrom = 2021-08-01T00:00:00Z",
+                ),
+            ),
+        ];
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        std::fs::create_dir(dir.path().join(TESTS_DIR)).unwrap();
+        std::fs::write(dir.path().join("tests/cases.jsonl"), cases.join("\n")).unwrap();
+        dir
+    }
+
+    fn unexercised(report: &Report) -> Vec<String> {
+        report
+            .coverage
+            .unexercised
+            .iter()
+            .map(|i| format!("{} {}", i.kind, i.label))
+            .collect()
+    }
+
+    /// Each kind of item counts as exercised only by a case that shows it: a prohibition by
+    /// a deny, a relief, revocation or exemption by an allow for its reason, a delay by a
+    /// case waiting for its instant, a window by a case inside it.
+    #[test]
+    fn coverage_names_exactly_what_no_case_shows() {
+        let some = [
+            case("denied", "a", "2021-02-15T00:00:00Z"),
+            case("enjoined", "a", "2021-04-15T00:00:00Z"),
+        ];
+        let dir = set(&some);
+        let report = run(&[dir.path().to_path_buf()], Options { update: true });
+        assert!(report.ok(), "{}", report.to_text(true));
+        assert_eq!(
+            unexercised(&report),
+            [
+                "change delay by `delay`",
+                "change exemption by `div`",
+                "change non-enforcement by `eo`",
+                "change revocation by `rev`",
+                "prohibition `p2`",
+                "window `p2` takes effect",
+            ],
+            "{}",
+            report.to_text(true)
+        );
+        assert_eq!(report.coverage.items, 8);
+
+        let all: Vec<String> = some
+            .iter()
+            .cloned()
+            .chain([
+                case(
+                    "waiting for the delayed instant",
+                    "a",
+                    "2021-02-05T00:00:00Z",
+                ),
+                case("inside the window", "b", "2021-03-01T12:00:00Z"),
+                case("not enforced", "a", "2021-06-15T00:00:00Z"),
+                case("exempt", "b", "2021-07-15T00:00:00Z"),
+                case("revoked", "a", "2021-08-15T00:00:00Z"),
+            ])
+            .collect();
+        let dir = set(&all);
+        let report = run(&[dir.path().to_path_buf()], Options { update: true });
+        assert!(unexercised(&report).is_empty(), "{}", report.to_text(true));
+        assert_eq!(report.coverage.exercised, 8);
+    }
+
+    /// `--update` writes what a fresh case should expect: the decision's own fields, no
+    /// empty ones, `valid_until` even when it is `null`; a refused request expects its
+    /// error; a case's chosen fields are kept.
+    #[test]
+    fn update_writes_the_fields_a_case_should_expect() {
+        let refused = "{\"case\": \"no signal\", \"request\": {\"app\": {\"platform\": \"android\", \"id\": \"com.example.a\"}, \"action\": \"download\", \"at\": \"2021-02-15T00:00:00Z\"}}";
+        let chosen = "{\"case\": \"chosen\", \"request\": {\"app\": {\"platform\": \"android\", \"id\": \"com.example.a\"}, \"action\": \"download\", \"at\": \"2021-09-01T00:00:00Z\", \"storefront\": \"US\"}, \"expect\": {\"by\": \"x\"}}";
+        let dir = set(&[
+            case("denied", "a", "2021-02-15T00:00:00Z"),
+            refused.to_owned(),
+            chosen.to_owned(),
+        ]);
+        let report = run(&[dir.path().to_path_buf()], Options { update: true });
+        assert_eq!(report.updated, 3, "{}", report.to_text(true));
+        let text = std::fs::read_to_string(dir.path().join("tests/cases.jsonl")).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let deny = lines[0]["expect"].as_object().unwrap();
+        assert_eq!(deny["decision"], "deny");
+        assert_eq!(deny["reasons"], serde_json::json!(["p1"]));
+        assert!(deny.contains_key("valid_until"));
+        assert!(
+            !deny.contains_key("because") && !deny.contains_key("by"),
+            "{deny:?}"
+        );
+        let error = lines[1]["expect"].as_object().unwrap();
+        assert_eq!(error.keys().collect::<Vec<_>>(), ["error"]);
+        assert!(
+            error["error"].as_str().unwrap().contains("signal"),
+            "{error:?}"
+        );
+        assert_eq!(lines[2]["expect"], serde_json::json!({"by": "rev"}));
+        let again = run(&[dir.path().to_path_buf()], Options::default());
+        assert!(again.ok() && again.passed == 3, "{}", again.to_text(true));
+    }
+}
