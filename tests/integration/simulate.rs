@@ -218,22 +218,48 @@ fn a_seeded_load_run_matches_gatekeeper_check() {
         .iter()
         .map(|s| root().join("policies").join(s))
         .collect();
+    // The stores on runtimes of their own in this process (a test has no `simulate` to
+    // start them as processes: `crates/mockstore/tests/standalone.rs` does that).
+    let options = mockstore::load::Options {
+        requests: 400,
+        seed: 42,
+        concurrency: 8,
+        posture: policy::Posture::default(),
+        pairs: 2,
+        stores: mockstore::load::Stores::InProcess,
+    };
     let report = runtime()
         .block_on(mockstore::load::run(
             &policies,
-            400,
-            42,
-            8,
+            &options,
             &indicatif::ProgressBar::hidden(),
         ))
         .unwrap();
+    // Both stores answered every request: with the layer as `gatekeeper check` decides,
+    // without it with a 200.
     assert!(report.mismatches.is_empty(), "{:#?}", report.mismatches);
     assert!(
         report.denied > 0 && report.denied < 400,
         "{} denied",
         report.denied
     );
-    assert!(report.gated_requests_per_sec > 0.0 && report.ungated_requests_per_sec > 0.0);
+    // Two pairs, the store with the layer first, then last; each store's CPU time is its
+    // own runtime's.
+    let order: Vec<bool> = report.pairs.iter().map(|p| p.gated_first).collect();
+    assert_eq!(order, [true, false]);
+    assert!(report.throughput_ratio > 0.0);
+    if cfg!(target_os = "linux") {
+        assert!(
+            report
+                .pairs
+                .iter()
+                .all(|p| p.gated.cpu_us_per_request.is_some_and(|c| c > 0.0)
+                    && p.ungated.cpu_us_per_request.is_some_and(|c| c > 0.0)),
+            "{:#?}",
+            report.pairs
+        );
+        assert!(report.cpu_ratio.is_some_and(f64::is_finite));
+    }
     // The same seed draws the same workload.
     let a: Vec<String> = mockstore::load::generate(50, 9)
         .into_iter()

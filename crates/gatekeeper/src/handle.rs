@@ -81,6 +81,14 @@ impl fmt::Display for DecisionId {
     }
 }
 
+impl DecisionId {
+    /// The id as one number, the prefix above the counter: its 32 hex digits are the
+    /// id's text.
+    pub fn as_u128(&self) -> u128 {
+        (u128::from(self.prefix) << 64) | u128::from(self.seq)
+    }
+}
+
 /// The active policy and what it was loaded from.
 #[derive(Debug)]
 pub struct Active {

@@ -1,18 +1,28 @@
 //! The tower layer: gate HTTP routes, answering `451 Unavailable For Legal Reasons`
 //! (RFC 7725) for denied requests. Works with axum (`Router::layer`, `route_layer`) and
 //! hyper.
+//!
+//! What the layer adds to a request is kept small, since a store pays it on every gated
+//! request. Unless the audit trail is durable the verdict is there at once, so `call`
+//! answers a refusal itself and calls the wrapped service straight away (boxing only that
+//! service's future, to name the verdict on its answer); the decision id is written on the
+//! stack; the revision header's value is made once per policy; a refusal's body is
+//! serialized from the verdict itself, not from a [`VerdictRecord`] built for it.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll, Waker};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{Either, Full};
 use policy::Instant;
 use tower::{Layer, Service};
 
-use crate::handle::{CheckError, Gate, Gatekeeper, Verdict, VerdictRecord};
+use crate::handle::{Active, CheckError, Gate, Gatekeeper, Verdict, VerdictRecord};
 
 /// The header naming the decision on every gated response.
 pub const DECISION_ID_HEADER: &str = "gatekeeper-decision-id";
@@ -20,6 +30,11 @@ pub const DECISION_ID_HEADER: &str = "gatekeeper-decision-id";
 pub const REVISION_HEADER: &str = "gatekeeper-revision";
 /// The header added in shadow mode when the request would have been denied.
 pub const SHADOW_HEADER: &str = "gatekeeper-shadow-deny";
+
+// The same names, made once rather than parsed on every insertion.
+const DECISION_ID_NAME: HeaderName = HeaderName::from_static(DECISION_ID_HEADER);
+const REVISION_NAME: HeaderName = HeaderName::from_static(REVISION_HEADER);
+const SHADOW_NAME: HeaderName = HeaderName::from_static(SHADOW_HEADER);
 
 /// Why an HTTP request could not be turned into a policy request: answered 400.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,50 +70,91 @@ where
 }
 
 /// Gates the services it wraps. **API Boundary.**
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct GatekeeperLayer<E> {
+    shared: Arc<Shared<E>>,
+}
+
+// Not derived: cloning the layer never clones the extractor, so `E` need not be `Clone`.
+impl<E> Clone for GatekeeperLayer<E> {
+    fn clone(&self) -> Self {
+        GatekeeperLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// What every service of one layer shares: one reference to count when a router clones a
+/// service for each request, as axum's does.
+#[derive(Debug)]
+struct Shared<E> {
     gatekeeper: Gatekeeper,
     extractor: E,
+    revision: RevisionHeader,
 }
 
 impl<E> GatekeeperLayer<E> {
     /// A layer deciding with `gatekeeper` the requests `extractor` maps.
     pub fn new(gatekeeper: Gatekeeper, extractor: E) -> GatekeeperLayer<E> {
         GatekeeperLayer {
-            gatekeeper,
-            extractor,
+            shared: Arc::new(Shared {
+                gatekeeper,
+                extractor,
+                revision: RevisionHeader::default(),
+            }),
         }
     }
 }
 
-impl<S, E: Clone> Layer<S> for GatekeeperLayer<E> {
+impl<S, E> Layer<S> for GatekeeperLayer<E> {
     type Service = GatekeeperService<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
         GatekeeperService {
             inner,
-            gatekeeper: self.gatekeeper.clone(),
-            extractor: self.extractor.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
 
 /// The service [`GatekeeperLayer`] makes.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct GatekeeperService<S, E> {
     inner: S,
-    gatekeeper: Gatekeeper,
-    extractor: E,
+    shared: Arc<Shared<E>>,
+}
+
+impl<S: Clone, E> Clone for GatekeeperService<S, E> {
+    fn clone(&self) -> Self {
+        GatekeeperService {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 /// The response body: the inner service's, or one of ours.
 pub type GatedBody<B> = Either<B, Full<Bytes>>;
 
+/// The body of a 400 or 503 that is not a verdict: `{"error": "..."}`.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+}
+
+/// A refusal's body is the whole verdict, under two kilobytes for one reason (the shipped
+/// policies' are 1.6 to 1.8): written into a buffer of this size, it rarely grows.
+const VERDICT_BODY_CAPACITY: usize = 2048;
+
 fn json_response<B>(
     status: StatusCode,
     body: &impl serde::Serialize,
+    capacity: usize,
 ) -> http::Response<GatedBody<B>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(capacity);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes.clear();
+    }
     let mut response = http::Response::new(Either::Right(Full::new(Bytes::from(bytes))));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -108,34 +164,116 @@ fn json_response<B>(
     response
 }
 
-fn set(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        headers.insert(name, v);
+fn error_response<B>(status: StatusCode, error: &str) -> http::Response<GatedBody<B>> {
+    json_response(status, &ErrorBody { error }, 32 + error.len())
+}
+
+/// A decision id's text, its 32 hex digits (as its `Display` writes them), written on
+/// the stack rather than formatted into a `String`.
+fn decision_id_value(verdict: &Verdict) -> Option<HeaderValue> {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let id = verdict.decision_id.as_u128();
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().rev().enumerate() {
+        *digit = HEX[((id >> (4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).ok()
+}
+
+/// The revision header's value for the policy that decided last, made once per policy
+/// rather than once per request. It holds the policy weakly: a policy reloaded away is
+/// not kept alive by its header, and the allocation a weak reference keeps cannot be
+/// reused by a newer policy, so comparing addresses is sound.
+#[derive(Debug, Default)]
+struct RevisionHeader(ArcSwapOption<(Weak<Active>, HeaderValue)>);
+
+impl RevisionHeader {
+    fn value(&self, verdict: &Verdict) -> Option<HeaderValue> {
+        let active = verdict.active()?;
+        if let Some(cached) = &*self.0.load()
+            && std::ptr::eq(cached.0.as_ptr(), Arc::as_ptr(active))
+        {
+            return Some(cached.1.clone());
+        }
+        let value = revision_value(active)?;
+        self.0
+            .store(Some(Arc::new((Arc::downgrade(active), value.clone()))));
+        Some(value)
+    }
+}
+
+fn revision_value(active: &Active) -> Option<HeaderValue> {
+    HeaderValue::from_str(&active.revision.0).ok()
+}
+
+/// The headers that name a verdict on its response, made before the response is.
+struct Named {
+    id: Option<HeaderValue>,
+    revision: Option<HeaderValue>,
+    shadow: bool,
+}
+
+impl Named {
+    fn new(verdict: &Verdict, revision: Option<HeaderValue>) -> Named {
+        Named {
+            id: decision_id_value(verdict),
+            revision,
+            shadow: verdict.gate == Gate::ShadowDeny,
+        }
+    }
+
+    fn apply(self, headers: &mut http::HeaderMap) {
+        if let Some(id) = self.id {
+            headers.insert(DECISION_ID_NAME, id);
+        }
+        if let Some(revision) = self.revision {
+            headers.insert(REVISION_NAME, revision);
+        }
+        if self.shadow {
+            headers.insert(SHADOW_NAME, HeaderValue::from_static("true"));
+        }
     }
 }
 
 /// Names a verdict on a response: its decision id, the policy revision, and in shadow
 /// mode that the request would have been denied.
 pub fn name_verdict(headers: &mut http::HeaderMap, verdict: &Verdict) {
-    set(
-        headers,
-        DECISION_ID_HEADER,
-        &verdict.decision_id.to_string(),
-    );
-    if let Some(r) = verdict.revision() {
-        set(headers, REVISION_HEADER, &r.0);
-    }
-    if verdict.gate == Gate::ShadowDeny {
-        set(headers, SHADOW_HEADER, "true");
-    }
+    let revision = verdict.active().and_then(|a| revision_value(a));
+    Named::new(verdict, revision).apply(headers);
 }
 
 /// `Link: <source>; rel="blocked-by"` for each reason of a deny (RFC 7725).
 pub fn link_reasons(headers: &mut http::HeaderMap, record: &VerdictRecord) {
     for reason in record.decision.iter().flat_map(|d| &d.reasons) {
-        if let Ok(v) = HeaderValue::from_str(&format!("<{}>; rel=\"blocked-by\"", reason.source)) {
-            headers.append(header::LINK, v);
+        link(headers, &reason.source);
+    }
+}
+
+/// [`link_reasons`] from the verdict itself, without its record: the same headers as
+/// `link_reasons(headers, &verdict.to_record())`.
+pub fn link_reasons_of(headers: &mut http::HeaderMap, verdict: &Verdict) {
+    let Some(decision) = verdict.decision() else {
+        return;
+    };
+    if let policy::Verdict::Deny { prohibitions, .. } = &decision.verdict {
+        let policy = decision.policy;
+        for &p in prohibitions.iter() {
+            link(
+                headers,
+                &policy.instrument(policy.prohibition(p).instrument).source,
+            );
         }
+    }
+}
+
+fn link(headers: &mut http::HeaderMap, source: &str) {
+    const REL: &[u8] = b">; rel=\"blocked-by\"";
+    let mut value = Vec::with_capacity(1 + source.len() + REL.len());
+    value.push(b'<');
+    value.extend_from_slice(source.as_bytes());
+    value.extend_from_slice(REL);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
+        headers.append(header::LINK, v);
     }
 }
 
@@ -149,6 +287,130 @@ pub fn deny_status(record: &VerdictRecord) -> StatusCode {
     }
 }
 
+/// [`deny_status`] from the verdict itself: the same as
+/// `deny_status(&verdict.to_record())`.
+pub fn deny_status_of(verdict: &Verdict) -> StatusCode {
+    // A verdict has a decision exactly when a policy was active to decide.
+    if verdict.active().is_some() {
+        StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+/// A denying verdict's answer: 451 (or 503) with the verdict as JSON, a `Link` for each
+/// reason, and the verdict named.
+fn refusal<B>(verdict: &Verdict, revision: Option<HeaderValue>) -> http::Response<GatedBody<B>> {
+    let mut response = json_response(deny_status_of(verdict), verdict, VERDICT_BODY_CAPACITY);
+    link_reasons_of(response.headers_mut(), verdict);
+    Named::new(verdict, revision).apply(response.headers_mut());
+    response
+}
+
+type BoxedAnswer<B, E> =
+    Pin<Box<dyn Future<Output = Result<http::Response<GatedBody<B>>, E>> + Send>>;
+
+/// The future of [`GatekeeperService`]: the inner service's answer named with its
+/// verdict, or the layer's own answer.
+pub struct ResponseFuture<F, B, E> {
+    state: State<F, B, E>,
+}
+
+enum State<F, B, E> {
+    /// The inner service answers; the verdict's headers (if the route is gated) are added.
+    Inner {
+        future: Pin<Box<F>>,
+        named: Option<Named>,
+    },
+    /// The layer answers: a refusal, or a request it could not judge. `None` once given.
+    Answer(Option<http::Response<GatedBody<B>>>),
+    /// The verdict waits for its audit record to reach the disk (durable audit).
+    Waiting(BoxedAnswer<B, E>),
+}
+
+// No field is ever pinned in place: the inner service's future and the waiting one are
+// pinned in their boxes, and the answer is only moved out. So the future may move.
+impl<F, B, E> Unpin for ResponseFuture<F, B, E> {}
+
+impl<F, B, E> fmt::Debug for ResponseFuture<F, B, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Inner { .. } => "inner",
+            State::Answer(_) => "answer",
+            State::Waiting(_) => "waiting for the audit trail",
+        };
+        f.debug_tuple("ResponseFuture").field(&state).finish()
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn inner(future: F, named: Option<Named>) -> Self {
+        ResponseFuture {
+            state: State::Inner {
+                future: Box::pin(future),
+                named,
+            },
+        }
+    }
+
+    fn answer(response: http::Response<GatedBody<B>>) -> Self {
+        ResponseFuture {
+            state: State::Answer(Some(response)),
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+{
+    type Output = Result<http::Response<GatedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut self.get_mut().state {
+            State::Inner { future, named } => {
+                let mut response = std::task::ready!(future.as_mut().poll(cx))?.map(Either::Left);
+                if let Some(named) = named.take() {
+                    named.apply(response.headers_mut());
+                }
+                Poll::Ready(Ok(response))
+            }
+            // Polled again after it gave its answer: a future need not answer twice.
+            State::Answer(response) => response
+                .take()
+                .map_or(Poll::Pending, |r| Poll::Ready(Ok(r))),
+            State::Waiting(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// What to do with a request once its verdict is known: answer it, or call `inner`.
+fn settle<S, ReqBody, ResBody>(
+    inner: &mut S,
+    revision: &RevisionHeader,
+    verdict: Result<Verdict, CheckError>,
+    request: http::Request<ReqBody>,
+) -> ResponseFuture<S::Future, ResBody, S::Error>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+{
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e @ CheckError::Audit(_)) => {
+            return ResponseFuture::answer(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &e.to_string(),
+            ));
+        }
+    };
+    let revision = revision.value(&verdict);
+    if verdict.gate == Gate::Deny {
+        return ResponseFuture::answer(refusal(&verdict, revision));
+    }
+    let named = Named::new(&verdict, revision);
+    ResponseFuture::inner(inner.call(request), Some(named))
+}
+
 impl<S, E, ReqBody, ResBody> Service<http::Request<ReqBody>> for GatekeeperService<S, E>
 where
     S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
@@ -160,49 +422,39 @@ where
 {
     type Response = http::Response<GatedBody<ResBody>>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        // The service that was polled ready serves this call; a fresh clone takes its place.
+        let shared = &*self.shared;
+        let now = shared.gatekeeper.now();
+        let policy_request = match shared.extractor.extract(&request, now) {
+            Ok(Some(r)) => r,
+            Ok(None) => return ResponseFuture::inner(self.inner.call(request), None),
+            Err(e) => return ResponseFuture::answer(error_response(StatusCode::BAD_REQUEST, &e.0)),
+        };
+        // The record is queued now. Unless the audit trail is durable, the verdict is
+        // there at once: answer now, calling the service that was polled ready.
+        let mut pending = shared.gatekeeper.check_async(&policy_request);
+        if let Poll::Ready(verdict) =
+            Pin::new(&mut pending).poll(&mut Context::from_waker(Waker::noop()))
+        {
+            return settle(&mut self.inner, &shared.revision, verdict, request);
+        }
+        // Otherwise the answer waits, without blocking the worker, until the record is on
+        // disk. The service that was polled ready serves this call; a fresh clone takes
+        // its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let passthrough = |inner: &mut S, request| {
-            let fut = inner.call(request);
-            async move { fut.await.map(|r| r.map(Either::Left)) }
-        };
-        let policy_request = match self.extractor.extract(&request, self.gatekeeper.now()) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Box::pin(passthrough(&mut inner, request)),
-            Err(e) => {
-                let body = serde_json::json!({ "error": e.0 });
-                return Box::pin(async move { Ok(json_response(StatusCode::BAD_REQUEST, &body)) });
-            }
-        };
-        // The record is queued now; the answer waits, without blocking the worker, until
-        // it is on disk (durable audit).
-        let pending = self.gatekeeper.check_async(&policy_request);
-        Box::pin(async move {
-            let verdict = match pending.await {
-                Ok(v) => v,
-                Err(e @ CheckError::Audit(_)) => {
-                    let body = serde_json::json!({ "error": e.to_string() });
-                    return Ok(json_response(StatusCode::SERVICE_UNAVAILABLE, &body));
-                }
-            };
-            if verdict.gate == Gate::Deny {
-                let record = verdict.to_record();
-                let mut response = json_response(deny_status(&record), &record);
-                link_reasons(response.headers_mut(), &record);
-                name_verdict(response.headers_mut(), &verdict);
-                return Ok(response);
-            }
-            let mut response = passthrough(&mut inner, request).await?;
-            name_verdict(response.headers_mut(), &verdict);
-            Ok(response)
-        })
+        let shared = self.shared.clone();
+        ResponseFuture {
+            state: State::Waiting(Box::pin(async move {
+                let verdict = pending.await;
+                settle(&mut inner, &shared.revision, verdict, request).await
+            })),
+        }
     }
 }

@@ -19,6 +19,7 @@ pub mod proxy_load;
 pub mod report;
 pub mod scenario;
 mod sidecar;
+pub mod standalone;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -63,38 +64,49 @@ pub async fn start_with_clock(
     config: StoreConfig,
     clock: ManualClock,
 ) -> anyhow::Result<Running> {
+    start_on(&tokio::runtime::Handle::current(), policies, config, clock).await
+}
+
+/// [`start_with_clock`], the store serving on `runtime` (one of its own, whose threads'
+/// CPU time is then the store's) rather than on the caller's.
+pub async fn start_on(
+    runtime: &tokio::runtime::Handle,
+    policies: &[PathBuf],
+    config: StoreConfig,
+    clock: ManualClock,
+) -> anyhow::Result<Running> {
     let dirs = policies.to_vec();
     let c = clock.clone();
     let posture = config.posture;
-    let gatekeeper = tokio::task::spawn_blocking(move || {
-        // Starts even when the policies fail to load: the check below says why.
-        Gatekeeper::builder()
-            .policy_dirs(dirs)
-            .start_empty(true)
-            .clock(Arc::new(c))
-            .posture(posture)
-            .build()
-    })
-    .await
-    .context("starting the gatekeeper")??;
+    let gatekeeper = runtime
+        .spawn_blocking(move || {
+            // Starts even when the policies fail to load: the check below says why.
+            Gatekeeper::builder()
+                .policy_dirs(dirs)
+                .start_empty(true)
+                .clock(Arc::new(c))
+                .posture(posture)
+                .build()
+        })
+        .await
+        .context("starting the gatekeeper")??;
     if gatekeeper.active().is_none() {
         // Say why, with the diagnostics.
         let dirs = policies.to_vec();
-        let reason = tokio::task::spawn_blocking(move || {
-            gatekeeper::load_dirs(&dirs).err().map(|d| d.render())
-        })
-        .await?
-        .unwrap_or_default();
+        let reason = runtime
+            .spawn_blocking(move || gatekeeper::load_dirs(&dirs).err().map(|d| d.render()))
+            .await?
+            .unwrap_or_default();
         anyhow::bail!("the store's policies do not load:\n{reason}");
     }
     let store = Store::new(gatekeeper.clone(), clock.clone(), config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding 127.0.0.1:0")?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let router = store.router();
-    let task = tokio::spawn(async move {
+    let task = runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         axum::serve(listener, router)
             .with_graceful_shutdown(async move {
                 let _ = stopped.await;

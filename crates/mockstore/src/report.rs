@@ -91,26 +91,58 @@ fn markdown(scenarios: &[ScenarioResult], load: Option<&LoadReport>, seconds: f6
             l.denied,
             l.mismatches.len()
         );
-        let _ = writeln!(out, "| store | requests per second |\n|---|---|");
-        let _ = writeln!(
-            out,
-            "| without the gatekeeper layer | {:.0} |",
-            l.ungated_requests_per_sec
-        );
-        let _ = writeln!(
-            out,
-            "| with the gatekeeper layer | {:.0} |",
-            l.gated_requests_per_sec
-        );
-        let _ = writeln!(
-            out,
-            "\nThe layer costs {:.1}% of throughput in this run.",
-            l.layer_cost_percent
-        );
+        out.push_str(&load_table(l));
         for m in l.mismatches.iter().take(20) {
             let _ = writeln!(out, "\n- {m}");
         }
     }
+    out
+}
+
+/// What the layer cost in a load run, for people: every pair of rounds, then the medians.
+pub fn load_table(l: &LoadReport) -> String {
+    let mut out = String::new();
+    let whence = if l.stores == "processes" {
+        "two stores in processes of their own, driven by the same client from outside"
+    } else {
+        "two stores on runtimes of their own in the client's process"
+    };
+    let _ = writeln!(
+        out,
+        "What the gatekeeper layer costs the store: its CPU time per request with the layer and \
+         without ({whence}), in {} pairs of rounds of {} requests, in alternating order.\n",
+        l.pairs.len(),
+        l.round
+    );
+    let _ = writeln!(
+        out,
+        "| pair | first | CPU per request with the layer | without | ratio | requests/s with the layer | without | ratio |\n|---|---|---|---|---|---|---|---|"
+    );
+    let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} us"));
+    let ratio = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.3}"));
+    for (i, p) in l.pairs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.3} |",
+            i + 1,
+            if p.gated_first { "with" } else { "without" },
+            us(p.gated.cpu_us_per_request),
+            us(p.ungated.cpu_us_per_request),
+            ratio(p.cpu_ratio),
+            p.gated.requests_per_sec,
+            p.ungated.requests_per_sec,
+            p.throughput_ratio
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nThe median of the pairs' CPU ratios: **{}** (median CPU per request {} with the layer, \
+         {} without); the median of their throughput ratios: {:.3}.",
+        ratio(l.cpu_ratio),
+        us(l.gated_cpu_us_per_request),
+        us(l.ungated_cpu_us_per_request),
+        l.throughput_ratio
+    );
     out
 }
 

@@ -61,8 +61,10 @@ pub enum Guard {
     /// The embedded `GatekeeperLayer`; the store's own checks call the embedded gatekeeper.
     #[default]
     Layer,
-    /// Nothing guards the gated routes (to measure what the layer costs); the store's own
-    /// checks still call the embedded gatekeeper.
+    /// Nothing guards the gated routes (to measure what the layer costs): they serve every
+    /// request, doing the same work as behind the layer (each shows the decision's fields,
+    /// worked out by the store itself). The store's own checks still call the embedded
+    /// gatekeeper.
     Off,
     /// A proxy in front guards the gated routes with the sidecar (`cargo xtask simulate
     /// --proxy`). The store, as one not written in Rust would, sends its own checks to the
@@ -126,13 +128,38 @@ pub struct Installed {
 
 type AppKey = (Platform, String);
 
+/// Every release, by platform and then by app id (looked up by `&str`, without a key to
+/// build).
+#[derive(Default)]
+struct Releases {
+    ios: HashMap<String, Vec<Release>>,
+    android: HashMap<String, Vec<Release>>,
+}
+
+impl Releases {
+    fn of(&self, platform: Platform) -> &HashMap<String, Vec<Release>> {
+        match platform {
+            Platform::Ios => &self.ios,
+            Platform::Android => &self.android,
+        }
+    }
+
+    fn push(&mut self, (platform, id): AppKey, release: Release) {
+        let apps = match platform {
+            Platform::Ios => &mut self.ios,
+            Platform::Android => &mut self.android,
+        };
+        apps.entry(id).or_default().push(release);
+    }
+}
+
 struct Inner {
     gatekeeper: Gatekeeper,
     clock: ManualClock,
     config: StoreConfig,
     /// For the sidecar, behind a proxy.
     client: reqwest::Client,
-    releases: RwLock<HashMap<AppKey, Vec<Release>>>,
+    releases: RwLock<Releases>,
 }
 
 /// The store's shared state.
@@ -169,14 +196,86 @@ fn country(field: &str, code: &str) -> Result<Country, String> {
     Country::parse(code).map_err(|e| format!("`{field}`: {e}"))
 }
 
-fn query(uri: &http::Uri) -> HashMap<String, String> {
-    uri.query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+/// The query parameters the gated routes read, borrowed from the URI (not decoded): a
+/// parameter given twice counts with its last value, one without `=` not at all.
+#[derive(Default)]
+struct Query<'a> {
+    storefront: Option<&'a str>,
+    device_country: Option<&'a str>,
+    ip_country: Option<&'a str>,
+    client_country: Option<&'a str>,
+    payer_country: Option<&'a str>,
+    publisher_store: Option<&'a str>,
+    publisher_id: Option<&'a str>,
+    at: Option<&'a str>,
 }
+
+impl<'a> Query<'a> {
+    fn parse(uri: &'a http::Uri) -> Query<'a> {
+        let mut q = Query::default();
+        for pair in Split::new(uri.query().unwrap_or_default(), b'&') {
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let slot = match name {
+                "storefront" => &mut q.storefront,
+                "device_country" => &mut q.device_country,
+                "ip_country" => &mut q.ip_country,
+                "client_country" => &mut q.client_country,
+                "payer_country" => &mut q.payer_country,
+                "publisher_store" => &mut q.publisher_store,
+                "publisher_id" => &mut q.publisher_id,
+                "at" => &mut q.at,
+                _ => continue,
+            };
+            *slot = Some(value);
+        }
+        q
+    }
+}
+
+/// The pieces of `text` between occurrences of the ASCII byte `at`, as `str::split` gives
+/// them: a byte loop, where `split`'s search costs more than these short pieces do.
+struct Split<'a> {
+    text: &'a str,
+    at: u8,
+    /// Where the next piece starts; `None` once the last has been given.
+    start: Option<usize>,
+}
+
+impl<'a> Split<'a> {
+    fn new(text: &'a str, at: u8) -> Split<'a> {
+        Split {
+            text,
+            at,
+            start: Some(0),
+        }
+    }
+}
+
+impl<'a> Iterator for Split<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let start = self.start?;
+        let rest = self.text.as_bytes().get(start..)?;
+        match rest.iter().position(|&b| b == self.at) {
+            Some(i) => {
+                self.start = Some(start + i + 1);
+                self.text.get(start..start + i)
+            }
+            None => {
+                self.start = None;
+                self.text.get(start..)
+            }
+        }
+    }
+}
+
+/// The `at` of a record judged at the store's clock. The clock's instant is set on the
+/// validated request instead ([`Request::set_at`]), which saves writing it out and parsing
+/// it back; an instant's text is exact, so both give the same request.
+const AT_CLOCK: &str = "1970-01-01T00:00:00Z";
 
 /// An optional `at` (RFC 3339) pins a request's instant; otherwise the store's clock says.
 fn instant(at: Option<&str>, now: Instant) -> Result<Instant, String> {
@@ -209,28 +308,40 @@ fn request_for(
     now: Instant,
     known: impl Fn(&str, &str) -> Option<PublisherRecord>,
 ) -> Result<Option<Request>, ExtractError> {
-    let Some(record) = record_for(uri, now, known, true) else {
+    let Some((record, at_clock)) = record_for(uri, known, true) else {
         return Ok(None);
     };
     match record.into_request() {
-        Ok(r) => Ok(Some(r)),
+        Ok(mut r) => {
+            if at_clock {
+                r.set_at(now);
+            }
+            Ok(Some(r))
+        }
         Err(RequestError::NoSignal) => Err(ExtractError("give at least one country (`storefront`, `device_country`, `ip_country`, `payer_country`)".to_owned())),
         Err(e) => Err(ExtractError(e.to_string())),
     }
 }
 
-/// The request record of a gated route, unvalidated; `None` for a route that is not gated.
+/// The request record of a gated route, unvalidated, and whether it is judged at the
+/// store's clock (its `at` is then [`AT_CLOCK`]); `None` for a route that is not gated.
 /// The query's `at` pins the instant only when `query_at` is set: behind a proxy, the
 /// sidecar judges at its clock and never sees a client's time.
 fn record_for(
     uri: &http::Uri,
-    now: Instant,
     known: impl Fn(&str, &str) -> Option<PublisherRecord>,
     query_at: bool,
-) -> Option<RequestRecord> {
-    let path: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-    let q = query(uri);
-    let field = |name: &str| q.get(name).cloned();
+) -> Option<(RequestRecord, bool)> {
+    // No gated route has more than six segments.
+    let mut segments = [""; 6];
+    let mut count = 0;
+    for segment in Split::new(uri.path().trim_matches('/'), b'/') {
+        *segments.get_mut(count)? = segment;
+        count += 1;
+    }
+    let q = Query::parse(uri);
+    let owned = |v: Option<&str>| v.map(str::to_owned);
+    let at = q.at.filter(|_| query_at);
     let make = |p: &str, id: &str, action: Action| RequestRecord {
         app: Some(AppRecord {
             platform: p.to_owned(),
@@ -238,28 +349,24 @@ fn record_for(
         }),
         publisher: known(p, id).or_else(|| {
             Some(PublisherRecord {
-                store: field("publisher_store")?,
-                id: field("publisher_id")?,
+                store: q.publisher_store?.to_owned(),
+                id: q.publisher_id?.to_owned(),
             })
         }),
         action: action.as_str().to_owned(),
-        at: q
-            .get("at")
-            .filter(|_| query_at)
-            .cloned()
-            .unwrap_or_else(|| now.to_string()),
+        at: at.unwrap_or(AT_CLOCK).to_owned(),
         ..RequestRecord::default()
     };
-    let record = match path[..] {
+    let record = match segments[..count] {
         ["v1", "apps", p, id, "download"] => RequestRecord {
-            storefront: field("storefront"),
-            device_country: field("device_country"),
-            ip_country: field("ip_country"),
+            storefront: owned(q.storefront),
+            device_country: owned(q.device_country),
+            ip_country: owned(q.ip_country),
             ..make(p, id, Action::Download)
         },
         ["v1", "cdn", server, p, id, _version] => RequestRecord {
             server_country: Some(server.to_owned()),
-            ip_country: field("client_country"),
+            ip_country: owned(q.client_country),
             ..make(p, id, Action::Cdn)
         },
         ["v1", "hosting", server, p, id] => RequestRecord {
@@ -267,11 +374,26 @@ fn record_for(
             ..make(p, id, Action::Host)
         },
         ["v1", "payments", p, id] => RequestRecord {
-            billing_country: field("payer_country"),
+            billing_country: owned(q.payer_country),
             ..make(p, id, Action::Payment)
         },
         _ => return None,
     };
+    Some((record, at.is_none()))
+}
+
+/// [`record_for`] with the store's clock written out as the record's `at`, for a record
+/// that leaves the store (to the sidecar).
+fn record_at(
+    uri: &http::Uri,
+    now: Instant,
+    known: impl Fn(&str, &str) -> Option<PublisherRecord>,
+    query_at: bool,
+) -> Option<RequestRecord> {
+    let (mut record, at_clock) = record_for(uri, known, query_at)?;
+    if at_clock {
+        record.at = now.to_string();
+    }
     Some(record)
 }
 
@@ -307,7 +429,7 @@ impl Store {
             clock,
             config,
             client: reqwest::Client::new(),
-            releases: RwLock::new(HashMap::new()),
+            releases: RwLock::default(),
         }))
     }
 
@@ -346,19 +468,24 @@ impl Store {
             .releases
             .read()
             .ok()?
-            .get(key)
+            .of(key.0)
+            .get(&key.1)
             .and_then(|v| v.last().cloned())
     }
 
-    /// The publisher account of the app's latest release in this store.
+    /// The publisher account of the app's latest release in this store (the account only:
+    /// the gated routes ask for it on every request).
     fn publisher_of(&self, platform_text: &str, id: &str) -> Option<PublisherRecord> {
-        let key = (platform(platform_text).ok()?, id.to_owned());
-        self.latest(&key)?.publisher
+        let platform = platform(platform_text).ok()?;
+        let releases = self.0.releases.read().ok()?;
+        releases.of(platform).get(id)?.last()?.publisher.clone()
     }
 
     /// Why a request the guard let through was allowed: the decision fields of the same
     /// request under the same policy and posture (neither the layer nor the proxy passes
-    /// the decision on to the route). Nothing when the routes are not guarded.
+    /// the decision on to the route). When the routes are not guarded ([`Guard::Off`]), the
+    /// same fields all the same: the store does the same work as behind the layer, so that
+    /// the two differ by the layer alone.
     ///
     /// Behind a proxy, the proxy judged what the request carries; the publisher account of
     /// the app's release is the store's own knowledge, which the proxy does not have. When
@@ -368,28 +495,33 @@ impl Store {
         &self,
         uri: &http::Uri,
     ) -> Result<serde_json::Map<String, Value>, Response> {
-        let behind_proxy = match &self.0.config.guard {
-            Guard::Off => return Ok(serde_json::Map::new()),
-            Guard::Layer => false,
-            Guard::Proxy { .. } => true,
-        };
         let known = |p: &str, id: &str| self.publisher_of(p, id);
-        let Some(record) = record_for(uri, self.now(), known, !behind_proxy) else {
+        if !matches!(self.0.config.guard, Guard::Proxy { .. }) {
+            let request = request_for(uri, self.now(), known).ok().flatten();
+            return Ok(match (request, self.0.gatekeeper.active()) {
+                (Some(request), Some(active)) => decision_fields(
+                    &active
+                        .policy
+                        .decide(&request, self.0.gatekeeper.posture())
+                        .to_record(),
+                ),
+                _ => serde_json::Map::new(),
+            });
+        }
+        let Some(record) = record_at(uri, self.now(), known, false) else {
             return Ok(serde_json::Map::new());
         };
-        if behind_proxy {
-            let asked = record_for(uri, self.now(), |_, _| None, false).and_then(|r| r.publisher);
-            if record.publisher != asked {
-                let verdict = self
-                    .decide(vec![record])
-                    .await?
-                    .pop()
-                    .unwrap_or(Value::Null);
-                if verdict["gate"] == "deny" {
-                    return Err(refused(verdict));
-                }
-                return Ok(fields_of(&verdict));
+        let asked = record_for(uri, |_, _| None, false).and_then(|(r, _)| r.publisher);
+        if record.publisher != asked {
+            let verdict = self
+                .decide(vec![record])
+                .await?
+                .pop()
+                .unwrap_or(Value::Null);
+            if verdict["gate"] == "deny" {
+                return Err(refused(verdict));
             }
+            return Ok(fields_of(&verdict));
         }
         let request = record.into_request().ok();
         Ok(match (request, self.0.gatekeeper.active()) {
@@ -672,7 +804,7 @@ async fn publish(State(store): State<Store>, body: Body) -> Response {
         .zip(answers)
         .collect();
     if let Ok(mut releases) = store.0.releases.write() {
-        releases.entry(key).or_default().push(release.clone());
+        releases.push(key, release.clone());
     }
     (
         StatusCode::CREATED,

@@ -1,6 +1,7 @@
 //! `cargo xtask simulate`: the mock store driven through dated scenarios and a seeded
 //! random workload over real HTTP on 127.0.0.1; with `--proxy nginx|caddy`, behind a real
-//! proxy and the sidecar instead of its embedded layer.
+//! proxy and the sidecar instead of its embedded layer. `simulate serve-store ...` serves
+//! one store of a load run, in a process of its own: the run starts it so.
 
 #![forbid(unsafe_code)]
 
@@ -31,7 +32,9 @@ struct Args {
     /// scenario's own `non_enforcement`) and the load run: `honour` or `ignore`.
     #[arg(long, value_name = "SETTING", value_parser = ["honour", "ignore"])]
     non_enforcement: Option<String>,
-    /// Requests of a seeded random workload, cross-checked against `gatekeeper check`.
+    /// Requests of a seeded random workload, cross-checked against `gatekeeper check`, on
+    /// which the layer's cost is measured: store CPU per request with the layer and without,
+    /// the two stores in processes of their own.
     #[arg(long, value_name = "N")]
     load: Option<usize>,
     /// The workload's seed.
@@ -40,6 +43,11 @@ struct Args {
     /// Concurrent load clients.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Pairs of measured load rounds (1,000 requests each), one through the store with the
+    /// layer and one through the store without it, in alternating order; at least one per
+    /// round of the workload.
+    #[arg(long, value_name = "P", default_value_t = mockstore::load::PAIRS)]
+    pairs: usize,
     /// Where the reports go.
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -57,6 +65,21 @@ fn repo() -> PathBuf {
 }
 
 fn main() -> ExitCode {
+    // `simulate serve-store ...`: one store of a load run, in a process of its own.
+    let mut argv = std::env::args_os().skip(1).peekable();
+    if argv
+        .peek()
+        .is_some_and(|a| a == mockstore::standalone::SERVE_STORE)
+    {
+        argv.next();
+        return match mockstore::standalone::serve(argv) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(Args::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
@@ -187,29 +210,46 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
         Some(n) => {
             let policies = default_load_policies(&root, &args.policies);
-            let progress = progress_bar(mockstore::load::requests_sent(n), n >= 5_000, "requests");
-            let posture = policy::Posture {
-                boundaries: options.boundaries.unwrap_or_default(),
-                non_enforcement: options.non_enforcement.unwrap_or_default(),
+            let progress = progress_bar(
+                mockstore::load::requests_sent(n, args.pairs),
+                n >= 5_000,
+                "requests",
+            );
+            let load_options = mockstore::load::Options {
+                requests: n,
+                seed: args.seed,
+                concurrency: args.concurrency.max(1),
+                posture: policy::Posture {
+                    boundaries: options.boundaries.unwrap_or_default(),
+                    non_enforcement: options.non_enforcement.unwrap_or_default(),
+                },
+                pairs: args.pairs,
+                // The stores are this program again, each in a process of its own.
+                stores: mockstore::load::Stores::Processes(
+                    mockstore::standalone::StoreProgram::current_exe()?,
+                ),
             };
-            let report = runtime.block_on(mockstore::load::run_with_posture(
-                &policies,
-                n,
-                args.seed,
-                args.concurrency.max(1),
-                posture,
-                &progress,
-            ))?;
+            let report =
+                runtime.block_on(mockstore::load::run(&policies, &load_options, &progress))?;
             progress.finish_and_clear();
+            let us = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} us"));
             println!(
-                "load: {} requests (seed {}), {} denied, {} mismatches; {:.0} requests/s with the gatekeeper layer, {:.0} without ({:.1}% cost)",
+                "load: {} requests (seed {}), {} denied, {} mismatches",
                 report.requests,
                 report.seed,
                 report.denied,
-                report.mismatches.len(),
-                report.gated_requests_per_sec,
-                report.ungated_requests_per_sec,
-                report.layer_cost_percent
+                report.mismatches.len()
+            );
+            println!(
+                "  the layer's cost: store CPU per request with the layer {}, without {} (medians; standalone stores, {} pairs of {}-request rounds in alternating order); median of the pairs' ratios {}; of their throughput ratios {:.3}",
+                us(report.gated_cpu_us_per_request),
+                us(report.ungated_cpu_us_per_request),
+                report.pairs.len(),
+                report.round,
+                report
+                    .cpu_ratio
+                    .map_or("unavailable (no /proc)".to_owned(), |r| format!("{r:.3}")),
+                report.throughput_ratio
             );
             for m in report.mismatches.iter().take(20) {
                 println!("  {m}");
