@@ -1088,6 +1088,26 @@ text = "t"
                     "[[revocation]]\nprohibitions = [\"p1\"]\nfrom = 2021-08-01T00:00:00Z",
                 ),
             ),
+            // Changes whose answers equal an earlier instrument's, so that decisions name
+            // the earlier one: exercised by a case that falls within them.
+            (
+                "court2.toml",
+                change(
+                    "court2",
+                    "court-order",
+                    "2021-04-10T00:00:00Z",
+                    "[[injunction]]\nprohibitions = [\"p1\"]\nfrom = 2021-04-10T00:00:00Z\nuntil = 2021-04-20T00:00:00Z",
+                ),
+            ),
+            (
+                "rev2.toml",
+                change(
+                    "rev2",
+                    "revocation",
+                    "2021-08-10T00:00:00Z",
+                    "[[revocation]]\nprohibitions = [\"p1\"]\nfrom = 2021-08-10T00:00:00Z",
+                ),
+            ),
         ];
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
@@ -1113,7 +1133,16 @@ text = "t"
     fn coverage_names_exactly_what_no_case_shows() {
         let some = [
             case("denied", "a", "2021-02-15T00:00:00Z"),
-            case("enjoined", "a", "2021-04-15T00:00:00Z"),
+            case(
+                "enjoined after the second order",
+                "a",
+                "2021-04-25T00:00:00Z",
+            ),
+            case(
+                "revoked before the second revocation",
+                "a",
+                "2021-08-05T00:00:00Z",
+            ),
         ];
         let dir = set(&some);
         let report = run(&[dir.path().to_path_buf()], Options { update: true });
@@ -1123,15 +1152,16 @@ text = "t"
             [
                 "change delay by `delay`",
                 "change exemption by `div`",
+                "change injunction by `court2`",
                 "change non-enforcement by `eo`",
-                "change revocation by `rev`",
+                "change revocation by `rev2`",
                 "prohibition `p2`",
                 "window `p2` takes effect",
             ],
             "{}",
             report.to_text(true)
         );
-        assert_eq!(report.coverage.items, 8);
+        assert_eq!(report.coverage.items, 10);
 
         let all: Vec<String> = some
             .iter()
@@ -1145,13 +1175,19 @@ text = "t"
                 case("inside the window", "b", "2021-03-01T12:00:00Z"),
                 case("not enforced", "a", "2021-06-15T00:00:00Z"),
                 case("exempt", "b", "2021-07-15T00:00:00Z"),
-                case("revoked", "a", "2021-08-15T00:00:00Z"),
+                case("within both injunctions", "a", "2021-04-15T00:00:00Z"),
+                case("revoked twice", "a", "2021-08-15T00:00:00Z"),
             ])
             .collect();
         let dir = set(&all);
         let report = run(&[dir.path().to_path_buf()], Options { update: true });
         assert!(unexercised(&report).is_empty(), "{}", report.to_text(true));
-        assert_eq!(report.coverage.exercised, 8);
+        assert_eq!(report.coverage.exercised, 10);
+        // A folder that cannot be read is a problem: the run is not ok, with no failure.
+        let missing = dir.path().join("missing");
+        let report = run(&[dir.path().to_path_buf(), missing], Options::default());
+        assert_eq!((report.failed, report.problems.len()), (0, 1));
+        assert!(!report.ok());
     }
 
     /// `--update` writes what a fresh case should expect: the decision's own fields, no
