@@ -1,11 +1,12 @@
 //! The `Gatekeeper` handle: checks, modes, reloads, audit.
 
+use std::cell::{Cell, RefCell};
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwapOption;
 use policy::{
@@ -66,6 +67,22 @@ impl Gate {
             Gate::ShadowDeny => "shadow-deny",
         }
     }
+}
+
+/// Decision ids are handed out in blocks of this many sequence numbers, a block to a
+/// thread at a time.
+const ID_BLOCK: u64 = 1 << 12;
+
+/// Install numbers, unique in the process (see `Inner::generation`); 0 is none.
+static INSTALLS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The block of decision ids this thread hands out: the gatekeeper's prefix, the next
+    /// sequence number, the end of the block.
+    static THREAD_IDS: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
+    /// The policy this thread last checked with, and the install number it was loaded
+    /// under.
+    static THREAD_ACTIVE: RefCell<(u64, Weak<Installed>)> = const { RefCell::new((0, Weak::new())) };
 }
 
 /// A unique decision id: a per-process random prefix and a counter.
@@ -397,6 +414,10 @@ pub(crate) struct Inner {
     telemetry: Telemetry,
     prefix: u64,
     seq: AtomicU64,
+    /// Raised (to a number from [`INSTALLS`]) by every install, after the swap: a
+    /// thread's cached handle on the active policy ([`THREAD_ACTIVE`]) is good while
+    /// this still holds the number it was cached with.
+    generation: AtomicU64,
 }
 
 impl fmt::Debug for Inner {
@@ -575,6 +596,7 @@ impl Builder {
                 telemetry,
                 prefix: seed.finish(),
                 seq: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
             }),
         };
         if let Some((policy, revision)) = self.policy {
@@ -735,7 +757,36 @@ impl Gatekeeper {
     /// }
     /// ```
     pub fn check_async(&self, request: &Request) -> PendingVerdict {
-        let active = self.inner.active.load_full();
+        let verdict = self.verdict(request);
+        let ack = self
+            .inner
+            .audit
+            .as_ref()
+            .map(|audit| audit.append(self.record(request, &verdict)));
+        PendingVerdict {
+            verdict: Some(verdict),
+            ack,
+            failure_mode: self.inner.failure_mode,
+        }
+    }
+
+    /// Decides a request (judged at `request.at`), records it in the audit trail, and
+    /// says what to do with it. Under durable audit this blocks the calling thread until
+    /// the record is on disk (one sync serves every check waiting at the time): call it
+    /// from threads that may block; async code calls [`Gatekeeper::check_async`].
+    #[inline]
+    pub fn check(&self, request: &Request) -> Result<Verdict, CheckError> {
+        if self.inner.audit.is_none() {
+            // No record to wait for: the verdict as it is, without a pending one to settle.
+            return Ok(self.verdict(request));
+        }
+        self.check_async(request).wait()
+    }
+
+    /// Decides a request and counts the verdict: what `check` and `check_async` share.
+    #[inline]
+    fn verdict(&self, request: &Request) -> Verdict {
+        let active = self.installed();
         let mode = self.inner.mode;
         let closed = self.inner.failure_mode == FailureMode::Closed;
         let (judgement, denied) = match active.map(|a| self.usable(a)) {
@@ -755,16 +806,7 @@ impl Gatekeeper {
             (true, Mode::Enforce) => Gate::Deny,
             (true, Mode::Shadow) => Gate::ShadowDeny,
         };
-        let verdict = Verdict {
-            decision_id: DecisionId {
-                prefix: self.inner.prefix,
-                seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
-            },
-            gate,
-            mode,
-            judgement,
-        };
-        let unpoliced = match &verdict.judgement {
+        let unpoliced = match &judgement {
             Judgement::Decided { .. } => None,
             Judgement::NoPolicy => Some(Unpoliced::NoPolicy),
             Judgement::Expired { .. } => Some(Unpoliced::Expired),
@@ -772,25 +814,61 @@ impl Gatekeeper {
         self.inner
             .telemetry
             .verdict(gate, request.action(), unpoliced);
-        let ack = self
-            .inner
-            .audit
-            .as_ref()
-            .map(|audit| audit.append(self.record(request, &verdict)));
-        PendingVerdict {
-            verdict: Some(verdict),
-            ack,
-            failure_mode: self.inner.failure_mode,
+        Verdict {
+            decision_id: self.decision_id(),
+            gate,
+            mode,
+            judgement,
         }
     }
 
-    /// Decides a request (judged at `request.at`), records it in the audit trail, and
-    /// says what to do with it. Under durable audit this blocks the calling thread until
-    /// the record is on disk (one sync serves every check waiting at the time): call it
-    /// from threads that may block; async code calls [`Gatekeeper::check_async`].
+    /// The installed policy, through this thread's cached handle while no install has
+    /// happened since it was cached: upgrading it is one atomic operation, where loading
+    /// from the `ArcSwapOption` and keeping an `Arc` takes three. The cache holds a
+    /// `Weak`, so that a thread that stops checking keeps no replaced policy alive.
     #[inline]
-    pub fn check(&self, request: &Request) -> Result<Verdict, CheckError> {
-        self.check_async(request).wait()
+    fn installed(&self) -> Option<Arc<Installed>> {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        THREAD_ACTIVE
+            .try_with(|cached| {
+                let mut cached = cached.borrow_mut();
+                if cached.0 == generation
+                    && let Some(installed) = cached.1.upgrade()
+                {
+                    return Some(installed);
+                }
+                let installed = self.inner.active.load_full();
+                *cached = (
+                    generation,
+                    installed.as_ref().map_or_else(Weak::new, Arc::downgrade),
+                );
+                installed
+            })
+            // A check from a thread-local's destructor: no cache.
+            .unwrap_or_else(|_| self.inner.active.load_full())
+    }
+
+    /// The next decision id: the next of this thread's block of the gatekeeper's
+    /// sequence numbers, or of a new block. Checks on several threads then do not all
+    /// write one counter (a line that would move between cores on every check); ids stay
+    /// unique, not ordered across threads.
+    #[inline]
+    fn decision_id(&self) -> DecisionId {
+        let prefix = self.inner.prefix;
+        let seq = THREAD_IDS
+            .try_with(|block| {
+                let (of, next, end) = block.get();
+                if of == prefix && next < end {
+                    block.set((of, next + 1, end));
+                    return next;
+                }
+                let start = self.inner.seq.fetch_add(ID_BLOCK, Ordering::Relaxed);
+                block.set((prefix, start + 1, start + ID_BLOCK));
+                start
+            })
+            // A check from a thread-local's destructor: no block.
+            .unwrap_or_else(|_| self.inner.seq.fetch_add(1, Ordering::Relaxed));
+        DecisionId { prefix, seq }
     }
 
     /// The verdict's audit record: the revision and the ids of what decided, not their
@@ -884,6 +962,11 @@ impl Gatekeeper {
             expires,
             expiry_noted: AtomicBool::new(false),
         })));
+        // After the swap, so that a check that sees the new number finds the new policy;
+        // raised, never lowered, so that of two installs in a race the later number stays.
+        self.inner
+            .generation
+            .fetch_max(INSTALLS.fetch_add(1, Ordering::Relaxed), Ordering::Release);
         telemetry.policy_info(
             Some(&revision),
             previous.as_ref().map(|p| &p.active.revision),
@@ -1039,5 +1122,121 @@ impl Drop for Watcher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy that prohibits updates of `com.acme.chat` in the US from 2020 on, or (with
+    /// `lapsed`) until a day later.
+    fn acme(lapsed: bool) -> (Policy, Revision) {
+        let end = if lapsed {
+            "end = 2020-01-02T00:00:00Z\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n\n[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\n{end}text = \"t\"\n"
+        );
+        let revision = Revision::of_texts([text.as_str()]);
+        let policy = Policy::from_sources([policy::Source::new("order.toml", text)]).unwrap();
+        (policy, revision)
+    }
+
+    fn update() -> Request {
+        serde_json::from_str::<RequestRecord>(
+            r#"{"app":{"platform":"android","id":"com.acme.chat"},"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}"#,
+        )
+        .unwrap()
+        .into_request()
+        .unwrap()
+    }
+
+    fn install(gk: &Gatekeeper, (policy, revision): (Policy, Revision)) -> Revision {
+        gk.install(Active {
+            policy,
+            revision,
+            bundle_revision: None,
+            expires: None,
+            signed_by: Vec::new(),
+            origin: "test".to_owned(),
+        })
+    }
+
+    /// The thread's cached handle on the active policy (`THREAD_ACTIVE`) never outlives an
+    /// install: the next check on the same thread, or on another, uses the new policy,
+    /// while a verdict given before keeps the policy that made it.
+    #[test]
+    fn a_check_after_an_install_uses_the_new_policy_on_every_thread() {
+        let (policy, revision) = acme(false);
+        let gk = Gatekeeper::builder()
+            .policy(policy, revision.clone())
+            .build()
+            .unwrap();
+        let before = gk.check(&update()).unwrap();
+        assert_eq!(
+            (before.gate, before.revision()),
+            (Gate::Deny, Some(&revision))
+        );
+        let lapsed = install(&gk, acme(true));
+        let after = gk.check(&update()).unwrap();
+        assert_eq!((after.gate, after.revision()), (Gate::Allow, Some(&lapsed)));
+        let elsewhere = std::thread::scope(|s| s.spawn(|| gk.check(&update()).unwrap()).join());
+        assert_eq!(elsewhere.unwrap().gate, Gate::Allow);
+        // Back and forth on this thread.
+        let again = install(&gk, acme(false));
+        assert_eq!(gk.check(&update()).unwrap().gate, Gate::Deny);
+        assert_eq!(again, revision);
+        // The first verdict still names, and reads, the policy that decided it.
+        assert_eq!(before.revision(), Some(&revision));
+        assert!(before.decision().unwrap().is_deny());
+    }
+
+    /// Two gatekeepers used in turn on one thread each decide with their own policy.
+    #[test]
+    fn gatekeepers_in_turn_on_one_thread_keep_their_own_policies() {
+        let (deny, deny_revision) = acme(false);
+        let (allow, allow_revision) = acme(true);
+        let a = Gatekeeper::builder()
+            .policy(deny, deny_revision)
+            .build()
+            .unwrap();
+        let b = Gatekeeper::builder()
+            .policy(allow, allow_revision)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(a.check(&update()).unwrap().gate, Gate::Deny);
+            assert_eq!(b.check(&update()).unwrap().gate, Gate::Allow);
+        }
+    }
+
+    /// Decision ids come from per-thread blocks of the counter: unique across threads.
+    #[test]
+    fn decision_ids_are_unique_across_threads() {
+        let (policy, revision) = acme(false);
+        let gk = Gatekeeper::builder()
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let ids: Vec<DecisionId> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..(ID_BLOCK as usize + 10))
+                            .map(|_| gk.check(&update()).unwrap().decision_id)
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
     }
 }

@@ -6,41 +6,72 @@
 //! decision is then a hash lookup of the app, a test per jurisdiction, and a binary
 //! search of the time line. Requests judged in hindsight (`known_at`) are judged by
 //! the same rules at the points that matter, without the precomputed lines.
+//!
+//! What a decision reads is laid out for a catalogue too large for the cache, whose
+//! requests come in no particular order: one bucket of the identifier table
+//! ([`IdTable`]), keys inline, gives the app, its owner and its coverage; the coverage's
+//! entry for the action has a small [`Lane`] (its tests and where its time lines start);
+//! a test holds its region's countries; a time line is a range of one array of
+//! segments, shared by every entry with the same answers; and what the default path
+//! needs of a judgement (whether it denies, the prohibition it reports) is in a small
+//! table beside the judgements. Only the bucket is likely to be far away: the rest is
+//! small, and shared by the apps of a coverage.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
 
 use serde::Serialize;
 
+mod ids;
+
 use crate::action::Action;
-use crate::country::Country;
+use crate::country::{Country, CountrySet};
 use crate::instant::Instant;
 use crate::law::{self, AllowReason, Coverage, Judgement, Outcome, Posture, Uncertain};
 use crate::model::*;
 use crate::request::{Platform, Request, Signal, SignalSet, Store};
 use crate::validate::{Model, descends_from};
+use ids::{IdTable, Kind, Target};
 
 /// Above this many distinct jurisdiction tests for one app and action, the time lines
 /// for every combination would be too many, and the entry is decided by scanning.
 const MAX_INDEXED_TESTS: usize = 6;
 
-/// No spelling kept: the identifier is written in lower case in the policy.
-const LOWER_CASE: u32 = u32::MAX;
-/// Marks a slot's target as an entity known by a publisher account, not an app.
+/// Marks a target as an entity known by a publisher account, not an app.
 const ENTITY: u32 = 1 << 31;
 
-#[derive(Debug)]
-struct Timeline {
-    /// Segment starts; the first is [`Instant::MIN`].
-    starts: Vec<Instant>,
-    judgements: Vec<u32>,
+/// No time lines (an entry decided by scanning), or no prohibition to report.
+const NONE: u32 = u32::MAX;
+
+/// A time line: its segments' starts, `Index::starts[start..start + len]` (the first is
+/// [`Instant::MIN`]), and judgements, `Index::judged[start..start + len]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Line {
+    start: u32,
+    len: u32,
 }
 
-/// A jurisdiction test: a region and the groups of signals that must each be in it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A jurisdiction test: a region and the groups of signals that must each be in it,
+/// with what a decision reads of them at hand (the region's countries, the groups in
+/// `Index::groups`).
+#[derive(Debug, Clone)]
 struct Test {
     region: RegionIdx,
-    groups: Vec<SignalSet>,
+    set: CountrySet,
+    /// `Index::groups[groups.0..groups.1]`.
+    groups: (u32, u32),
+}
+
+/// What the default path reads of an entry, in one place.
+#[derive(Clone, Copy, Debug)]
+struct Lane {
+    /// The entry's distinct jurisdiction tests (in `Index::tests`), the first
+    /// `tests_len`; bit `i` of a mask stands for `tests[i]`.
+    tests: [u32; MAX_INDEXED_TESTS],
+    tests_len: u8,
+    /// The first of the entry's time lines in `Index::lines`, one per posture and mask
+    /// (`posture.index() << tests_len | mask`); [`NONE`] when there are too many tests.
+    lines: u32,
 }
 
 #[derive(Debug)]
@@ -52,51 +83,56 @@ struct Entry {
     /// An app the entry stands for (the exemptions that name it name every app sharing
     /// the entry); `None` for apps known by publisher account.
     app: Option<AppIdx>,
-    /// The distinct jurisdiction tests of `with_action`; bit `i` of a mask stands for `tests[i]`.
-    tests: Vec<Test>,
-    /// For each of `with_action`, its test.
+    /// The distinct jurisdiction tests of `with_action`, in `Index::tests`.
+    tests: Vec<u32>,
+    /// For each of `with_action`, its test's position in `tests`.
     test_of: Vec<u8>,
     /// Every instant at which the answer may change, sorted.
     instants: Vec<Instant>,
-    /// One time line per posture and mask (`posture.index() << tests.len() | mask`), or
-    /// none when there are too many tests.
-    timelines: Vec<Timeline>,
     /// The instants at which what is known changes (every edge of every issue window of
     /// the entry's instruments): epoch `i` is judged with what was issued by
     /// `epochs[i - 1]` (epoch 0: nothing).
     epochs: Vec<Instant>,
-    /// For judgements in hindsight, the time lines of each epoch:
-    /// `(epoch * 4 + posture.index()) << tests.len() | mask`.
-    hindsight: Vec<Timeline>,
+    /// For judgements in hindsight, the first of the time lines of each epoch in
+    /// `Index::lines`: `(epoch * 4 + posture.index()) << tests.len() | mask` from it;
+    /// [`NONE`] when there are too many tests.
+    hindsight: u32,
 }
 
-/// Where an identifier leads: the app (or publishing entity) and its coverage (the
-/// entry for each action), so that a lookup needs no second table.
+/// What the default path needs of a judgement.
 #[derive(Clone, Copy, Debug)]
-struct Slot {
-    target: u32,
-    coverage: u32,
-    /// Index in `Index::spelled` of the identifier as the policy wrote it, when it is
-    /// not all lower case.
-    spelled: u32,
+struct Brief {
+    deny: bool,
+    /// The prohibition whose jurisdiction test the decision reports (see [`brief`]), or
+    /// [`NONE`].
+    reports: ProhibitionIdx,
+    /// Its test in `Index::tests`.
+    test: u32,
 }
-
-type IdMap = HashMap<Box<str>, Slot>;
 
 #[derive(Debug, Default)]
 struct Index {
-    /// Keys are folded to lower case: identifiers match whatever their letter case.
-    ios: IdMap,
-    android: IdMap,
-    certs: IdMap,
-    code: IdMap,
-    apple_accounts: IdMap,
-    google_accounts: IdMap,
-    spelled: Vec<Box<str>>,
+    /// Every identifier and publisher account; app ids match whatever their letter case.
+    ids: IdTable,
     /// Per coverage, the entry for each action.
     coverages: Vec<[u32; 7]>,
     entries: Vec<Entry>,
+    /// Per entry, its lane.
+    lanes: Vec<Lane>,
+    /// The distinct jurisdiction tests.
+    tests: Vec<Test>,
+    /// Their groups of signals.
+    groups: Vec<SignalSet>,
+    /// Per prohibition, its test in `tests`.
+    prohibition_tests: Vec<u32>,
+    lines: Vec<Line>,
+    /// The segments of every distinct time line: where each starts, and its judgement
+    /// (apart, so that a binary search reads starts only).
+    starts: Vec<Instant>,
+    judged: Vec<u32>,
     judgements: Vec<Judgement>,
+    /// Per judgement, what the default path needs of it.
+    briefs: Vec<Brief>,
     changes_of: Vec<Vec<ChangeIdx>>,
 }
 
@@ -257,7 +293,9 @@ struct Placement {
 pub struct DecisionParts {
     judgement: JudgementRef,
     deny: bool,
-    matched: Option<(u32, MatchedBy, bool)>,
+    /// The app (or entity, with [`ENTITY`]), its owner, how, and whether in another
+    /// letter case.
+    matched: Option<(u32, u32, MatchedBy, bool)>,
     placement: Option<Placement>,
     /// See [`Decision::valid_until`].
     pub valid_until: Option<Instant>,
@@ -277,7 +315,9 @@ impl DecisionParts {
 
 struct Judged {
     judgement: JudgementRef,
+    deny: bool,
     target: u32,
+    owner: EntityIdx,
     /// The target's coverage, for combining several matched apps.
     coverage: u32,
     matched_by: MatchedBy,
@@ -291,7 +331,7 @@ type Placed = (Option<(Signal, Country)>, u8);
 
 /// Whether a request passes a jurisdiction test: `None` when a group it carries signals
 /// of has none in the region; otherwise the first placing signal and the assumed groups.
-fn place(region: &Region, groups: &[SignalSet], request: &Request) -> Option<Placed> {
+fn place(set: &CountrySet, groups: &[SignalSet], request: &Request) -> Option<Placed> {
     let mut first = None;
     let mut assumed = 0u8;
     for (gi, group) in groups.iter().enumerate() {
@@ -300,7 +340,7 @@ fn place(region: &Region, groups: &[SignalSet], request: &Request) -> Option<Pla
         for s in group.iter() {
             if let Some(c) = request.signal(s) {
                 carried = true;
-                if region.set.contains(c) {
+                if set.contains(c) {
                     hit = Some((s, c));
                     break;
                 }
@@ -410,66 +450,66 @@ impl Policy {
 
     fn decide_with(&self, request: &Request, posture: Posture, scan: bool) -> DecisionParts {
         let known_at = request.known_at.unwrap_or(request.at);
-        let mut first: Option<Judged> = None;
-        let mut more: Vec<Judged> = Vec::new();
-        let mut judge = |slot: Slot, by: MatchedBy, case_insensitive: bool| {
+        let ids = &self.index.ids;
+        // The apps the request names, each once, in the order of its identifiers.
+        let mut first: Option<(Target, MatchedBy, bool)> = None;
+        let mut more: Vec<(Target, MatchedBy, bool)> = Vec::new();
+        let mut matched = |found: Target, by: MatchedBy, case_insensitive: bool| {
             let seen = first
                 .iter()
                 .chain(more.iter())
-                .any(|j| j.target == slot.target);
+                .any(|(f, ..)| f.target == found.target);
             if !seen {
-                let j = self.judge(slot, by, case_insensitive, request, posture, scan);
                 if first.is_none() {
-                    first = Some(j);
+                    first = Some((found, by, case_insensitive));
                 } else {
-                    more.push(j);
+                    more.push((found, by, case_insensitive));
                 }
             }
         };
         let by_app = request.app.as_ref().and_then(|app| {
-            let (map, by) = match app.platform {
-                Platform::Ios => (&self.index.ios, MatchedBy::IosBundleId),
-                Platform::Android => (&self.index.android, MatchedBy::AndroidPackage),
+            let (kind, by) = match app.platform {
+                Platform::Ios => (Kind::Ios, MatchedBy::IosBundleId),
+                Platform::Android => (Kind::Android, MatchedBy::AndroidPackage),
             };
-            self.lookup(map, &app.id)
-                .map(|(slot, case)| (slot, by, case))
+            ids.get(kind, &app.id)
+                .map(|(found, case)| (found, by, case))
         });
         let by_cert = request
             .signing_cert_sha256
             .as_ref()
-            .and_then(|c| self.index.certs.get(c.as_str()).copied());
-        let by_code = |c: &String| self.index.code.get(c.as_str()).copied();
+            .and_then(|c| ids.get(Kind::SigningCert, c))
+            .map(|(found, _)| found);
+        let by_code = |c: &String| ids.get(Kind::CodeSha256, c).map(|(found, _)| found);
         // An app no identifier names may still be published from a covered owner's
         // account; a listed app is judged as listed, whoever publishes it.
         let by_publisher = if by_app.is_none()
             && by_cert.is_none()
             && !request.code_sha256.iter().any(|c| by_code(c).is_some())
         {
-            request.publisher.as_ref().and_then(|p| {
-                let map = match p.store {
-                    Store::Apple => &self.index.apple_accounts,
-                    Store::Google => &self.index.google_accounts,
-                };
-                map.get(p.id.as_str()).copied()
-            })
+            request
+                .publisher
+                .as_ref()
+                .and_then(|p| ids.get(account_kind(p.store), &p.id))
+                .map(|(found, _)| found)
         } else {
             None
         };
-        if let Some((slot, by, case)) = by_app {
-            judge(slot, by, case);
+        if let Some((found, by, case)) = by_app {
+            matched(found, by, case);
         }
-        if let Some(slot) = by_cert {
-            judge(slot, MatchedBy::SigningCert, false);
+        if let Some(found) = by_cert {
+            matched(found, MatchedBy::SigningCert, false);
         }
         for code in &request.code_sha256 {
-            if let Some(slot) = by_code(code) {
-                judge(slot, MatchedBy::CodeSha256, false);
+            if let Some(found) = by_code(code) {
+                matched(found, MatchedBy::CodeSha256, false);
             }
         }
-        if let Some(slot) = by_publisher {
-            judge(slot, MatchedBy::PublisherAccount, false);
+        if let Some(found) = by_publisher {
+            matched(found, MatchedBy::PublisherAccount, false);
         }
-        let Some(first) = first else {
+        let Some((found, by, case)) = first else {
             return DecisionParts {
                 judgement: JudgementRef::NotCovered,
                 deny: false,
@@ -482,47 +522,29 @@ impl Policy {
             };
         };
         let judged = if more.is_empty() {
-            first
+            self.judge(found, by, case, request, posture, scan)
         } else {
-            more.insert(0, first);
-            self.combine(more, request, posture)
+            let all = std::iter::once((found, by, case))
+                .chain(more)
+                .map(|(found, by, case)| self.judge(found, by, case, request, posture, scan))
+                .collect();
+            self.combine(all, request, posture)
         };
         DecisionParts {
-            deny: matches!(
-                self.judgement(&judged.judgement).outcome,
-                Outcome::Deny { .. }
-            ),
+            deny: judged.deny,
             judgement: judged.judgement,
-            matched: Some((judged.target, judged.matched_by, judged.case_insensitive)),
+            matched: Some((
+                judged.target,
+                judged.owner,
+                judged.matched_by,
+                judged.case_insensitive,
+            )),
             placement: judged.placement,
             valid_until: judged.valid_until,
             at: request.at,
             known_at,
             posture,
         }
-    }
-
-    /// Looks an app id up whatever its letter case; says whether the case differs.
-    fn lookup(&self, map: &IdMap, id: &str) -> Option<(Slot, bool)> {
-        // Ids are usually written in lower case, as the keys are: try that first.
-        if let Some(&slot) = map.get(id) {
-            let differs =
-                slot.spelled != LOWER_CASE && *self.index.spelled[slot.spelled as usize] != *id;
-            return Some((slot, differs));
-        }
-        // Branch-free, so that the scan of a missing id vectorizes.
-        let upper = id
-            .bytes()
-            .fold(false, |any, b| any | b.wrapping_sub(b'A').lt(&26));
-        if !upper {
-            return None;
-        }
-        let slot = *map.get(id.to_ascii_lowercase().as_str())?;
-        let differs = match slot.spelled {
-            LOWER_CASE => true,
-            i => *self.index.spelled[i as usize] != *id,
-        };
-        Some((slot, differs))
     }
 
     /// Turns decision parts made by this policy into a [`Decision`] that names the
@@ -557,13 +579,9 @@ impl Policy {
         Decision {
             policy: self,
             verdict,
-            matched: parts.matched.map(|(target, by, case_insensitive)| {
-                let (app, owner) = if target & ENTITY != 0 {
-                    (None, target & !ENTITY)
-                } else {
-                    let app = &model.apps[target as usize];
-                    (Some(app), app.owner)
-                };
+            matched: parts.matched.map(|(target, owner, by, case_insensitive)| {
+                // The owner comes with the match: the app itself is not read.
+                let app = (target & ENTITY == 0).then(|| &model.apps[target as usize]);
                 Matched {
                     app,
                     owner: &model.entities[owner as usize],
@@ -600,7 +618,7 @@ impl Policy {
                 let passes = entry
                     .tests
                     .iter()
-                    .map(|t| place(&model.regions[t.region as usize], &t.groups, request).is_some())
+                    .map(|&t| self.place(t, request).is_some())
                     .collect();
                 (entry, passes)
             })
@@ -672,9 +690,12 @@ impl Policy {
             (a, b) => a.or(b),
         };
         let chosen = &all[pick];
+        let judgement = segments[i].1.clone();
         Judged {
-            judgement: JudgementRef::Owned(Box::new(segments[i].1.clone())),
+            deny: judgement.outcome.is_deny(),
+            judgement: JudgementRef::Owned(Box::new(judgement)),
             target: chosen.target,
+            owner: chosen.owner,
             coverage: chosen.coverage,
             matched_by: chosen.matched_by,
             case_insensitive: chosen.case_insensitive,
@@ -683,60 +704,66 @@ impl Policy {
         }
     }
 
+    /// Whether a request passes one of the index's jurisdiction tests.
+    #[inline]
+    fn place(&self, test: u32, request: &Request) -> Option<Placed> {
+        let t = &self.index.tests[test as usize];
+        let groups = &self.index.groups[t.groups.0 as usize..t.groups.1 as usize];
+        place(&t.set, groups, request)
+    }
+
+    #[inline]
     fn judge(
         &self,
-        slot: Slot,
+        found: Target,
         matched_by: MatchedBy,
         case_insensitive: bool,
         request: &Request,
         posture: Posture,
         scan: bool,
     ) -> Judged {
-        let entry = &self.index.entries
-            [self.index.coverages[slot.coverage as usize][request.action.index()] as usize];
-        // Each test once: whether the request passes it, the placing signal, the
-        // assumed groups.
-        let mut placed = [None; MAX_INDEXED_TESTS];
-        let scanned: Vec<_>;
-        let placements: &[Option<Placed>] = if entry.tests.len() <= MAX_INDEXED_TESTS {
-            for (slot, t) in placed.iter_mut().zip(&entry.tests) {
-                *slot = place(&self.model.regions[t.region as usize], &t.groups, request);
-            }
-            &placed[..entry.tests.len()]
-        } else {
-            scanned = entry
-                .tests
-                .iter()
-                .map(|t| place(&self.model.regions[t.region as usize], &t.groups, request))
-                .collect();
-            &scanned
-        };
-        let (judgement, valid_until) = if !scan && !entry.timelines.is_empty() {
-            // Bit `i` of the mask: the request passes `entry.tests[i]`.
+        let e = self.index.coverages[found.coverage as usize][request.action.index()] as usize;
+        let lane = &self.index.lanes[e];
+        let (judgement, brief, valid_until, placements) = if !scan && lane.lines != NONE {
+            // Each test once: whether the request passes it, the placing signal, the
+            // assumed groups; bit `i` of the mask: the request passes `tests[i]`.
+            let tests = &lane.tests[..usize::from(lane.tests_len)];
+            let mut placed = [None; MAX_INDEXED_TESTS];
             let mut mask = 0usize;
-            for (bit, p) in placements.iter().enumerate() {
-                if p.is_some() {
-                    mask |= 1 << bit;
-                }
+            for (bit, (p, &t)) in placed.iter_mut().zip(tests).enumerate() {
+                *p = self.place(t, request);
+                mask |= usize::from(p.is_some()) << bit;
             }
-            let lines = entry.tests.len();
-            let tl = match request.known_at {
-                None => &entry.timelines[posture.index() << lines | mask],
+            let line = match request.known_at {
+                None => lane.lines as usize + (posture.index() << tests.len() | mask),
                 // In hindsight: the time line of what was known at `known_at`.
                 Some(k) => {
+                    let entry = &self.index.entries[e];
                     let epoch = entry.epochs.partition_point(|e| *e <= k);
-                    &entry.hindsight[(epoch * Posture::ALL.len() + posture.index()) << lines | mask]
+                    entry.hindsight as usize
+                        + ((epoch * Posture::ALL.len() + posture.index()) << tests.len() | mask)
                 }
             };
-            let i = tl
-                .starts
+            let Line { start, len } = self.index.lines[line];
+            let (start, len) = (start as usize, len as usize);
+            let starts = &self.index.starts[start..start + len];
+            let i = starts
                 .partition_point(|s| *s <= request.at)
                 .saturating_sub(1);
+            let j = self.index.judged[start + i];
             (
-                JudgementRef::Interned(tl.judgements[i]),
-                tl.starts.get(i + 1).copied(),
+                JudgementRef::Interned(j),
+                self.index.briefs[j as usize],
+                starts.get(i + 1).copied(),
+                placed,
             )
         } else {
+            let entry = &self.index.entries[e];
+            let placements: Vec<_> = entry
+                .tests
+                .iter()
+                .map(|&t| self.place(t, request))
+                .collect();
             let in_jurisdiction = |p: ProhibitionIdx| {
                 entry
                     .with_action
@@ -744,45 +771,65 @@ impl Policy {
                     .position(|x| *x == p)
                     .is_some_and(|i| placements[entry.test_of[i] as usize].is_some())
             };
-            let segments = self.segments(entry, &in_jurisdiction, posture, request.known_at);
+            let mut segments = self.segments(entry, &in_jurisdiction, posture, request.known_at);
             let i = segments
                 .partition_point(|(s, _)| *s <= request.at)
                 .saturating_sub(1);
-            (
-                JudgementRef::Owned(Box::new(segments[i].1.clone())),
-                segments.get(i + 1).map(|(s, _)| *s),
-            )
+            let valid_until = segments.get(i + 1).map(|(s, _)| *s);
+            let judgement = segments.swap_remove(i).1;
+            let brief = brief(&judgement.outcome, &self.index.prohibition_tests);
+            // Too many tests for the lanes: the placement is read from the entry's.
+            let placement = self.placement(&entry.tests, &placements, brief);
+            return Judged {
+                judgement: JudgementRef::Owned(Box::new(judgement)),
+                deny: brief.deny,
+                target: found.target,
+                owner: found.owner,
+                coverage: found.coverage,
+                matched_by,
+                case_insensitive,
+                placement,
+                valid_until,
+            };
         };
-        // Report the test of the first denying prohibition, or the first test the
-        // request passes when the covering prohibitions are not in force.
-        let reported = match &self.judgement(&judgement).outcome {
-            Outcome::Deny { prohibitions, .. } => prohibitions
-                .first()
-                .and_then(|p| entry.with_action.iter().position(|x| x == p)),
-            // The first prohibition judged: issued by then, and the request in its place.
-            Outcome::Allow {
-                judged: Some(p), ..
-            } => entry.with_action.iter().position(|x| x == p),
-            Outcome::Allow { .. } => None,
-        };
-        let placement = reported.and_then(|i| {
-            let t = entry.test_of[i] as usize;
-            placements[t].map(|(signal, assumed)| Placement {
-                region: entry.tests[t].region,
-                prohibition: entry.with_action[i],
-                signal,
-                assumed,
-            })
-        });
+        debug_assert!(
+            brief.reports == NONE || self.index.entries[e].with_action.contains(&brief.reports),
+            "a judgement reports a prohibition of the entry's"
+        );
+        let tests = &lane.tests[..usize::from(lane.tests_len)];
         Judged {
             judgement,
-            target: slot.target,
-            coverage: slot.coverage,
+            deny: brief.deny,
+            target: found.target,
+            owner: found.owner,
+            coverage: found.coverage,
             matched_by,
             case_insensitive,
-            placement,
+            placement: self.placement(tests, &placements, brief),
             valid_until,
         }
+    }
+
+    /// Where the request was placed by the test of the prohibition a judgement reports
+    /// (the first denying one, or the first judged when the covering prohibitions are
+    /// not in force), given whether it passes each of the entry's tests.
+    #[inline]
+    fn placement(
+        &self,
+        tests: &[u32],
+        placements: &[Option<Placed>],
+        brief: Brief,
+    ) -> Option<Placement> {
+        if brief.reports == NONE {
+            return None;
+        }
+        let at = tests.iter().position(|t| *t == brief.test)?;
+        placements[at].map(|(signal, assumed)| Placement {
+            region: self.index.tests[brief.test as usize].region,
+            prohibition: brief.reports,
+            signal,
+            assumed,
+        })
     }
 
     /// The answer over time for an entry, under a posture, with the instruments issued
@@ -829,6 +876,22 @@ fn segments_of(
     })
 }
 
+/// What the default path needs of an outcome: whether it denies, and the prohibition
+/// whose jurisdiction test the decision reports: the first denying one, or the first
+/// judged when the covering prohibitions are not in force. Both come from the entry's
+/// `with_action` (see `law::outcome`).
+fn brief(outcome: &Outcome, prohibition_tests: &[u32]) -> Brief {
+    let (deny, reports) = match outcome {
+        Outcome::Deny { prohibitions, .. } => (true, prohibitions.first().copied()),
+        Outcome::Allow { judged, .. } => (false, *judged),
+    };
+    Brief {
+        deny,
+        reports: reports.unwrap_or(NONE),
+        test: reports.map_or(NONE, |p| prohibition_tests[p as usize]),
+    }
+}
+
 /// The verdict of an allowing outcome (callers take denies first).
 fn allow_verdict(outcome: &Outcome) -> Verdict<'static> {
     match *outcome {
@@ -859,6 +922,27 @@ fn build_index(model: &Model) -> Index {
             index.changes_of[p as usize].push(ci as ChangeIdx);
         }
     }
+    // The distinct jurisdiction tests, and each prohibition's.
+    let mut test_ids: HashMap<(RegionIdx, &[SignalSet]), u32> = HashMap::default();
+    index.prohibition_tests = model
+        .prohibitions
+        .iter()
+        .map(|p| {
+            let next = index.tests.len() as u32;
+            *test_ids
+                .entry((p.region, &p.jurisdiction))
+                .or_insert_with(|| {
+                    let from = index.groups.len() as u32;
+                    index.groups.extend_from_slice(&p.jurisdiction);
+                    index.tests.push(Test {
+                        region: p.region,
+                        set: model.regions[p.region as usize].set,
+                        groups: (from, index.groups.len() as u32),
+                    });
+                    next
+                })
+        })
+        .collect();
     let mut app_covering: Vec<Vec<ProhibitionIdx>> = vec![Vec::new(); model.apps.len()];
     for (pi, p) in model.prohibitions.iter().enumerate() {
         for &a in &p.covered {
@@ -871,6 +955,7 @@ fn build_index(model: &Model) -> Index {
         by_key: HashMap::default(),
         entry_ids: HashMap::default(),
         judgement_ids: HashMap::default(),
+        line_ids: HashMap::default(),
     };
     let app_coverage: Vec<u32> = app_covering
         .into_iter()
@@ -899,50 +984,70 @@ fn build_index(model: &Model) -> Index {
         builder.judgement_ids.drain().map(|(j, i)| (i, j)).collect();
     judgements.sort_by_key(|(i, _)| *i);
     index.judgements = judgements.into_iter().map(|(_, j)| j).collect();
+    index.briefs = index
+        .judgements
+        .iter()
+        .map(|j| brief(&j.outcome, &index.prohibition_tests))
+        .collect();
+    // The table sized for every identifier at once.
+    let apps = model.apps.iter().flat_map(|a| {
+        [
+            (Kind::Ios, &a.ios),
+            (Kind::Android, &a.android),
+            (Kind::SigningCert, &a.signing_cert_sha256),
+            (Kind::CodeSha256, &a.code_sha256),
+        ]
+        .into_iter()
+        .flat_map(|(kind, ids)| ids.iter().map(move |id| (kind, id.as_str())))
+    });
+    let accounts = model.entities.iter().flat_map(|e| {
+        e.publisher_accounts
+            .iter()
+            .map(|a| (account_kind(a.store), a.id.as_str()))
+    });
+    let (keys, bytes) = apps
+        .chain(accounts)
+        .fold((0, 0), |(keys, bytes), (kind, id)| {
+            (keys + 1, bytes + IdTable::key_bytes(kind, id))
+        });
+    index.ids = IdTable::with_capacity(keys, bytes);
     for (ai, app) in model.apps.iter().enumerate() {
-        for (which, ids) in [
-            (0, &app.ios),
-            (1, &app.android),
-            (2, &app.signing_cert_sha256),
-            (3, &app.code_sha256),
+        let found = Target {
+            target: ai as u32,
+            coverage: app_coverage[ai],
+            owner: app.owner,
+        };
+        for (kind, ids) in [
+            (Kind::Ios, &app.ios),
+            (Kind::Android, &app.android),
+            (Kind::SigningCert, &app.signing_cert_sha256),
+            (Kind::CodeSha256, &app.code_sha256),
         ] {
             for id in ids {
-                let spelled = if id.bytes().any(|b| b.is_ascii_uppercase()) {
-                    index.spelled.push(id.as_str().into());
-                    index.spelled.len() as u32 - 1
-                } else {
-                    LOWER_CASE
-                };
-                let slot = Slot {
-                    target: ai as u32,
-                    coverage: app_coverage[ai],
-                    spelled,
-                };
-                let map = match which {
-                    0 => &mut index.ios,
-                    1 => &mut index.android,
-                    2 => &mut index.certs,
-                    _ => &mut index.code,
-                };
-                map.insert(id.to_ascii_lowercase().into(), slot);
+                index.ids.insert(kind, id, found);
             }
         }
     }
     for (ei, entity) in model.entities.iter().enumerate() {
+        let found = Target {
+            target: ENTITY | ei as u32,
+            coverage: entity_coverage[ei],
+            owner: ei as u32,
+        };
         for account in &entity.publisher_accounts {
-            let slot = Slot {
-                target: ENTITY | ei as u32,
-                coverage: entity_coverage[ei],
-                spelled: LOWER_CASE,
-            };
-            let map = match account.store {
-                Store::Apple => &mut index.apple_accounts,
-                Store::Google => &mut index.google_accounts,
-            };
-            map.insert(account.id.as_str().into(), slot);
+            index
+                .ids
+                .insert(account_kind(account.store), &account.id, found);
         }
     }
     index
+}
+
+fn account_kind(store: Store) -> Kind {
+    match store {
+        Store::Apple => Kind::AppleAccount,
+        Store::Google => Kind::GoogleAccount,
+    }
 }
 
 /// Covering prohibitions, those with the action, exemptions naming the app.
@@ -955,6 +1060,8 @@ struct Builder<'a> {
     by_key: HashMap<(Vec<ProhibitionIdx>, Vec<ChangeIdx>), u32>,
     entry_ids: HashMap<EntryKey, u32>,
     judgement_ids: HashMap<Judgement, u32>,
+    /// Time lines with the same segments share them.
+    line_ids: HashMap<Vec<(Instant, u32)>, Line>,
 }
 
 impl Builder<'_> {
@@ -993,9 +1100,10 @@ impl Builder<'_> {
             per_action[action.index()] = match self.entry_ids.get(&entry_key) {
                 Some(&id) => id,
                 None => {
-                    let entry = self.entry(entry_key.0.clone(), entry_key.1.clone(), app);
                     let id = self.index.entries.len() as u32;
+                    let (entry, lane) = self.entry(entry_key.0.clone(), entry_key.1.clone(), app);
                     self.index.entries.push(entry);
+                    self.index.lanes.push(lane);
                     self.entry_ids.insert(entry_key, id);
                     id
                 }
@@ -1012,16 +1120,12 @@ impl Builder<'_> {
         covering: Vec<ProhibitionIdx>,
         with_action: Vec<ProhibitionIdx>,
         app: Option<AppIdx>,
-    ) -> Entry {
+    ) -> (Entry, Lane) {
         let model = self.model;
-        let mut tests: Vec<Test> = Vec::new();
+        let mut tests: Vec<u32> = Vec::new();
         let mut test_of = Vec::with_capacity(with_action.len());
         for &p in &with_action {
-            let pr = &model.prohibitions[p as usize];
-            let t = Test {
-                region: pr.region,
-                groups: pr.jurisdiction.clone(),
-            };
+            let t = self.index.prohibition_tests[p as usize];
             let i = match tests.iter().position(|x| *x == t) {
                 Some(i) => i,
                 None => {
@@ -1046,33 +1150,38 @@ impl Builder<'_> {
             tests,
             test_of,
             instants,
-            timelines: Vec::new(),
             epochs,
-            hindsight: Vec::new(),
+            hindsight: NONE,
+        };
+        let mut lane = Lane {
+            tests: [0; MAX_INDEXED_TESTS],
+            tests_len: 0,
+            lines: NONE,
         };
         if entry.tests.len() > MAX_INDEXED_TESTS {
-            return entry;
+            return (entry, lane);
         }
+        lane.tests[..entry.tests.len()].copy_from_slice(&entry.tests);
+        lane.tests_len = entry.tests.len() as u8;
         let masks = 1usize << entry.tests.len();
-        let mut timelines = Vec::with_capacity(Posture::ALL.len() * masks);
+        lane.lines = self.index.lines.len() as u32;
         for posture in Posture::ALL {
             for mask in 0..masks {
-                timelines.push(self.timeline(&entry, posture, mask, None));
+                let line = self.timeline(&entry, posture, mask, None);
+                self.index.lines.push(line);
             }
         }
-        let mut hindsight =
-            Vec::with_capacity((entry.epochs.len() + 1) * Posture::ALL.len() * masks);
+        entry.hindsight = self.index.lines.len() as u32;
         let knowledge = std::iter::once(Instant::MIN).chain(entry.epochs.iter().copied());
         for k in knowledge {
             for posture in Posture::ALL {
                 for mask in 0..masks {
-                    hindsight.push(self.timeline(&entry, posture, mask, Some(k)));
+                    let line = self.timeline(&entry, posture, mask, Some(k));
+                    self.index.lines.push(line);
                 }
             }
         }
-        entry.timelines = timelines;
-        entry.hindsight = hindsight;
-        entry
+        (entry, lane)
     }
 
     /// The time line of an entry for a posture and a mask of passed tests, judged with
@@ -1083,7 +1192,7 @@ impl Builder<'_> {
         posture: Posture,
         mask: usize,
         known_at: Option<Instant>,
-    ) -> Timeline {
+    ) -> Line {
         let in_jurisdiction = |p: ProhibitionIdx| {
             entry
                 .with_action
@@ -1099,16 +1208,23 @@ impl Builder<'_> {
             posture,
             known_at,
         );
-        let mut tl = Timeline {
-            starts: Vec::with_capacity(segments.len()),
-            judgements: Vec::with_capacity(segments.len()),
-        };
-        for (start, judgement) in segments {
-            let next = self.judgement_ids.len() as u32;
-            let id = *self.judgement_ids.entry(judgement).or_insert(next);
-            tl.starts.push(start);
-            tl.judgements.push(id);
+        let segments: Vec<(Instant, u32)> = segments
+            .into_iter()
+            .map(|(start, judgement)| {
+                let next = self.judgement_ids.len() as u32;
+                (start, *self.judgement_ids.entry(judgement).or_insert(next))
+            })
+            .collect();
+        if let Some(&line) = self.line_ids.get(&segments) {
+            return line;
         }
-        tl
+        let line = Line {
+            start: self.index.starts.len() as u32,
+            len: segments.len() as u32,
+        };
+        self.index.starts.extend(segments.iter().map(|(s, _)| *s));
+        self.index.judged.extend(segments.iter().map(|(_, j)| *j));
+        self.line_ids.insert(segments, line);
+        line
     }
 }
