@@ -1100,6 +1100,15 @@ text = "t"
                 ),
             ),
             (
+                "div2.toml",
+                change(
+                    "div2",
+                    "divestiture",
+                    "2021-07-10T00:00:00Z",
+                    "[[exemption]]\napps = [\"b\"]\nprohibitions = [\"p2\"]\nfrom = 2021-07-10T00:00:00Z",
+                ),
+            ),
+            (
                 "rev2.toml",
                 change(
                     "rev2",
@@ -1143,6 +1152,10 @@ text = "t"
                 "a",
                 "2021-08-05T00:00:00Z",
             ),
+            case("at the second order's end", "a", "2021-04-20T00:00:00Z"),
+            case("exempt before the second exemption", "b", "2021-07-05T00:00:00Z"),
+            case("waiting for another instant", "b", "2021-02-15T00:00:00Z"),
+            "{\"case\": \"the non-enforcement order set aside\", \"request\": {\"app\": {\"platform\": \"android\", \"id\": \"com.example.a\"}, \"action\": \"download\", \"at\": \"2021-06-15T00:00:00Z\", \"storefront\": \"US\"}, \"posture\": {\"non_enforcement\": \"ignore\"}, \"expect\": {}}".to_owned(),
         ];
         let dir = set(&some);
         let report = run(&[dir.path().to_path_buf()], Options { update: true });
@@ -1151,9 +1164,8 @@ text = "t"
             unexercised(&report),
             [
                 "change delay by `delay`",
-                "change exemption by `div`",
+                "change exemption by `div2`",
                 "change injunction by `court2`",
-                "change non-enforcement by `eo`",
                 "change revocation by `rev2`",
                 "prohibition `p2`",
                 "window `p2` takes effect",
@@ -1161,7 +1173,7 @@ text = "t"
             "{}",
             report.to_text(true)
         );
-        assert_eq!(report.coverage.items, 10);
+        assert_eq!(report.coverage.items, 11);
 
         let all: Vec<String> = some
             .iter()
@@ -1182,7 +1194,7 @@ text = "t"
         let dir = set(&all);
         let report = run(&[dir.path().to_path_buf()], Options { update: true });
         assert!(unexercised(&report).is_empty(), "{}", report.to_text(true));
-        assert_eq!(report.coverage.exercised, 10);
+        assert_eq!(report.coverage.exercised, 11);
         // A folder that cannot be read is a problem: the run is not ok, with no failure.
         let missing = dir.path().join("missing");
         let report = run(&[dir.path().to_path_buf(), missing], Options::default());
