@@ -65,10 +65,10 @@ pub struct Change {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Difference {
     /// `None`: since ever.
-    #[serde(serialize_with = "instant_opt")]
+    #[serde(serialize_with = "domain::serialize_instant_opt")]
     pub from: Option<Instant>,
     /// `None`: for ever.
-    #[serde(serialize_with = "instant_opt")]
+    #[serde(serialize_with = "domain::serialize_instant_opt")]
     pub until: Option<Instant>,
     /// The old version's answer.
     pub old: Answer,
@@ -78,13 +78,6 @@ pub struct Difference {
     pub instruments: Vec<String>,
     /// What happens at either end, in either version.
     pub events: Vec<Event>,
-}
-
-fn instant_opt<S: serde::Serializer>(at: &Option<Instant>, s: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => s.collect_str(at),
-        None => s.serialize_none(),
-    }
 }
 
 fn actions<S: serde::Serializer>(actions: &[Action], s: S) -> Result<S::Ok, S::Error> {

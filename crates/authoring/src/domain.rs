@@ -683,7 +683,8 @@ pub struct Event {
     pub what: String,
 }
 
-fn serialize_instant_opt<S: serde::Serializer>(
+/// An optional instant as RFC 3339 text, or `null`.
+pub(crate) fn serialize_instant_opt<S: serde::Serializer>(
     at: &Option<Instant>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
