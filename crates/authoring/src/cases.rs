@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use policy::model::{ChangeKind, Moment, Relief};
@@ -809,7 +808,7 @@ fn run_file(
             updated,
         });
     }
-    if changed && let Err(e) = write_atomically(path, &rewritten.join("\n")) {
+    if changed && let Err(e) = crate::fmt::write_atomically(path, &rewritten.join("\n")) {
         problems.push(Problem::new(
             &shown,
             format!("cannot write the updated cases: {e}"),
@@ -825,19 +824,6 @@ fn suggest(key: &str) -> Option<&'static str> {
         .filter(|(d, k)| *d <= 2.max(k.len() / 3))
         .min()
         .map(|(_, k)| k)
-}
-
-/// Writes beside the file, then renames over it: a crash leaves the old file or the new.
-fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    // Keep the file's own mode, not the temporary file's owner-only one.
-    tmp.as_file()
-        .set_permissions(std::fs::metadata(path)?.permissions())?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 impl Report {

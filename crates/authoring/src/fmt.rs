@@ -239,7 +239,7 @@ pub fn diff(path: &Path, old: &str, new: &str) -> String {
 
 /// Replaces `path` with `text` so that no reader ever sees half of it: a temporary file
 /// beside the target (through links, the linked file), synced, then renamed over it.
-fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
+pub(crate) fn write_atomically(path: &Path, text: &str) -> Result<(), Error> {
     use std::io::Write as _;
     let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let io = |action| {
