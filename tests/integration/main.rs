@@ -13,6 +13,7 @@ mod diagnostics;
 mod differential;
 mod fmt;
 mod handle;
+mod image;
 mod law;
 mod layer;
 mod loading;

@@ -87,8 +87,29 @@ impl FromStr for Action {
 }
 
 /// A set of actions.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+///
+/// With serde, its bits; a set with bits of no action is refused.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug, Serialize, serde::Deserialize)]
+#[serde(into = "u8", try_from = "u8")]
 pub struct ActionSet(u8);
+
+impl From<ActionSet> for u8 {
+    fn from(s: ActionSet) -> u8 {
+        s.0
+    }
+}
+
+impl TryFrom<u8> for ActionSet {
+    type Error = String;
+
+    fn try_from(bits: u8) -> Result<ActionSet, String> {
+        if u32::from(bits) >> Action::ALL.len() == 0 {
+            Ok(ActionSet(bits))
+        } else {
+            Err(format!("action set {bits:#b} has bits of no action"))
+        }
+    }
+}
 
 impl ActionSet {
     /// Adds an action.

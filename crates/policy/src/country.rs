@@ -29,8 +29,32 @@ const _: () = assert!(COUNT < NONE as usize && COUNT <= SET_BITS);
 const _: () = assert!(well_formed(&SORTED));
 
 /// A country or territory of ISO 3166-1, parsed from an alpha-2 or alpha-3 code.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// With serde, a country is its position in the ISO list (the compact form of compiled
+/// images), checked when read.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "u8", try_from = "u8")]
 pub struct Country(u8);
+
+impl From<Country> for u8 {
+    fn from(c: Country) -> u8 {
+        c.0
+    }
+}
+
+impl TryFrom<u8> for Country {
+    type Error = String;
+
+    fn try_from(i: u8) -> Result<Country, String> {
+        if usize::from(i) < COUNT {
+            Ok(Country(i))
+        } else {
+            Err(format!("country {i} is not in the ISO list of {COUNT}"))
+        }
+    }
+}
 
 impl Country {
     /// Parses an ISO 3166-1 alpha-2 (`US`) or alpha-3 (`USA`) code, ignoring case.
@@ -333,8 +357,33 @@ fn country_names() -> Vec<(String, Country)> {
 }
 
 /// A set of countries, as a bit set over the ISO 3166-1 list (membership is one AND).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+///
+/// With serde, its words; a set naming a country outside the ISO list is refused.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, Default, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "[u64; SET_BITS / 64]", try_from = "[u64; SET_BITS / 64]")]
 pub struct CountrySet([u64; SET_BITS / 64]);
+
+impl From<CountrySet> for [u64; SET_BITS / 64] {
+    fn from(s: CountrySet) -> Self {
+        s.0
+    }
+}
+
+impl TryFrom<[u64; SET_BITS / 64]> for CountrySet {
+    type Error = String;
+
+    fn try_from(words: [u64; SET_BITS / 64]) -> Result<CountrySet, String> {
+        let beyond = (COUNT..SET_BITS).find(|&i| words[i / 64] & 1 << (i % 64) != 0);
+        match beyond {
+            None => Ok(CountrySet(words)),
+            Some(i) => Err(format!(
+                "country set names country {i}, not in the ISO list of {COUNT}"
+            )),
+        }
+    }
+}
 
 impl CountrySet {
     /// Adds a country.

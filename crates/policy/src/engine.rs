@@ -20,9 +20,12 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 mod ids;
+mod image;
+
+pub use image::{ImageError, image_build};
 
 use crate::action::Action;
 use crate::country::{Country, CountrySet};
@@ -45,7 +48,7 @@ const NONE: u32 = u32::MAX;
 
 /// A time line: its segments' starts, `Index::starts[start..start + len]` (the first is
 /// [`Instant::MIN`]), and judgements, `Index::judged[start..start + len]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Line {
     start: u32,
     len: u32,
@@ -54,7 +57,7 @@ struct Line {
 /// A jurisdiction test: a region and the groups of signals that must each be in it,
 /// with what a decision reads of them at hand (the region's countries, the groups in
 /// `Index::groups`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Test {
     region: RegionIdx,
     set: CountrySet,
@@ -63,7 +66,7 @@ struct Test {
 }
 
 /// What the default path reads of an entry, in one place.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Lane {
     /// The entry's distinct jurisdiction tests (in `Index::tests`), the first
     /// `tests_len`; bit `i` of a mask stands for `tests[i]`.
@@ -74,7 +77,7 @@ struct Lane {
     lines: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Entry {
     /// Prohibitions covering the app, whatever the action.
     covering: Vec<ProhibitionIdx>,
@@ -100,7 +103,7 @@ struct Entry {
 }
 
 /// What the default path needs of a judgement.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Brief {
     deny: bool,
     /// The prohibition whose jurisdiction test the decision reports (see [`brief`]), or
@@ -110,7 +113,7 @@ struct Brief {
     test: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
     /// Every identifier and publisher account; app ids match whatever their letter case.
     ids: IdTable,

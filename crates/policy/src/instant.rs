@@ -8,7 +8,13 @@ use chrono_tz::Tz;
 /// An instant in UTC, as nanoseconds since the Unix epoch (years 1678 to 2261).
 ///
 /// Comparisons are one integer compare, which keeps time-line searches cheap.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+///
+/// With serde, an instant is its nanoseconds (the compact form of compiled images);
+/// decision records write RFC 3339.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Instant(i64);
 
 impl Instant {

@@ -145,7 +145,7 @@ impl Posture {
 }
 
 /// Why an allowed request is allowed, from least to most final.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllowReason {
     /// No known prohibition covers the app.
@@ -194,7 +194,7 @@ impl AllowReason {
 }
 
 /// The answer for a set of prohibitions at one instant.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub(crate) enum Outcome {
     /// In force: these prohibitions; and the non-enforcement orders set aside.
     Deny {
@@ -660,7 +660,7 @@ pub(crate) fn issue_instants(model: &Model, coverage: &Coverage<'_>) -> Vec<Inst
 }
 
 /// Where the two readings of windows disagree: `[from, until)`, either end open.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub struct Uncertain {
     /// `None`: from the beginning of time.
     pub from: Option<Instant>,
@@ -670,7 +670,7 @@ pub struct Uncertain {
 
 /// An outcome over time: a segment starting at an instant, with its outcome under the
 /// posture and whether the other reading of windows disagrees there.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub(crate) struct Judgement {
     pub outcome: Outcome,
     pub uncertain: Option<Uncertain>,

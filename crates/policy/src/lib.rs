@@ -76,7 +76,10 @@ mod wire;
 pub use action::{Action, ActionSet, UnknownAction};
 pub use country::{Country, CountrySet, UnknownCountry};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Related, Severity, Source};
-pub use engine::{Decision, DecisionParts, Jurisdiction, Matched, MatchedBy, Policy, Verdict};
+pub use engine::{
+    Decision, DecisionParts, ImageError, Jurisdiction, Matched, MatchedBy, Policy, Verdict,
+    image_build,
+};
 pub use instant::{Instant, format_eastern, format_utc};
 pub use law::{AllowReason, Boundaries, NonEnforcement, Posture, Uncertain};
 pub use raw::{ParsedFile, parse_file};

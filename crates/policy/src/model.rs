@@ -1,7 +1,7 @@
 //! Stage two's output: the validated model. Every reference here is resolved and
 //! every instant is absolute; nothing in it can be malformed.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::action::ActionSet;
 use crate::country::{Country, CountrySet};
@@ -23,7 +23,7 @@ pub type ChangeIdx = u32;
 
 /// An instant as a policy file gives it: exact, or a window between the earliest and
 /// the latest reading of an instrument whose words leave the instant open.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Moment {
     pub earliest: Instant,
     /// Equal to `earliest` for an exact instant.
@@ -49,7 +49,7 @@ impl Moment {
 }
 
 /// What sort of legal instrument.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstrumentKind {
     ExecutiveOrder,
@@ -111,7 +111,7 @@ impl InstrumentKind {
 }
 
 /// A legal instrument: an order, identification, statute, court order, ...
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Instrument {
     pub id: String,
     pub kind: InstrumentKind,
@@ -129,7 +129,7 @@ pub struct Instrument {
 }
 
 /// A named set of countries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Region {
     pub id: String,
     pub name: String,
@@ -139,7 +139,7 @@ pub struct Region {
 }
 
 /// An owner of apps.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entity {
     pub id: String,
     pub name: String,
@@ -150,7 +150,7 @@ pub struct Entity {
 }
 
 /// A developer account in a store.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct PublisherAccount {
     pub store: Store,
     /// Normal form (Apple team ids upper case).
@@ -158,7 +158,7 @@ pub struct PublisherAccount {
 }
 
 /// A covered app.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct App {
     pub id: String,
     pub name: String,
@@ -174,7 +174,7 @@ pub struct App {
 }
 
 /// A prohibition made by an instrument.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Prohibition {
     pub id: String,
     /// The item number in the instrument, when it numbers them.
@@ -201,7 +201,7 @@ pub struct Prohibition {
 }
 
 /// Which kind of relief a window of no force is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Relief {
     /// A court order: enforcement is barred by law.
     Injunction,
@@ -210,7 +210,7 @@ pub enum Relief {
 }
 
 /// What a later instrument does to prohibitions.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeKind {
     /// Moves the effective instant; the latest issued delay wins.
     Delay { effective: Moment },
@@ -227,7 +227,7 @@ pub enum ChangeKind {
 }
 
 /// A change made by an instrument to prohibitions.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Change {
     pub instrument: InstrumentIdx,
     pub kind: ChangeKind,

@@ -29,7 +29,9 @@ impl Platform {
 }
 
 /// An app store that publishes apps from developer accounts.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Store {
     /// The App Store: accounts are Apple team ids.
@@ -201,8 +203,31 @@ impl fmt::Display for Signal {
 }
 
 /// A set of signals: one group of a jurisdiction test.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]
+///
+/// With serde, its bits; a set with bits of no signal is refused.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, serde::Deserialize,
+)]
+#[serde(into = "u8", try_from = "u8")]
 pub struct SignalSet(u8);
+
+impl From<SignalSet> for u8 {
+    fn from(s: SignalSet) -> u8 {
+        s.0
+    }
+}
+
+impl TryFrom<u8> for SignalSet {
+    type Error = String;
+
+    fn try_from(bits: u8) -> Result<SignalSet, String> {
+        if bits & !SignalSet::ALL.0 == 0 {
+            Ok(SignalSet(bits))
+        } else {
+            Err(format!("signal set {bits:#b} has bits of no signal"))
+        }
+    }
+}
 
 impl SignalSet {
     /// Every signal.

@@ -20,7 +20,7 @@ use crate::raw::{
 use crate::request::{Signal, SignalSet, Store, check_app_id};
 
 /// The validated model, before indexing.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Model {
     pub instruments: Vec<Instrument>,
     pub regions: Vec<Region>,

@@ -594,6 +594,173 @@ fn hash(kind: Kind, bytes: &[u8]) -> u64 {
     fold(fold(s0, s1), K)
 }
 
+/// In a compiled image (see [`crate::Policy::to_image`]) the table is its buckets as they
+/// are, each without its unused bytes: the byte giving how many bytes its entries use,
+/// the bucket's head (overflow, count, tags, offsets), then those bytes. Reading it back
+/// copies bytes; nothing is hashed again.
+impl serde::Serialize for IdTable {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(self.used + self.buckets.len() * (FIRST + 1));
+        for bucket in &self.buckets {
+            let used = usize::from(bucket.0[END]);
+            bytes.push(bucket.0[END]);
+            bytes.extend_from_slice(&bucket.0[..FIRST + used.min(END - FIRST)]);
+        }
+        serde::Serialize::serialize(
+            &(self.buckets.len() as u64, Bytes(&bytes), Bytes(&self.long)),
+            serializer,
+        )
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IdTable {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<IdTable, D::Error> {
+        use serde::de::Error as _;
+        let (count, packed, long): (u64, ByteBuf<'de>, ByteBuf<'de>) =
+            serde::Deserialize::deserialize(deserializer)?;
+        let count = usize::try_from(count).map_err(D::Error::custom)?;
+        // Each bucket takes at least its head: a count beyond that is a damaged image, not
+        // a reason to allocate.
+        if count == 0 || count > packed.0.len() / (FIRST + 1) {
+            return Err(D::Error::custom(format!(
+                "identifier table of {count} buckets in {} bytes",
+                packed.0.len()
+            )));
+        }
+        let mut buckets = vec![Bucket([0; BUCKET]); count];
+        let mut rest: &[u8] = &packed.0;
+        let mut used_total = 0;
+        for (b, bucket) in buckets.iter_mut().enumerate() {
+            let Some((&used, after)) = rest.split_first() else {
+                return Err(D::Error::custom(format!(
+                    "identifier table ends at bucket {b}"
+                )));
+            };
+            let used = usize::from(used);
+            if FIRST + used > END || after.len() < FIRST + used {
+                return Err(D::Error::custom(format!(
+                    "identifier table bucket {b}: {used} bytes of entries do not fit"
+                )));
+            }
+            bucket.0[..FIRST + used].copy_from_slice(&after[..FIRST + used]);
+            bucket.0[END] = used as u8;
+            used_total += used;
+            rest = &after[FIRST + used..];
+        }
+        if !rest.is_empty() {
+            return Err(D::Error::custom(format!(
+                "identifier table: {} bytes after the last bucket",
+                rest.len()
+            )));
+        }
+        Ok(IdTable {
+            buckets,
+            long: long.0.into_owned(),
+            used: used_total,
+        })
+    }
+}
+
+/// Bytes written as one byte string (serde writes a `Vec<u8>` element by element).
+struct Bytes<'a>(&'a [u8]);
+
+impl serde::Serialize for Bytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.0)
+    }
+}
+
+/// A byte string read back: borrowed from the image where the format allows.
+struct ByteBuf<'de>(std::borrow::Cow<'de, [u8]>);
+
+impl<'de> serde::Deserialize<'de> for ByteBuf<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<ByteBuf<'de>, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ByteBuf<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                v: &'de [u8],
+            ) -> Result<ByteBuf<'de>, E> {
+                Ok(ByteBuf(std::borrow::Cow::Borrowed(v)))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<ByteBuf<'de>, E> {
+                Ok(ByteBuf(std::borrow::Cow::Owned(v.to_vec())))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<ByteBuf<'de>, E> {
+                Ok(ByteBuf(std::borrow::Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor)
+    }
+}
+
+impl IdTable {
+    /// Checks a table read from an image: every bucket's entries within it (or within the
+    /// side arena), of a known kind and key length, each leading where `leads` allows;
+    /// so that no lookup reads out of bounds. Says what is wrong where.
+    pub(crate) fn check(&self, leads: &dyn Fn(Target) -> Result<(), String>) -> Result<(), String> {
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            let bucket = &bucket.0;
+            let count = usize::from(bucket[COUNT]);
+            let end = FIRST + usize::from(bucket[END]);
+            if count > ENTRIES || end > END {
+                return Err(format!("bucket {b}: {count} entries, {end} bytes"));
+            }
+            for i in 0..count {
+                let at = usize::from(bucket[OFFSETS + i]);
+                let wrong = |what: &str| Err(format!("bucket {b}, entry {i}: {what}"));
+                if at < FIRST || at + HEADER > end {
+                    return wrong("its head is outside the bucket's entries");
+                }
+                let entry = &bucket[at..end];
+                let (flags, n) = (
+                    entry[1],
+                    usize::from(u16::from_le_bytes([entry[2], entry[3]])),
+                );
+                if entry[0] == DEAD {
+                    continue;
+                }
+                let Some(kind) = kind_of(entry[0]) else {
+                    return wrong("of no kind");
+                };
+                if flags & !(SPELLED | LONG) != 0 || (flags & SPELLED != 0 && !kind.folds_case()) {
+                    return wrong("unknown flags");
+                }
+                if kind.is_digest() && n != 32 {
+                    return wrong("a digest of other than 32 bytes");
+                }
+                let stored = n + if flags & SPELLED != 0 {
+                    n.div_ceil(8)
+                } else {
+                    0
+                };
+                let fits = if flags & LONG != 0 {
+                    HEADER + 4 <= entry.len()
+                        && (u32_at(entry, HEADER) as usize)
+                            .checked_add(stored)
+                            .is_some_and(|e| e <= self.long.len())
+                } else {
+                    HEADER + stored <= entry.len()
+                };
+                if !fits {
+                    return wrong("its key does not fit");
+                }
+                let found = Target {
+                    target: u32_at(entry, 4),
+                    coverage: u32_at(entry, 8),
+                    owner: u32_at(entry, 12),
+                };
+                leads(found).or_else(|why| wrong(&why))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

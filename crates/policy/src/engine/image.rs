@@ -1,0 +1,429 @@
+//! The compiled form of a policy: its model and index as bytes, so that a policy of a
+//! large catalogue loads without parsing, validating and compiling its TOML again.
+//!
+//! An image is `GKIMAGE\n`, then (postcard) the build that wrote it (see [`image_build`]),
+//! then the model and the index. Its layout is that of this crate's types, so an image
+//! names its build and one of another build is refused before anything else is read.
+//! What is read is checked as the compiler would have made it, as far as a decision
+//! depends on it: every index within its table, every range within its array, the
+//! identifier table's buckets well formed, chains of owners and of instruments made
+//! under others without cycles. A damaged image is an error, never a panic or a hang;
+//! an image whose contents are well formed but false is as trustworthy as its signer,
+//! like the TOML it was compiled from.
+
+use serde::{Deserialize, Serialize};
+
+use super::{ENTITY, Index, Lane, NONE, Policy};
+use crate::law::{Outcome, Posture};
+use crate::model::*;
+use crate::validate::Model;
+
+const MAGIC: &[u8; 8] = b"GKIMAGE\n";
+
+/// The build of the engine images are written for: this crate's version and a
+/// fingerprint of its source. An image is read only by the build that wrote it.
+pub fn image_build() -> &'static str {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        "+",
+        env!("POLICY_IMAGE_FINGERPRINT")
+    )
+}
+
+/// Why an image was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    #[error("not a compiled policy image (it does not start with `GKIMAGE`)")]
+    NotAnImage,
+    #[error(
+        "the image was written by engine build {found}; this is build {expected}, which reads only its own images: compile the policy files instead"
+    )]
+    Build { found: String, expected: String },
+    #[error("damaged image: {0}")]
+    Malformed(String),
+    #[error("inconsistent image: {0}")]
+    Inconsistent(String),
+}
+
+#[derive(Serialize)]
+struct Written<'a> {
+    model: &'a Model,
+    index: &'a Index,
+}
+
+#[derive(Deserialize)]
+struct Read {
+    model: Model,
+    index: Index,
+}
+
+impl Policy {
+    /// The compiled policy as bytes, for [`Policy::from_image`] of the same build:
+    /// what a bundle carries beside the TOML, so that loading it needs no parse,
+    /// validation or compile. The same policy always gives the same bytes.
+    pub fn to_image(&self) -> Vec<u8> {
+        let out = MAGIC.to_vec();
+        let written = postcard::to_extend(image_build(), out).and_then(|out| {
+            postcard::to_extend(
+                &Written {
+                    model: &self.model,
+                    index: &self.index,
+                },
+                out,
+            )
+        });
+        // Serializing plain data into a vector has no way to fail.
+        written.unwrap_or_default()
+    }
+
+    /// A policy from [`Policy::to_image`]'s bytes, written by this build of the engine
+    /// (see [`image_build`]). Everything a decision reads is checked first: a damaged
+    /// image is an error.
+    pub fn from_image(bytes: &[u8]) -> Result<Policy, ImageError> {
+        let rest = bytes.strip_prefix(MAGIC).ok_or(ImageError::NotAnImage)?;
+        let (build, rest): (&str, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| ImageError::Malformed(e.to_string()))?;
+        if build != image_build() {
+            return Err(ImageError::Build {
+                found: build.chars().take(80).collect(),
+                expected: image_build().to_owned(),
+            });
+        }
+        let (read, rest): (Read, &[u8]) =
+            postcard::take_from_bytes(rest).map_err(|e| ImageError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(ImageError::Malformed(format!(
+                "{} bytes after the index",
+                rest.len()
+            )));
+        }
+        check_model(&read.model).map_err(ImageError::Inconsistent)?;
+        check_index(&read.model, &read.index).map_err(ImageError::Inconsistent)?;
+        Ok(Policy {
+            model: read.model,
+            index: read.index,
+        })
+    }
+}
+
+/// Fails with `what` unless `i < len`.
+fn within(i: u32, len: usize, what: impl FnOnce() -> String) -> Result<(), String> {
+    if (i as usize) < len {
+        Ok(())
+    } else {
+        Err(format!("{} is {i}, of {len}", what()))
+    }
+}
+
+fn all_within(items: &[u32], len: usize, what: &dyn Fn() -> String) -> Result<(), String> {
+    items.iter().try_for_each(|&i| within(i, len, what))
+}
+
+/// Every reference of the model within its table; no cycle among owners or among the
+/// instruments made under others.
+fn check_model(m: &Model) -> Result<(), String> {
+    let (ni, ne, na, np, nr) = (
+        m.instruments.len(),
+        m.entities.len(),
+        m.apps.len(),
+        m.prohibitions.len(),
+        m.regions.len(),
+    );
+    for (i, x) in m.instruments.iter().enumerate() {
+        all_within(&x.pursuant_to, ni, &|| {
+            format!("instrument {i}: an instrument it is made under")
+        })?;
+    }
+    for (i, x) in m.entities.iter().enumerate() {
+        if let Some(p) = x.parent {
+            within(p, ne, || format!("entity {i}: its parent"))?;
+        }
+    }
+    for (i, x) in m.apps.iter().enumerate() {
+        within(x.owner, ne, || format!("app {i}: its owner"))?;
+    }
+    for (i, x) in m.prohibitions.iter().enumerate() {
+        within(x.instrument, ni, || {
+            format!("prohibition {i}: its instrument")
+        })?;
+        within(x.region, nr, || format!("prohibition {i}: its region"))?;
+        all_within(&x.apps, na, &|| format!("prohibition {i}: an app"))?;
+        all_within(&x.covered, na, &|| {
+            format!("prohibition {i}: a covered app")
+        })?;
+        all_within(&x.owners, ne, &|| format!("prohibition {i}: an owner"))?;
+    }
+    for (i, x) in m.changes.iter().enumerate() {
+        within(x.instrument, ni, || format!("change {i}: its instrument"))?;
+        all_within(&x.targets, np, &|| format!("change {i}: a prohibition"))?;
+        if let ChangeKind::Exemption { apps, .. } = &x.kind {
+            all_within(apps, na, &|| format!("change {i}: an exempted app"))?;
+        }
+    }
+    // Owners: a parent chain longer than the entities has a cycle.
+    for (i, mut x) in m.entities.iter().enumerate() {
+        let mut steps = 0;
+        while let Some(p) = x.parent {
+            steps += 1;
+            if steps > ne {
+                return Err(format!("entity {i}: its parents form a cycle"));
+            }
+            x = &m.entities[p as usize];
+        }
+    }
+    // Instruments made under others: depth-first, 0 unseen, 1 on the path, 2 done.
+    let mut state = vec![0u8; ni];
+    for root in 0..ni {
+        if state[root] != 0 {
+            continue;
+        }
+        let mut stack = vec![(root, 0usize)];
+        state[root] = 1;
+        while let Some((i, next)) = stack.pop() {
+            match m.instruments[i].pursuant_to.get(next) {
+                None => state[i] = 2,
+                Some(&j) => {
+                    stack.push((i, next + 1));
+                    match state[j as usize] {
+                        0 => {
+                            state[j as usize] = 1;
+                            stack.push((j as usize, 0));
+                        }
+                        1 => return Err(format!("instrument {i}: made under itself, in a cycle")),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The lines a lane or an entry's hindsight reaches: `count` from `first`.
+fn lines_within(first: u32, count: usize, len: usize, what: &str) -> Result<(), String> {
+    if first == NONE
+        || (first as usize)
+            .checked_add(count)
+            .is_some_and(|end| end <= len)
+    {
+        Ok(())
+    } else {
+        Err(format!("{what}: {count} time lines from {first}, of {len}"))
+    }
+}
+
+/// Everything a decision reads of the index within its table, given the model.
+fn check_index(m: &Model, x: &Index) -> Result<(), String> {
+    let (ni, ne, na, np, nr, nc) = (
+        m.instruments.len(),
+        m.entities.len(),
+        m.apps.len(),
+        m.prohibitions.len(),
+        m.regions.len(),
+        m.changes.len(),
+    );
+    let (nt, nl, nj) = (x.tests.len(), x.lines.len(), x.judgements.len());
+    let ncov = x.coverages.len();
+    x.ids
+        .check(&|t| {
+            if t.target & ENTITY != 0 {
+                within(t.target & !ENTITY, ne, || "an account's entity".to_owned())?;
+            } else {
+                within(t.target, na, || "its app".to_owned())?;
+            }
+            within(t.coverage, ncov, || "its coverage".to_owned())?;
+            within(t.owner, ne, || "its owner".to_owned())
+        })
+        .map_err(|e| format!("identifier table: {e}"))?;
+    for (i, c) in x.coverages.iter().enumerate() {
+        all_within(c, x.entries.len(), &|| format!("coverage {i}: an entry"))?;
+    }
+    if x.lanes.len() != x.entries.len() {
+        return Err(format!(
+            "{} lanes for {} entries",
+            x.lanes.len(),
+            x.entries.len()
+        ));
+    }
+    let postures = Posture::ALL.len();
+    for (i, (e, lane)) in x.entries.iter().zip(&x.lanes).enumerate() {
+        let what = || format!("entry {i}");
+        all_within(&e.covering, np, &|| {
+            format!("{}: a covering prohibition", what())
+        })?;
+        all_within(&e.with_action, np, &|| format!("{}: a prohibition", what()))?;
+        all_within(&e.tests, nt, &|| format!("{}: a test", what()))?;
+        if let Some(a) = e.app {
+            within(a, na, || format!("{}: its app", what()))?;
+        }
+        if e.test_of.len() != e.with_action.len()
+            || e.test_of.iter().any(|&t| usize::from(t) >= e.tests.len())
+        {
+            return Err(format!("{}: tests of its prohibitions", what()));
+        }
+        let Lane {
+            tests,
+            tests_len,
+            lines,
+        } = lane;
+        let n = usize::from(*tests_len);
+        if n > tests.len() || (*lines != NONE && tests[..n] != e.tests[..]) {
+            return Err(format!("{}: its lane's tests", what()));
+        }
+        lines_within(*lines, postures << n, nl, &what())?;
+        let epochs = e.epochs.len() + 1;
+        lines_within(e.hindsight, (epochs * postures) << n, nl, &what())?;
+        if (e.hindsight == NONE) != (*lines == NONE) {
+            return Err(format!("{}: time lines for some judgements only", what()));
+        }
+    }
+    for (i, t) in x.tests.iter().enumerate() {
+        within(t.region, nr, || format!("test {i}: its region"))?;
+        if t.groups.0 > t.groups.1 || t.groups.1 as usize > x.groups.len() {
+            return Err(format!("test {i}: its groups"));
+        }
+    }
+    if x.prohibition_tests.len() != np {
+        return Err(format!(
+            "tests of {} prohibitions, of {np}",
+            x.prohibition_tests.len()
+        ));
+    }
+    all_within(&x.prohibition_tests, nt, &|| {
+        "a prohibition's test".to_owned()
+    })?;
+    for (i, l) in x.lines.iter().enumerate() {
+        let end = (l.start as usize).checked_add(l.len as usize);
+        if l.len == 0 || end.is_none_or(|end| end > x.starts.len()) {
+            return Err(format!("time line {i}: segments outside the array"));
+        }
+    }
+    if x.judged.len() != x.starts.len() {
+        return Err("segments' starts and judgements differ in number".to_owned());
+    }
+    all_within(&x.judged, nj, &|| "a segment's judgement".to_owned())?;
+    for (i, j) in x.judgements.iter().enumerate() {
+        let what = || format!("judgement {i}");
+        match &j.outcome {
+            Outcome::Deny {
+                prohibitions,
+                set_aside,
+            } => {
+                all_within(prohibitions, np, &|| format!("{}: a prohibition", what()))?;
+                all_within(set_aside, ni, &|| format!("{}: an order set aside", what()))?;
+            }
+            Outcome::Allow { by, judged, .. } => {
+                if let Some(b) = by {
+                    within(*b, ni, || format!("{}: its instrument", what()))?;
+                }
+                if let Some(p) = judged {
+                    within(*p, np, || format!("{}: its prohibition", what()))?;
+                }
+            }
+        }
+    }
+    if x.briefs.len() != nj {
+        return Err(format!("{} briefs for {nj} judgements", x.briefs.len()));
+    }
+    for (i, b) in x.briefs.iter().enumerate() {
+        if b.reports != NONE {
+            within(b.reports, np, || format!("brief {i}: its prohibition"))?;
+            within(b.test, nt, || format!("brief {i}: its test"))?;
+        }
+    }
+    if x.changes_of.len() != np {
+        return Err(format!(
+            "changes of {} prohibitions, of {np}",
+            x.changes_of.len()
+        ));
+    }
+    for (i, c) in x.changes_of.iter().enumerate() {
+        all_within(c, nc, &|| format!("prohibition {i}: a change"))?;
+    }
+    // What an entry's time lines report is one of the entry's prohibitions.
+    for (i, (e, lane)) in x.entries.iter().zip(&x.lanes).enumerate() {
+        if lane.lines == NONE {
+            continue;
+        }
+        let n = usize::from(lane.tests_len);
+        let epochs = e.epochs.len() + 1;
+        let ranges = [
+            (lane.lines as usize, postures << n),
+            (e.hindsight as usize, (epochs * postures) << n),
+        ];
+        for (first, count) in ranges {
+            for line in &x.lines[first..first + count] {
+                let (start, len) = (line.start as usize, line.len as usize);
+                for &j in &x.judged[start..start + len] {
+                    let reports = x.briefs[j as usize].reports;
+                    if reports != NONE && !e.with_action.contains(&reports) {
+                        return Err(format!(
+                            "entry {i}: a time line reports prohibition {reports}, not the entry's"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use crate::diagnostic::Source;
+
+    fn policy() -> Policy {
+        let text = "[instrument]\nid = \"o\"\nkind = \"statute\"\ntitle = \"O\"\nauthority = \"A\"\ncitation = \"1 XR 1\"\nsource = \"https://example.org/o\"\nissued = 2021-01-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"e\"\nname = \"E\"\n\n[[entity]]\nid = \"f\"\nname = \"F\"\nparent = \"e\"\n\n[[app]]\nid = \"a\"\nname = \"A\"\nowner = \"f\"\nandroid = [\"app.a\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"a\"]\nactions = [\"download\"]\nregion = \"US\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n";
+        Policy::from_sources([Source::new("o.toml", text)]).unwrap()
+    }
+
+    fn refused(policy: &Policy) -> String {
+        match Policy::from_image(&policy.to_image()) {
+            Err(ImageError::Inconsistent(why)) => why,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_policy_reads_back_from_its_image() {
+        let p = policy();
+        let read = Policy::from_image(&p.to_image()).unwrap();
+        assert_eq!(read.to_image(), p.to_image());
+    }
+
+    #[test]
+    fn cycles_of_owners_or_instruments_are_refused() {
+        let mut p = policy();
+        p.model.entities[0].parent = Some(1);
+        assert_eq!(refused(&p), "entity 0: its parents form a cycle");
+        let mut p = policy();
+        p.model.instruments[0].pursuant_to = vec![0];
+        assert_eq!(refused(&p), "instrument 0: made under itself, in a cycle");
+    }
+
+    #[test]
+    fn references_outside_their_tables_are_refused() {
+        let mut p = policy();
+        p.model.apps[0].owner = 2;
+        assert_eq!(refused(&p), "app 0: its owner is 2, of 2");
+        let mut p = policy();
+        p.index.judged[0] = 99;
+        let n = p.index.judgements.len();
+        assert_eq!(refused(&p), format!("a segment's judgement is 99, of {n}"));
+        let mut p = policy();
+        let line = p.index.lines.len() as u32;
+        p.index.lanes[0].lines = line;
+        let why = refused(&p);
+        assert!(
+            why.starts_with("entry 0: ")
+                && why.ends_with(&format!("time lines from {line}, of {line}")),
+            "{why}"
+        );
+        let mut p = policy();
+        p.index.prohibition_tests.clear();
+        assert_eq!(refused(&p), "tests of 0 prohibitions, of 1");
+    }
+}
