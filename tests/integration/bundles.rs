@@ -389,13 +389,13 @@ fn bundle_files_are_verified_and_expire() {
         Err(ReloadError::Bundle(BundleError::Expired { .. }))
     ));
     assert!(gk.active().is_none(), "an expired bundle is withdrawn");
-    // One changed byte in a file's text.
+    // One changed byte in a file's text (in place: the bundle is binary, with the image).
     clock.set(at("2026-11-28T00:00:00Z"));
-    let text =
-        std::fs::read_to_string(&path)
-            .unwrap()
-            .replacen("ByteDance Ltd.", "ByteDance Ltd!", 1);
-    std::fs::write(&path, text).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let name = b"ByteDance Ltd.";
+    let at_name = bytes.windows(name.len()).position(|w| w == name).unwrap();
+    bytes[at_name + name.len() - 1] = b'!';
+    std::fs::write(&path, bytes).unwrap();
     assert!(matches!(
         gk.reload(),
         Err(ReloadError::Bundle(BundleError::Digest { .. }))

@@ -453,11 +453,12 @@ fn keygen_sign_and_verify_on_the_command_line() {
         .unwrap();
     assert_eq!(gk.active().unwrap().signed_by, ["alice", "bob"]);
 
-    // A bundle whose files no longer match their digests is never signed.
-    let text = std::fs::read_to_string(&bundle_path)
-        .unwrap()
-        .replacen("Tencent", "Tencent!", 1);
-    std::fs::write(&bundle_path, text).unwrap();
+    // A bundle whose files no longer match their digests is never signed. (The bundle is
+    // binary, with the compiled image: a byte is changed in place, so that it still parses.)
+    let mut bytes = std::fs::read(&bundle_path).unwrap();
+    let at = bytes.windows(7).position(|w| w == b"Tencent").unwrap();
+    bytes[at + 5] = b'm';
+    std::fs::write(&bundle_path, bytes).unwrap();
     let (code, _, err) = run(&["bundle", "sign", &bundle_path, "--key", &p("bob")]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("does not match its manifest digest"), "{err}");

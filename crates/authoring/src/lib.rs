@@ -49,15 +49,22 @@ pub enum LoadError {
 }
 
 /// Loads a version of a policy set: a folder (or file) of policy files, or a bundle (a
-/// `.json` file made by `gatekeeper bundle build`, whose files are checked against its
-/// manifest; signatures are not checked: a diff reads content, it does not trust it).
+/// file made by `gatekeeper bundle build`: JSON, or binary with its compiled image, whatever
+/// its name; its files are checked against its manifest; signatures are not checked: a
+/// diff reads content, it does not trust it).
 pub fn load(path: &Path) -> Result<gatekeeper::LoadedPolicy, LoadError> {
     let display = path.display().to_string();
-    if path.is_file() && path.extension().is_some_and(|e| e == "json") {
+    let bundle_bytes = if path.is_file() && !path.extension().is_some_and(|e| e == "toml") {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: display.clone(),
             source,
         })?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        (json || gatekeeper::Bundle::is_binary(&bytes)).then_some(bytes)
+    } else {
+        None
+    };
+    if let Some(bytes) = bundle_bytes {
         let bundle = gatekeeper::Bundle::parse(&bytes)
             .and_then(|b| b.verify_digests().map(|()| b))
             .map_err(|source| LoadError::Bundle {

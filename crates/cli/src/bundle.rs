@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use gatekeeper::Clock as _;
 use gatekeeper::keys::{SignerKey, VerifierKey};
-use gatekeeper::{Bundle, TrustedKeys};
+use gatekeeper::{Bundle, ImageUse, TrustedKeys};
 
 use crate::Policies;
 
@@ -33,8 +33,9 @@ Exit status:
 
 const VERIFY_EXIT: &str = "\
 Exit status:
-  0  the bundle's signatures and digests verify
-  1  they do not
+  0  the bundle's signatures and digests verify and its policy loads (with --recompile: and
+     its compiled image is the one this build makes from its policy files)
+  1  they do not, or it does not
   2  a usage error, or a bundle or key that cannot be read";
 
 #[derive(Subcommand, Debug)]
@@ -63,8 +64,8 @@ pub(crate) enum BundleCommand {
         #[arg(long = "key", value_name = "FILE", required = true)]
         keys: Vec<PathBuf>,
     },
-    /// Check a bundle's digests and signatures against public keys, as a gatekeeper would
-    /// (expiry and rollback aside).
+    /// Check a bundle's digests and signatures against public keys and load its policy, as a
+    /// gatekeeper would (expiry and rollback aside); says whether the compiled image was used.
     #[command(after_help = VERIFY_EXIT)]
     Verify {
         /// The bundle file.
@@ -76,6 +77,10 @@ pub(crate) enum BundleCommand {
         /// How many distinct keys must have signed.
         #[arg(long, default_value_t = 1)]
         threshold: usize,
+        /// Also compile the policy files and check that the bundle's compiled image is byte
+        /// for byte the one this build makes from them.
+        #[arg(long)]
+        recompile: bool,
     },
 }
 
@@ -97,6 +102,10 @@ pub(crate) struct BuildArgs {
     /// Sign the bundle with this private key file (repeat for several signers).
     #[arg(long = "sign-with", value_name = "KEY")]
     sign_with: Vec<PathBuf>,
+    /// Leave out the compiled image of the policy: a JSON bundle of format 1, which older
+    /// gatekeepers read, and which every gatekeeper compiles from its policy files on loading.
+    #[arg(long = "no-image")]
+    no_image: bool,
 }
 
 /// Runs a `bundle` subcommand; the exit code.
@@ -114,7 +123,16 @@ pub(crate) fn run(
             bundle,
             trusted_keys,
             threshold,
-        } => verify(&bundle, &trusted_keys, threshold, stdout, stderr),
+            recompile,
+        } => verify(
+            &bundle,
+            &trusted_keys,
+            threshold,
+            recompile,
+            colour,
+            stdout,
+            stderr,
+        ),
     }
 }
 
@@ -130,6 +148,7 @@ fn build(
         revision,
         expires,
         sign_with,
+        no_image,
     } = args;
     let now = gatekeeper::SystemClock.now();
     let expires = expires
@@ -144,7 +163,12 @@ fn build(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let revision =
         revision.unwrap_or_else(|| u64::try_from(now.as_nanos() / 1_000_000_000).unwrap_or(0));
-    let mut bundle = match Bundle::build(&p.policies, revision, now, expires) {
+    let built = if *no_image {
+        Bundle::build(&p.policies, revision, now, expires)
+    } else {
+        Bundle::build_with_image(&p.policies, revision, now, expires)
+    };
+    let mut bundle = match built {
         Ok(b) => b,
         Err(gatekeeper::BundleError::Policy(d)) => {
             crate::write_diagnostics(&d, "no bundle was written", colour, stderr)?;
@@ -164,12 +188,21 @@ fn build(
         let names: Vec<&str> = signers.iter().map(SignerKey::name).collect();
         format!(", signed by {}", names.join(", "))
     };
+    let image = match &bundle.manifest.image {
+        Some(image) => format!(
+            ", compiled image of {} bytes (engine build {})",
+            image.size, image.build
+        ),
+        None => ", no compiled image".to_owned(),
+    };
     writeln!(
         stdout,
-        "wrote {}: revision {}, {} files{signed}, sha256 {}",
+        "wrote {}: format {}, revision {}, {} files{image}{signed}, {} bytes, sha256 {}",
         output.display(),
+        bundle.manifest.format,
         bundle.manifest.revision,
         bundle.manifest.files.len(),
+        bytes.len(),
         gatekeeper::sha256_hex(&bytes)
     )?;
     Ok(0)
@@ -234,6 +267,8 @@ fn verify(
     path: &Path,
     trusted: &[String],
     threshold: usize,
+    recompile: bool,
+    colour: bool,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<u8> {
@@ -246,32 +281,162 @@ fn verify(
     let checked = bundle
         .verify_signatures(&trusted)
         .and_then(|by| bundle.verify_digests().map(|()| by));
-    match checked {
-        Ok(by) => {
-            writeln!(
-                stdout,
-                "ok: revision {}, {} files, signed by {}",
-                bundle.manifest.revision,
-                bundle.manifest.files.len(),
-                by.join(", ")
-            )?;
-            Ok(0)
+    let by = match checked {
+        Ok(by) => by,
+        Err(e) => return refuse(path, &e, stderr),
+    };
+    let label = path.display().to_string();
+    let loaded = match bundle.load(&label) {
+        Ok(loaded) => loaded,
+        Err(gatekeeper::BundleError::Policy(d)) => {
+            crate::write_diagnostics(&d, "the bundle's policy does not load", colour, stderr)?;
+            return Ok(1);
         }
-        Err(e) => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            writeln!(
-                stderr,
-                "error: `{}` does not verify: {text}",
-                path.display()
-            )?;
-            Ok(1)
-        }
+        Err(e) => return refuse(path, &e, stderr),
+    };
+    let used = match (&loaded.image, &bundle.manifest.image) {
+        (ImageUse::Loaded, Some(image)) => format!(
+            "policy loaded from the compiled image (engine build {})",
+            image.build
+        ),
+        (ImageUse::Skipped(_), _) => "policy compiled from the policy files".to_owned(),
+        _ => "no compiled image: policy compiled from the policy files".to_owned(),
+    };
+    if let Some(warning) = loaded.image.warning() {
+        writeln!(stderr, "warning: {warning}")?;
     }
+    drop(loaded);
+    writeln!(
+        stdout,
+        "ok: revision {}, {} files, signed by {}; {used}",
+        bundle.manifest.revision,
+        bundle.manifest.files.len(),
+        by.join(", ")
+    )?;
+    if recompile {
+        return self::recompile(path, &bundle, colour, stdout, stderr);
+    }
+    Ok(0)
+}
+
+/// `verify --recompile`: compiles the bundle's policy files and compares the image this build
+/// makes from them with the bundle's, byte for byte.
+fn recompile(
+    path: &Path,
+    bundle: &Bundle,
+    colour: bool,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    let (Some(entry), Some(image)) = (&bundle.manifest.image, &bundle.image) else {
+        writeln!(
+            stderr,
+            "error: `{}` has no compiled image to compare (format {}); build it without --no-image",
+            path.display(),
+            bundle.manifest.format
+        )?;
+        return Ok(1);
+    };
+    let compiled = match bundle.load_files(&path.display().to_string()) {
+        Ok(loaded) => loaded,
+        Err(gatekeeper::BundleError::Policy(d)) => {
+            crate::write_diagnostics(
+                &d,
+                "the bundle's policy files do not compile",
+                colour,
+                stderr,
+            )?;
+            return Ok(1);
+        }
+        Err(e) => return refuse(path, &e, stderr),
+    };
+    let ours = compiled.policy.to_image();
+    let this_build = policy::image_build();
+    if entry.build != this_build {
+        // This build does not use the image, whatever its bytes.
+        let bytes = if ours == *image {
+            "its bytes are nonetheless the ones this build makes from the policy files"
+        } else {
+            "this build's image of the same policy files differs"
+        };
+        writeln!(
+            stderr,
+            "error: `{}`: the compiled image was made by engine build {}, and this is build {this_build}, which compiles the policy files instead ({bytes}); rebuild the bundle with this build",
+            path.display(),
+            entry.build
+        )?;
+        return Ok(1);
+    }
+    if ours == *image {
+        writeln!(
+            stdout,
+            "ok: the compiled image ({} bytes) is byte for byte the one this build ({this_build}) makes from the policy files",
+            image.len()
+        )?;
+        return Ok(0);
+    }
+    // Same build, different bytes: either compiling is not deterministic, or the image is
+    // not the one these files make.
+    let again = compiled.policy.to_image();
+    let recompiled = match bundle.load_files(&path.display().to_string()) {
+        Ok(loaded) => loaded.policy.to_image(),
+        Err(e) => return refuse(path, &e, stderr),
+    };
+    if again != ours || recompiled != ours {
+        let (a, b) = if again != ours {
+            (&ours, &again)
+        } else {
+            (&ours, &recompiled)
+        };
+        writeln!(
+            stderr,
+            "error: compiling is not deterministic in this build ({this_build}): two images of the same policy files differ, {}",
+            difference(a, b)
+        )?;
+        return Ok(1);
+    }
+    writeln!(
+        stderr,
+        "error: `{}`: the compiled image is not the one this build ({this_build}) makes from the bundle's policy files (compiling them again gives the same bytes each time): the bundle's image and this build's {}",
+        path.display(),
+        difference(image, &ours)
+    )?;
+    Ok(1)
+}
+
+/// Where two byte strings first differ, and their lengths, in words.
+fn difference(a: &[u8], b: &[u8]) -> String {
+    let at = a.iter().zip(b).position(|(x, y)| x != y);
+    match at {
+        Some(at) => format!(
+            "first differ at byte {at} (0x{:02x} and 0x{:02x}); {} and {} bytes long",
+            a.get(at).copied().unwrap_or_default(),
+            b.get(at).copied().unwrap_or_default(),
+            a.len(),
+            b.len()
+        ),
+        None => format!(
+            "agree over the shorter's length, and are {} and {} bytes long",
+            a.len(),
+            b.len()
+        ),
+    }
+}
+
+/// Says why a bundle does not verify; exit code 1.
+fn refuse(path: &Path, e: &gatekeeper::BundleError, stderr: &mut dyn Write) -> anyhow::Result<u8> {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    writeln!(
+        stderr,
+        "error: `{}` does not verify: {text}",
+        path.display()
+    )?;
+    Ok(1)
 }
 
 /// `FILE.pub` beside `FILE`.

@@ -50,7 +50,7 @@ pub(crate) struct ServeArgs {
     /// Accept a plain http:// bundle URL that is not a loopback address.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     bundle_allow_http: Option<bool>,
-    /// The largest bundle accepted, in bytes (default 64 MiB).
+    /// The largest bundle accepted, in bytes (default 256 MiB).
     #[arg(long, value_name = "BYTES")]
     max_bundle_bytes: Option<u64>,
     /// How often the policy source is reloaded; 0 turns polling off (default 5000).

@@ -49,7 +49,8 @@ pub use audit::{
     VerifyReport, verify,
 };
 pub use bundle::{
-    BUNDLE_FORMAT, Bundle, BundleError, Manifest, ManifestFile, TrustError, TrustedKeys,
+    BUNDLE_FORMAT, BUNDLE_FORMAT_IMAGE, Bundle, BundleError, Manifest, ManifestFile, ManifestImage,
+    TrustError, TrustedKeys,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handle::{
@@ -64,6 +65,6 @@ pub use policy;
 pub use reload::{DEFAULT_MAX_BUNDLE_BYTES, PolicySource, ReloadError};
 pub use revision::{Revision, sha256_hex};
 pub use source::{
-    Disk, Expanded, Files, LoadedPolicy, MAX_POLICY_FILE_BYTES, MemoryFiles, ReadError, load_dirs,
-    load_from,
+    Disk, Expanded, Files, ImageSkipped, ImageUse, LoadedPolicy, MAX_POLICY_FILE_BYTES,
+    MemoryFiles, ReadError, load_dirs, load_from,
 };

@@ -31,8 +31,9 @@ use crate::source::{LoadedPolicy, ReadError, load_dirs, read_bounded};
 #[cfg(feature = "http-source")]
 use crate::http_source::{FetchError, Fetched, HttpSource};
 
-/// The default limit on a bundle's size, over HTTP and on disk: 64 MiB.
-pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 64 * 1024 * 1024;
+/// The default limit on a bundle's size, over HTTP and on disk: 256 MiB (a bundle of
+/// 100,000 apps with its compiled image is some 64 MB).
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Where policies come from.
 #[derive(Clone, Debug)]
@@ -96,18 +97,22 @@ pub(crate) struct Candidate {
 }
 
 impl Candidate {
-    /// A policy loaded from a bundle that passed every check.
+    /// A policy loaded from a bundle (of revision number `revision`) that passed every
+    /// check. A compiled image offered and not used is logged, with why.
     fn of_bundle(
         loaded: LoadedPolicy,
-        bundle: &Bundle,
+        revision: u64,
         expires: Option<Instant>,
         signed_by: Vec<String>,
         origin: String,
     ) -> Candidate {
+        if let Some(warning) = loaded.image.warning() {
+            tracing::warn!(bundle = %origin, revision, "{warning}");
+        }
         Candidate {
             loaded,
             bundle: Some(BundleFacts {
-                revision: bundle.manifest.revision,
+                revision,
                 expires,
                 signed_by,
             }),
@@ -130,6 +135,9 @@ pub(crate) enum Next {
 const CACHED_BUNDLE: &str = "bundle.json";
 #[cfg(feature = "http-source")]
 const CACHED_ETAG: &str = "bundle.etag";
+/// A downloaded bundle being checked, before it replaces [`CACHED_BUNDLE`].
+#[cfg(feature = "http-source")]
+const STAGED_BUNDLE: &str = "bundle.json.tmp";
 
 /// The reload state of one handle; the handle holds it under a lock, so reloads run one at
 /// a time.
@@ -197,7 +205,7 @@ impl Reloader {
                 let bytes = read_bounded(&path, self.max_bundle_bytes)?;
                 let origin = path.display().to_string();
                 Ok(Next::Candidate(Box::new(
-                    self.accept(&bytes, None, now, origin)?,
+                    self.accept(bytes, None, now, origin)?,
                 )))
             }
             #[cfg(feature = "http-source")]
@@ -233,7 +241,7 @@ impl Reloader {
             }
         };
         let vetted =
-            self.vet(&bytes, source.pinned_sha256.as_deref())
+            self.vet(bytes, source.pinned_sha256.as_deref())
                 .and_then(|(bundle, signed_by)| {
                     bundle.verify_digests()?;
                     Ok((bundle, signed_by))
@@ -249,13 +257,14 @@ impl Reloader {
         // may follow it.
         self.raise(bundle.manifest.revision);
         let origin = format!("{} (cached)", path.display());
+        let revision = bundle.manifest.revision;
         let loaded = bundle
             .verify(now, None)
-            .and_then(|()| Ok((bundle.expires()?, bundle.load(&origin)?)));
+            .and_then(|()| Ok((bundle.expires()?, bundle.into_loaded(&origin)?)));
         let (expires, loaded) = match loaded {
             Ok(v) => v,
             Err(e) => {
-                tracing::warn!(error = %describe(&e.into()), file = %path.display(), revision = bundle.manifest.revision, "cached bundle not used; its revision still counts against rollback");
+                tracing::warn!(error = %describe(&e.into()), file = %path.display(), revision, "cached bundle not used; its revision still counts against rollback");
                 return None;
             }
         };
@@ -265,7 +274,7 @@ impl Reloader {
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty());
         Some(Candidate::of_bundle(
-            loaded, &bundle, expires, signed_by, origin,
+            loaded, revision, expires, signed_by, origin,
         ))
     }
 
@@ -306,15 +315,29 @@ impl Reloader {
             }
             (Fetched::Body { bytes, etag }, _) => (bytes, etag),
         };
-        let candidate = self.accept(
-            &bytes,
+        // The checks consume the bytes (a large bundle is held once): the cache's copy is
+        // written beside it first, and put in its place only once the bundle is accepted.
+        let staged = source
+            .cache_dir
+            .as_deref()
+            .map(|dir| (dir, stage(dir, &bytes)));
+        let candidate = match self.accept(
+            bytes,
             source.pinned_sha256.as_deref(),
             now,
             source.url.clone(),
-        )?;
+        ) {
+            Ok(candidate) => candidate,
+            Err(e) => {
+                if let Some((dir, Ok(()))) = staged {
+                    let _ = std::fs::remove_file(dir.join(STAGED_BUNDLE));
+                }
+                return Err(e);
+            }
+        };
         self.etag = etag;
-        if let Some(dir) = &source.cache_dir
-            && let Err(e) = persist(dir, &bytes, self.etag.as_deref())
+        if let Some((dir, staged)) = staged
+            && let Err(e) = staged.and_then(|()| commit(dir, self.etag.as_deref()))
         {
             tracing::warn!(error = %e, dir = %dir.display(), "could not cache the bundle");
         }
@@ -322,9 +345,9 @@ impl Reloader {
     }
 
     /// Steps 1 to 2: the pin and the signatures.
-    fn vet(&self, bytes: &[u8], pin: Option<&str>) -> Result<(Bundle, Vec<String>), ReloadError> {
+    fn vet(&self, bytes: Vec<u8>, pin: Option<&str>) -> Result<(Bundle, Vec<String>), ReloadError> {
         if let Some(pinned) = pin {
-            let found = sha256_hex(bytes);
+            let found = sha256_hex(&bytes);
             if !found.eq_ignore_ascii_case(pinned) {
                 return Err(BundleError::Pin {
                     found,
@@ -333,7 +356,7 @@ impl Reloader {
                 .into());
             }
         }
-        let bundle = Bundle::parse(bytes)?;
+        let bundle = Bundle::parse_owned(bytes)?;
         let signed_by = match &self.trust {
             Some(trust) => bundle.verify_signatures(trust)?,
             None => Vec::new(),
@@ -344,7 +367,7 @@ impl Reloader {
     /// Every step; raises the highest revision only when all pass.
     fn accept(
         &mut self,
-        bytes: &[u8],
+        bytes: Vec<u8>,
         pin: Option<&str>,
         now: Instant,
         origin: String,
@@ -352,10 +375,11 @@ impl Reloader {
         let (bundle, signed_by) = self.vet(bytes, pin)?;
         bundle.verify(now, self.highest)?;
         let expires = bundle.expires()?;
-        let loaded = bundle.load(&origin)?;
-        self.raise(bundle.manifest.revision);
+        let revision = bundle.manifest.revision;
+        let loaded = bundle.into_loaded(&origin)?;
+        self.raise(revision);
         Ok(Candidate::of_bundle(
-            loaded, &bundle, expires, signed_by, origin,
+            loaded, revision, expires, signed_by, origin,
         ))
     }
 
@@ -364,17 +388,27 @@ impl Reloader {
     }
 }
 
-/// Writes the bundle and its ETag beside it, each through a temporary file and a rename.
+/// Writes a downloaded bundle beside the cached one ([`STAGED_BUNDLE`]), synced, for
+/// [`commit`] to put in its place once the bundle is accepted.
 #[cfg(feature = "http-source")]
-fn persist(dir: &std::path::Path, bytes: &[u8], etag: Option<&str>) -> std::io::Result<()> {
+fn stage(dir: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(STAGED_BUNDLE);
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()
+}
+
+/// Puts the staged bundle in the cache's place, and its ETag beside it (through a temporary
+/// file and a rename).
+#[cfg(feature = "http-source")]
+fn commit(dir: &std::path::Path, etag: Option<&str>) -> std::io::Result<()> {
+    std::fs::rename(dir.join(STAGED_BUNDLE), dir.join(CACHED_BUNDLE))?;
     let write = |name: &str, data: &[u8]| -> std::io::Result<()> {
         let tmp = dir.join(format!("{name}.tmp"));
         std::fs::write(&tmp, data)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, dir.join(name))
     };
-    write(CACHED_BUNDLE, bytes)?;
     match etag {
         Some(e) => write(CACHED_ETAG, e.as_bytes()),
         None => match std::fs::remove_file(dir.join(CACHED_ETAG)) {

@@ -19,10 +19,17 @@ pub struct Revision(pub String);
 impl Revision {
     /// The revision of a set of file contents, in any order.
     pub fn of_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Revision {
-        let mut digests: Vec<String> = texts
+        let digests: Vec<String> = texts
             .into_iter()
             .map(|t| sha256_hex(t.as_bytes()))
             .collect();
+        Revision::of_digests(digests.iter().map(String::as_str))
+    }
+
+    /// The revision of a set of files given by their hex SHA-256 digests, in any order (a
+    /// verified bundle manifest's): the same as [`Revision::of_texts`] of their texts.
+    pub fn of_digests<'a>(digests: impl IntoIterator<Item = &'a str>) -> Revision {
+        let mut digests: Vec<String> = digests.into_iter().map(str::to_ascii_lowercase).collect();
         digests.sort();
         let mut hasher = Sha256::new();
         for d in &digests {

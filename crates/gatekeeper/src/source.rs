@@ -6,6 +6,7 @@
 //! opened, without blocking, so a FIFO or a device is reported rather than waited on; and a
 //! file is read only up to [`MAX_POLICY_FILE_BYTES`] and only if it is UTF-8.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{self, Read};
@@ -456,37 +457,42 @@ fn normalize(path: &Path) -> Result<String, String> {
     Ok(parts.join("/"))
 }
 
+/// What a path stands for among files held in memory by relative path: the file itself, or
+/// every `*.toml` below it.
+fn expand_in<'a, V: 'a>(files: &'a BTreeMap<String, V>, path: &Path) -> Expanded {
+    let key = match normalize(path) {
+        Ok(key) => key,
+        Err(message) => return Expanded::problem(path, message),
+    };
+    if files.contains_key(&key) {
+        return Expanded {
+            files: vec![PathBuf::from(key)],
+            problems: Vec::new(),
+        };
+    }
+    let prefix = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}/")
+    };
+    let found: Vec<PathBuf> = files
+        .keys()
+        .filter(|k| k.starts_with(&prefix) && k.ends_with(".toml"))
+        .map(PathBuf::from)
+        .collect();
+    if found.is_empty() {
+        let message = format!("no `*.toml` policy file under `{key}` in the bundle");
+        return Expanded::problem(path, message);
+    }
+    Expanded {
+        files: found,
+        problems: Vec::new(),
+    }
+}
+
 impl Files for MemoryFiles {
     fn expand(&self, path: &Path) -> Expanded {
-        let key = match normalize(path) {
-            Ok(key) => key,
-            Err(message) => return Expanded::problem(path, message),
-        };
-        if self.files.contains_key(&key) {
-            return Expanded {
-                files: vec![PathBuf::from(key)],
-                problems: Vec::new(),
-            };
-        }
-        let prefix = if key.is_empty() {
-            String::new()
-        } else {
-            format!("{key}/")
-        };
-        let found: Vec<PathBuf> = self
-            .files
-            .keys()
-            .filter(|k| k.starts_with(&prefix) && k.ends_with(".toml"))
-            .map(PathBuf::from)
-            .collect();
-        if found.is_empty() {
-            let message = format!("no `*.toml` policy file under `{key}` in the bundle");
-            return Expanded::problem(path, message);
-        }
-        Expanded {
-            files: found,
-            problems: Vec::new(),
-        }
+        expand_in(&self.files, path)
     }
 
     fn canonical(&self, path: &Path) -> Result<PathBuf, String> {
@@ -508,17 +514,113 @@ impl Files for MemoryFiles {
     }
 }
 
+/// A bundle's files, each handed over (moved, not copied) the one time the loader reads it,
+/// so that loading a bundle holds each text once ([`load_from`] reads each canonical path
+/// once). Each is named by its path in the bundle.
+#[derive(Debug)]
+pub(crate) struct TakenFiles {
+    files: RefCell<BTreeMap<String, Option<String>>>,
+}
+
+impl TakenFiles {
+    /// The files: relative path to text.
+    pub(crate) fn new(files: BTreeMap<String, String>) -> TakenFiles {
+        TakenFiles {
+            files: RefCell::new(files.into_iter().map(|(k, v)| (k, Some(v))).collect()),
+        }
+    }
+
+    /// The files never read, sorted: those the policy does not load.
+    pub(crate) fn unread(self) -> Vec<String> {
+        self.files
+            .into_inner()
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|_| k))
+            .collect()
+    }
+}
+
+impl Files for TakenFiles {
+    fn expand(&self, path: &Path) -> Expanded {
+        expand_in(&self.files.borrow(), path)
+    }
+
+    fn canonical(&self, path: &Path) -> Result<PathBuf, String> {
+        normalize(path).map(PathBuf::from)
+    }
+
+    fn read(&self, path: &Path) -> Result<String, String> {
+        let key = normalize(path)?;
+        let mut files = self.files.borrow_mut();
+        let slot = files
+            .get_mut(&key)
+            .ok_or_else(|| format!("`{key}` is not in the bundle"))?;
+        let len = slot.as_ref().map_or(0, String::len);
+        within_limit(len as u64)?;
+        slot.take()
+            .ok_or_else(|| format!("`{key}` was read already"))
+    }
+
+    fn display(&self, path: &Path) -> String {
+        path.display().to_string()
+    }
+}
+
+/// How a loaded policy was compiled: from its files, or from a bundle's compiled image.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageUse {
+    /// No compiled image was offered (policy folders, or a bundle without one): the policy
+    /// was compiled from its files.
+    NotOffered,
+    /// The policy was loaded from the bundle's compiled image, made by this engine build
+    /// (`policy::image_build()`); its files were not parsed.
+    Loaded,
+    /// The bundle's compiled image was not used, for this reason: the policy was compiled
+    /// from the bundle's files instead.
+    Skipped(ImageSkipped),
+}
+
+impl ImageUse {
+    /// What the loader should log or print: why an image offered was not used. `None` when
+    /// the image was used or none was offered.
+    pub fn warning(&self) -> Option<String> {
+        match self {
+            ImageUse::Skipped(why) => Some(format!(
+                "{why}; the policy was compiled from the bundle's policy files instead"
+            )),
+            ImageUse::NotOffered | ImageUse::Loaded => None,
+        }
+    }
+}
+
+/// Why a bundle's compiled image was not used.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ImageSkipped {
+    /// The image was compiled by another engine build (another version, or changed code).
+    #[error(
+        "the bundle's compiled image is of engine build `{found}`, and this is build `{expected}`"
+    )]
+    OtherBuild { found: String, expected: String },
+    /// The image names this build but does not load (damaged, or inconsistent).
+    #[error("the bundle's compiled image does not load: {0}")]
+    Refused(policy::ImageError),
+}
+
 /// A policy set loaded from files.
 #[derive(Debug)]
 pub struct LoadedPolicy {
     /// The compiled policy.
     pub policy: Policy,
-    /// The files it was loaded from (canonical paths), in load order.
+    /// The files it was loaded from (canonical paths), in load order (from a bundle's
+    /// compiled image: the manifest's order).
     pub files: Vec<PathBuf>,
     /// Each file's text, by canonical path: what a bundle packs.
     pub texts: Vec<String>,
-    /// The SHA-256 of the loaded content.
+    /// The SHA-256 of the loaded content: the same however the policy was compiled.
     pub revision: Revision,
+    /// Whether the policy came from a bundle's compiled image, and if one was offered and
+    /// not used, why ([`ImageUse::warning`]).
+    pub image: ImageUse,
 }
 
 /// A path to load, and the `include` entry that asked for it, if any.
@@ -617,6 +719,7 @@ pub fn load_from(files: &dyn Files, roots: &[PathBuf]) -> Result<LoadedPolicy, D
             files: paths,
             texts,
             revision,
+            image: ImageUse::NotOffered,
         }),
         Ok(_) => Err(Diagnostics(diagnostics)),
         Err(Diagnostics(more)) => {

@@ -231,7 +231,7 @@ impl Default for Config {
             bundle_keys: Vec::new(),
             bundle_threshold: 1,
             bundle_allow_http: false,
-            max_bundle_bytes: 64 * 1024 * 1024,
+            max_bundle_bytes: gatekeeper::DEFAULT_MAX_BUNDLE_BYTES,
             reload_interval_ms: 5_000,
             mode: Mode::Enforce,
             failure_mode: FailureMode::Closed,
