@@ -6,9 +6,11 @@
 //! by hand (see [`encode`]). Every engine must give the same allow or deny for every request
 //! checked; the run stops at the first disagreement. Each engine and policy is then timed in
 //! a process of its own, so that its peak memory is its own: the load in phases, single
-//! calls and whole passes over a warm and a cold request set. Reports go to
-//! `target/bench/report.md` and `report.json`, and the tables of the report replace those of
-//! README.md between its `peers-report` markers.
+//! calls and whole passes over a warm and a cold request set. Gatekeeper is also loaded from
+//! the policy's compiled image (`Policy::to_image`, read back by `Policy::from_image`): that
+//! load is timed in a process of its own too, and its decisions are in the agreement check.
+//! Reports go to `target/bench/report.md` and `report.json`, and the tables of the report
+//! replace those of README.md between its `peers-report` markers.
 //!
 //! ```sh
 //! cargo run --release --manifest-path crates/peers/Cargo.toml            # everything
@@ -32,7 +34,7 @@ use anyhow::{Context as _, anyhow, bail};
 use policy::Policy;
 use serde_json::{Value, json};
 
-use crate::engines::{Cedar, ENGINES, Engine, Ours, Rego, Texts};
+use crate::engines::{Cedar, ENGINES, Engine, IMAGE, Ours, Rego, Texts};
 use crate::generate::{CASES, Case, root};
 use crate::report::Checked;
 use crate::requests::{Cache, Prepared};
@@ -56,6 +58,7 @@ fn texts(case: Case, model: &Policy) -> anyhow::Result<Texts> {
     let encodings = root().join("crates/peers/encodings");
     Ok(Texts {
         sources: case.sources()?,
+        image: model.to_image(),
         cedar_policies: encode::cedar_policies(model),
         cedar_entities: encode::cedar_entities(model).to_string(),
         cedar_schema: std::fs::read_to_string(encodings.join("gatekeeper.cedarschema"))
@@ -71,9 +74,11 @@ fn said<E: Engine>(e: &mut E, r: &Prepared) -> anyhow::Result<bool> {
     e.allows(&input)
 }
 
-/// Every engine on every request given; stops at the first disagreement.
+/// Every engine on every request given, and Gatekeeper loaded from its compiled image as
+/// well as from its TOML; stops at the first disagreement.
 fn agree(case: Case, texts: &Texts, reqs: &[&Prepared]) -> anyhow::Result<()> {
     let (mut ours, _) = Ours::load(texts.sources.clone())?;
+    let (mut image, _) = Ours::from_image(&texts.image)?;
     let (mut cedar, _) = Cedar::load(
         &texts.cedar_policies,
         &texts.cedar_entities,
@@ -83,6 +88,7 @@ fn agree(case: Case, texts: &Texts, reqs: &[&Prepared]) -> anyhow::Result<()> {
     for r in reqs {
         let answers = [
             ("gatekeeper", said(&mut ours, r)?),
+            (IMAGE, said(&mut image, r)?),
             ("cedar", said(&mut cedar, r)?),
             ("regorus", said(&mut rego, r)?),
         ];
@@ -192,7 +198,7 @@ fn main() -> anyhow::Result<()> {
         drop((texts, warm, cold, any, covered));
 
         let mut measured_rows: Vec<Value> = Vec::new();
-        for engine in ENGINES {
+        for engine in ENGINES.into_iter().chain([IMAGE]) {
             let out = Command::new(&exe)
                 .args(["--child", engine, &case.label()])
                 .output()?;
@@ -219,7 +225,8 @@ fn main() -> anyhow::Result<()> {
                 measured_rows.push(row);
             }
         }
-        // In the report's order: each request set, every engine.
+        // In the report's order: each request set, every engine; then the rows of a load
+        // alone (the image's), which have no request set.
         for cache in Cache::ALL {
             rows.extend(
                 measured_rows
@@ -228,6 +235,7 @@ fn main() -> anyhow::Result<()> {
                     .cloned(),
             );
         }
+        rows.extend(measured_rows.into_iter().filter(|r| r["cache"].is_null()));
     }
     let dir = root().join("target/bench");
     std::fs::create_dir_all(&dir)?;

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant as Clock};
 
 use anyhow::bail;
 use policy::Source;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::engines::{Cedar, Engine, Load, Ours, Rego, Texts};
+use crate::engines::{Cedar, Engine, IMAGE, Load, Ours, Rego, Texts};
 use crate::generate::{Case, root};
 use crate::requests::{self, Cache, Prepared};
 
@@ -29,7 +29,8 @@ pub fn requests_file(case: Case, cache: Cache) -> PathBuf {
 }
 
 /// Writes what each engine of one policy loads, for the child processes. Gatekeeper's files
-/// are numbered so that they are read back in their load order.
+/// are numbered so that they are read back in their load order; its compiled image is
+/// `policy.image` beside them.
 pub fn write_inputs(case: Case, texts: &Texts) -> anyhow::Result<()> {
     let dir = inputs_dir(case);
     let _ = std::fs::remove_dir_all(&dir);
@@ -44,6 +45,7 @@ pub fn write_inputs(case: Case, texts: &Texts) -> anyhow::Result<()> {
             &s.text,
         )?;
     }
+    std::fs::write(dir.join("policy.image"), &texts.image)?;
     std::fs::write(dir.join("policies.cedar"), &texts.cedar_policies)?;
     std::fs::write(dir.join("entities.json"), &texts.cedar_entities)?;
     std::fs::write(dir.join("data.json"), &texts.rego_data)?;
@@ -89,6 +91,10 @@ pub fn child(engine: &str, case: Case) -> anyhow::Result<()> {
             let sources = read_sources(&dir.join("gatekeeper"))?;
             run(|| Ours::load(sources.clone()), case)
         }
+        IMAGE => {
+            let image = std::fs::read(dir.join("policy.image"))?;
+            load_only(|| Ours::from_image(&image))
+        }
         "cedar" => {
             let (policies, entities) = (read("policies.cedar")?, read("entities.json")?);
             let schema = std::fs::read_to_string(
@@ -106,11 +112,14 @@ pub fn child(engine: &str, case: Case) -> anyhow::Result<()> {
     }
 }
 
-fn run<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>, case: Case) -> anyhow::Result<()> {
+/// The load: the engine, the load of median total time, and the peak MB of the first load.
+fn measure_load<E: Engine>(
+    load: impl Fn() -> anyhow::Result<(E, Load)>,
+) -> anyhow::Result<(E, Load, f64)> {
     // Reset the peak resident size (Linux: `5` to clear_refs), then load.
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let base_kb = proc_kb("VmRSS:");
-    let (mut e, first) = load()?;
+    let (e, first) = load()?;
     let peak_mb = proc_kb("VmHWM:").saturating_sub(base_kb) as f64 / 1024.0;
     // A load of a few milliseconds is timed again (up to five loads within a second), and
     // the load of median total time reported; the peak is the first load's.
@@ -121,8 +130,31 @@ fn run<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>, case: Case) -> a
         loads.push(load()?.1);
     }
     loads.sort_by(|a, b| a.total_ms().total_cmp(&b.total_ms()));
-    let load = loads[loads.len() / 2];
-    drop(loads);
+    Ok((e, loads[loads.len() / 2], peak_mb))
+}
+
+/// The load's fields of a row.
+fn load_fields(load: &Load, peak_mb: f64) -> Value {
+    json!({
+        "load_ms": load.total_ms(),
+        "load_parse_ms": load.parse_ms,
+        "load_validate_ms": load.validate_ms,
+        "load_compile_ms": load.compile_ms,
+        "load_validate_compile_ms": load.validate_compile_ms,
+        "load_image_ms": load.image_ms,
+        "peak_mb": peak_mb,
+    })
+}
+
+/// The load alone: one JSON line, with no request set.
+fn load_only<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>) -> anyhow::Result<()> {
+    let (_, load, peak_mb) = measure_load(load)?;
+    println!("{}", load_fields(&load, peak_mb));
+    Ok(())
+}
+
+fn run<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>, case: Case) -> anyhow::Result<()> {
+    let (mut e, load, peak_mb) = measure_load(load)?;
     let sets: Vec<(Cache, Vec<Prepared>)> = Cache::ALL
         .into_iter()
         .map(|c| Ok((c, requests::read(&requests_file(case, c))?)))
@@ -133,7 +165,7 @@ fn run<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>, case: Case) -> a
             .map(|r| e.prepare(r))
             .collect::<anyhow::Result<_>>()?;
         let t = time(&mut e, &inputs)?;
-        let row = json!({
+        let mut row = json!({
             "cache": cache.as_str(),
             "requests": inputs.len(),
             "median_ns": t.median_ns,
@@ -143,13 +175,12 @@ fn run<E: Engine>(load: impl Fn() -> anyhow::Result<(E, Load)>, case: Case) -> a
             "passes": t.passes,
             "decisions_timed": t.timed,
             "timer_ns": t.timer_ns,
-            "load_ms": load.total_ms(),
-            "load_parse_ms": load.parse_ms,
-            "load_validate_ms": load.validate_ms,
-            "load_compile_ms": load.compile_ms,
-            "load_validate_compile_ms": load.validate_compile_ms,
-            "peak_mb": peak_mb,
         });
+        if let (Some(row), Value::Object(fields)) =
+            (row.as_object_mut(), load_fields(&load, peak_mb))
+        {
+            row.extend(fields);
+        }
         println!("{row}");
         drop(inputs);
     }
