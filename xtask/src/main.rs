@@ -122,7 +122,7 @@ fn schema() -> Result<(), String> {
 }
 
 /// The fuzz targets of `fuzz/`, run by `cargo xtask fuzz`.
-const FUZZ_TARGETS: [&str; 4] = ["request", "policy", "bundle", "audit"];
+const FUZZ_TARGETS: [&str; 5] = ["request", "policy", "bundle", "audit", "image"];
 
 /// Every fuzz target for `--seconds N` (60 by default), one after the other, with
 /// `cargo +nightly fuzz run` in `fuzz/` (its own workspace and target folder). Crash inputs

@@ -54,7 +54,7 @@ pub enum LoadError {
 /// diff reads content, it does not trust it).
 pub fn load(path: &Path) -> Result<gatekeeper::LoadedPolicy, LoadError> {
     let display = path.display().to_string();
-    let bundle_bytes = if path.is_file() && !path.extension().is_some_and(|e| e == "toml") {
+    let bundle_bytes = if path.is_file() && path.extension().is_none_or(|e| e != "toml") {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: display.clone(),
             source,
