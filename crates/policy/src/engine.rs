@@ -2,17 +2,24 @@
 //!
 //! For every app and action the covering prohibitions are known at compile time, so
 //! the whole answer over time is precomputed, from the rules in [`crate::law`], as a
-//! time line per posture and per combination of the jurisdiction tests involved. A
-//! decision is then a hash lookup of the app, a test per jurisdiction, and a binary
-//! search of the time line. Requests judged in hindsight (`known_at`) are judged by
-//! the same rules at the points that matter, without the precomputed lines.
+//! time line per posture and per combination of the jurisdiction tests involved that a
+//! request can give. A decision is then a hash lookup of the app, a test per
+//! jurisdiction, and a binary search of the time line. Requests judged in hindsight
+//! (`known_at`) read time lines of their own, one set per epoch of what is known.
+//!
+//! Building them is linear in the entries: an entry's lines depend only on the
+//! prohibitions of its action and on when the first covering prohibition becomes known,
+//! so entries that agree on those share them; each prohibition's status is found once
+//! per instant, reading of windows and knowledge, and every combination of tests is
+//! answered from those statuses ([`law::Standing`]).
 //!
 //! What a decision reads is laid out for a catalogue too large for the cache, whose
 //! requests come in no particular order: one bucket of the identifier table
 //! ([`IdTable`]), keys inline, gives the app, its owner and its coverage; the coverage's
 //! entry for the action has a small [`Lane`] (its tests and where its time lines start);
 //! a test holds its region's countries; a time line is a range of one array of
-//! segments, shared by every entry with the same answers; and what the default path
+//! segments, shared by every entry with the same answers (the default path's apart from
+//! those in hindsight, so that what it reads stays small); and what the default path
 //! needs of a judgement (whether it denies, the prohibition it reports) is in a small
 //! table beside the judgements. Only the bucket is likely to be far away: the rest is
 //! small, and shared by the apps of a coverage.
@@ -30,15 +37,30 @@ pub use image::{ImageError, image_build};
 use crate::action::Action;
 use crate::country::{Country, CountrySet};
 use crate::instant::Instant;
-use crate::law::{self, AllowReason, Coverage, Judgement, Outcome, Posture, Uncertain};
+use crate::law::{
+    self, AllowReason, Coverage, Judgement, NonEnforcement, Outcome, Posture, Uncertain,
+};
 use crate::model::*;
 use crate::request::{Platform, Request, Signal, SignalSet, Store};
 use crate::validate::{Model, descends_from};
 use ids::{IdTable, Kind, Target};
 
-/// Above this many distinct jurisdiction tests for one app and action, the time lines
-/// for every combination would be too many, and the entry is decided by scanning.
+/// Up to this many distinct jurisdiction tests for one app and action, an entry's time
+/// lines are laid out for every mask of passed tests and its tests are in its [`Lane`];
+/// beyond, only for the masks a request can give (see [`Wide`]).
 const MAX_INDEXED_TESTS: usize = 6;
+
+/// At most this many distinct jurisdiction tests for one app and action are indexed (a
+/// mask is a `u64`); beyond, the entry is decided by scanning.
+const MAX_WIDE_TESTS: usize = 64;
+
+/// At most this many kinds of request, as far as an entry's tests can tell them apart, are
+/// kept while the masks of passed tests a request can give are found.
+const MAX_KINDS: usize = 1 << 16;
+
+/// At most this many masks a request can give are indexed for an entry with more than
+/// [`MAX_INDEXED_TESTS`] tests; beyond, the entry is decided by scanning.
+const MAX_WIDE_MASKS: usize = 1 << 10;
 
 /// Marks a target as an entity known by a publisher account, not an app.
 const ENTITY: u32 = 1 << 31;
@@ -52,6 +74,47 @@ const NONE: u32 = u32::MAX;
 struct Line {
     start: u32,
     len: u32,
+}
+
+/// Time lines, each stored once, and their segments.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Timelines {
+    lines: Vec<Line>,
+    /// The segments of every distinct time line: where each starts, and its judgement
+    /// (apart, so that a binary search reads starts only).
+    starts: Vec<Instant>,
+    judged: Vec<u32>,
+}
+
+impl Timelines {
+    /// The judgement of a time line at an instant, and the start of the next segment.
+    #[inline]
+    fn at(&self, line: usize, at: Instant) -> (u32, Option<Instant>) {
+        let Line { start, len } = self.lines[line];
+        let (start, len) = (start as usize, len as usize);
+        let starts = &self.starts[start..start + len];
+        let i = starts.partition_point(|s| *s <= at).saturating_sub(1);
+        (self.judged[start + i], starts.get(i + 1).copied())
+    }
+
+    /// A time line with these segments (each a start and a judgement), stored once.
+    fn store(
+        &mut self,
+        ids: &mut HashMap<Vec<(Instant, u32)>, Line>,
+        segments: &[(Instant, u32)],
+    ) -> Line {
+        if let Some(&line) = ids.get(segments) {
+            return line;
+        }
+        let line = Line {
+            start: self.starts.len() as u32,
+            len: segments.len() as u32,
+        };
+        self.starts.extend(segments.iter().map(|(s, _)| *s));
+        self.judged.extend(segments.iter().map(|(_, j)| *j));
+        ids.insert(segments.to_vec(), line);
+        line
+    }
 }
 
 /// A jurisdiction test: a region and the groups of signals that must each be in it,
@@ -69,11 +132,37 @@ struct Test {
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Lane {
     /// The entry's distinct jurisdiction tests (in `Index::tests`), the first
-    /// `tests_len`; bit `i` of a mask stands for `tests[i]`.
+    /// `tests_len`; bit `i` of a mask stands for `tests[i]`. With more than
+    /// [`MAX_INDEXED_TESTS`] tests, `tests[0]` is the entry's [`Wide`] in `Index::wide`.
     tests: [u32; MAX_INDEXED_TESTS],
     tests_len: u8,
     /// The first of the entry's time lines in `Index::lines`, one per posture and mask
-    /// (`posture.index() << tests_len | mask`); [`NONE`] when there are too many tests.
+    /// (`posture.index() << tests_len | mask`; with more tests, `posture.index() *
+    /// masks + ` the mask's position among the [`Wide`]'s masks); [`NONE`] when the
+    /// entry is decided by scanning.
+    lines: u32,
+}
+
+/// The time lines of an entry with more than [`MAX_INDEXED_TESTS`] tests: its tests, and
+/// the masks of passed tests a request can give, sorted (a line for each).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Wide {
+    /// `Index::wide_tests[tests.0..tests.1]`.
+    tests: (u32, u32),
+    /// `Index::masks[masks.0..masks.1]`.
+    masks: (u32, u32),
+}
+
+/// What a judgement in hindsight reads of an entry.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct Hindsight {
+    /// The instants at which what is known changes, `Index::epochs[epochs.0..epochs.1]`
+    /// (every edge of every issue window of the instruments the answer depends on):
+    /// epoch `i` is judged with what was issued by the `i`-th (epoch 0: nothing).
+    epochs: (u32, u32),
+    /// The first of the time lines of each epoch in `Index::lines`, laid out as the
+    /// lane's, epoch after epoch (`epoch * 4 + posture.index()` in place of the
+    /// posture's index); [`NONE`] when the entry is decided by scanning.
     lines: u32,
 }
 
@@ -89,17 +178,10 @@ struct Entry {
     /// The distinct jurisdiction tests of `with_action`, in `Index::tests`.
     tests: Vec<u32>,
     /// For each of `with_action`, its test's position in `tests`.
-    test_of: Vec<u8>,
-    /// Every instant at which the answer may change, sorted.
+    test_of: Vec<u32>,
+    /// Every instant at which the answer may change, sorted (from every covering
+    /// prohibition: the scan does not rely on what the time lines leave out).
     instants: Vec<Instant>,
-    /// The instants at which what is known changes (every edge of every issue window of
-    /// the entry's instruments): epoch `i` is judged with what was issued by
-    /// `epochs[i - 1]` (epoch 0: nothing).
-    epochs: Vec<Instant>,
-    /// For judgements in hindsight, the first of the time lines of each epoch in
-    /// `Index::lines`: `(epoch * 4 + posture.index()) << tests.len() | mask` from it;
-    /// [`NONE`] when there are too many tests.
-    hindsight: u32,
 }
 
 /// What the default path needs of a judgement.
@@ -120,19 +202,24 @@ struct Index {
     /// Per coverage, the entry for each action.
     coverages: Vec<[u32; 7]>,
     entries: Vec<Entry>,
-    /// Per entry, its lane.
+    /// Per entry, its lane, and what a judgement in hindsight reads.
     lanes: Vec<Lane>,
+    hindsight: Vec<Hindsight>,
+    epochs: Vec<Instant>,
+    /// The entries with more than [`MAX_INDEXED_TESTS`] tests: their tests and masks.
+    wide: Vec<Wide>,
+    wide_tests: Vec<u32>,
+    masks: Vec<u64>,
     /// The distinct jurisdiction tests.
     tests: Vec<Test>,
     /// Their groups of signals.
     groups: Vec<SignalSet>,
     /// Per prohibition, its test in `tests`.
     prohibition_tests: Vec<u32>,
-    lines: Vec<Line>,
-    /// The segments of every distinct time line: where each starts, and its judgement
-    /// (apart, so that a binary search reads starts only).
-    starts: Vec<Instant>,
-    judged: Vec<u32>,
+    /// The time lines judged with what was issued by each instant (what the default path
+    /// reads, kept apart so that it stays small), and those of judgements in hindsight.
+    timelines: Timelines,
+    hindsight_timelines: Timelines,
     judgements: Vec<Judgement>,
     /// Per judgement, what the default path needs of it.
     briefs: Vec<Brief>,
@@ -334,14 +421,20 @@ type Placed = (Option<(Signal, Country)>, u8);
 
 /// Whether a request passes a jurisdiction test: `None` when a group it carries signals
 /// of has none in the region; otherwise the first placing signal and the assumed groups.
-fn place(set: &CountrySet, groups: &[SignalSet], request: &Request) -> Option<Placed> {
+/// (`signal`: the country of each signal the request carries.)
+#[inline]
+fn place(
+    set: &CountrySet,
+    groups: &[SignalSet],
+    signal: impl Fn(Signal) -> Option<Country>,
+) -> Option<Placed> {
     let mut first = None;
     let mut assumed = 0u8;
     for (gi, group) in groups.iter().enumerate() {
         let mut carried = false;
         let mut hit = None;
         for s in group.iter() {
-            if let Some(c) = request.signal(s) {
+            if let Some(c) = signal(s) {
                 carried = true;
                 if set.contains(c) {
                     hit = Some((s, c));
@@ -358,6 +451,83 @@ fn place(set: &CountrySet, groups: &[SignalSet], request: &Request) -> Option<Pl
         }
     }
     Some((first, assumed))
+}
+
+/// The masks of passed tests (bit `i` for `tests[i]`, in `Index::tests`) that a request
+/// can give, sorted; `None` when there are more than [`MAX_WIDE_TESTS`] tests or more than
+/// [`MAX_KINDS`] kinds of request to follow. A test reads a signal's country only by
+/// whether its region holds it, so requests are followed signal by signal, each absent or
+/// in one country of each class that the regions of the tests reading it hold alike, as
+/// what the tests have seen so far: for each test and group, whether a signal of the group
+/// was carried, and whether one was in the region (see [`place`]).
+fn realizable(index: &Index, tests: &[u32]) -> Option<Vec<u64>> {
+    if tests.len() > MAX_WIDE_TESTS {
+        return None;
+    }
+    let groups = |t: u32| {
+        let t = &index.tests[t as usize];
+        &index.groups[t.groups.0 as usize..t.groups.1 as usize]
+    };
+    // Per test, two bits per group: `1 << 2g`, carried; `2 << 2g`, in the region.
+    let mut kinds: Vec<Vec<u16>> = vec![vec![0; tests.len()]];
+    for s in Signal::ALL {
+        // The group of each test that reads the signal.
+        let reading: Vec<(usize, usize, &CountrySet)> = tests
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &t)| {
+                let g = groups(t).iter().position(|g| g.contains(s))?;
+                Some((i, g, &index.tests[t as usize].set))
+            })
+            .collect();
+        let mut classes: Vec<u64> = Vec::new();
+        for c in Country::all() {
+            let class = reading
+                .iter()
+                .enumerate()
+                .fold(0u64, |b, (i, (_, _, set))| {
+                    b | u64::from(set.contains(c)) << i
+                });
+            if !classes.contains(&class) {
+                classes.push(class);
+            }
+        }
+        let mut next: Vec<Vec<u16>> = Vec::with_capacity(kinds.len() * (classes.len() + 1));
+        for kind in &kinds {
+            // Absent.
+            next.push(kind.clone());
+            for class in &classes {
+                let mut kind = kind.clone();
+                for (r, &(i, g, _)) in reading.iter().enumerate() {
+                    let held = class >> r & 1 != 0;
+                    kind[i] |= (1 | u16::from(held) << 1) << (2 * g);
+                }
+                next.push(kind);
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        if next.len() > MAX_KINDS {
+            return None;
+        }
+        kinds = next;
+    }
+    let mut masks: Vec<u64> = kinds
+        .iter()
+        .map(|kind| {
+            tests.iter().enumerate().fold(0u64, |mask, (i, &t)| {
+                // Passed: every group carried has a signal in the region.
+                let passes = (0..groups(t).len()).all(|g| {
+                    let seen = kind[i] >> (2 * g) & 3;
+                    seen != 1
+                });
+                mask | u64::from(passes) << i
+            })
+        })
+        .collect();
+    masks.sort_unstable();
+    masks.dedup();
+    Some(masks)
 }
 
 impl Policy {
@@ -524,24 +694,27 @@ impl Policy {
                 posture,
             };
         };
-        let judged = if more.is_empty() {
-            self.judge(found, by, case, request, posture, scan)
+        // (How the one app was matched is taken from here, not read back from its
+        // judgement.)
+        let (judged, by, case) = if more.is_empty() {
+            (
+                self.judge(found, by, case, request, posture, scan),
+                by,
+                case,
+            )
         } else {
             let all = std::iter::once((found, by, case))
                 .chain(more)
                 .map(|(found, by, case)| self.judge(found, by, case, request, posture, scan))
                 .collect();
-            self.combine(all, request, posture)
+            let judged = self.combine(all, request, posture);
+            let (by, case) = (judged.matched_by, judged.case_insensitive);
+            (judged, by, case)
         };
         DecisionParts {
             deny: judged.deny,
             judgement: judged.judgement,
-            matched: Some((
-                judged.target,
-                judged.owner,
-                judged.matched_by,
-                judged.case_insensitive,
-            )),
+            matched: Some((judged.target, judged.owner, by, case)),
             placement: judged.placement,
             valid_until: judged.valid_until,
             at: request.at,
@@ -712,7 +885,7 @@ impl Policy {
     fn place(&self, test: u32, request: &Request) -> Option<Placed> {
         let t = &self.index.tests[test as usize];
         let groups = &self.index.groups[t.groups.0 as usize..t.groups.1 as usize];
-        place(&t.set, groups, request)
+        place(&t.set, groups, |s| request.signal(s))
     }
 
     #[inline]
@@ -727,37 +900,47 @@ impl Policy {
     ) -> Judged {
         let e = self.index.coverages[found.coverage as usize][request.action.index()] as usize;
         let lane = &self.index.lanes[e];
+        let wide = usize::from(lane.tests_len) > MAX_INDEXED_TESTS;
         let (judgement, brief, valid_until, placements) = if !scan && lane.lines != NONE {
             // Each test once: whether the request passes it, the placing signal, the
-            // assumed groups; bit `i` of the mask: the request passes `tests[i]`.
-            let tests = &lane.tests[..usize::from(lane.tests_len)];
+            // assumed groups; bit `i` of the mask: the request passes `tests[i]`. The
+            // time line of each posture is that of the mask; with more tests, that of
+            // the mask's position among the masks a request can give.
             let mut placed = [None; MAX_INDEXED_TESTS];
-            let mut mask = 0usize;
-            for (bit, (p, &t)) in placed.iter_mut().zip(tests).enumerate() {
-                *p = self.place(t, request);
-                mask |= usize::from(p.is_some()) << bit;
-            }
-            let line = match request.known_at {
-                None => lane.lines as usize + (posture.index() << tests.len() | mask),
+            let (slot, slots) = if wide {
+                self.wide_slot(lane, request)
+            } else {
+                let tests = &lane.tests[..usize::from(lane.tests_len)];
+                let mut mask = 0usize;
+                for (bit, (p, &t)) in placed.iter_mut().zip(tests).enumerate() {
+                    *p = self.place(t, request);
+                    mask |= usize::from(p.is_some()) << bit;
+                }
+                (mask, 1 << tests.len())
+            };
+            let (lines, line) = match request.known_at {
+                None => (
+                    &self.index.timelines,
+                    lane.lines as usize + posture.index() * slots + slot,
+                ),
                 // In hindsight: the time line of what was known at `known_at`.
                 Some(k) => {
-                    let entry = &self.index.entries[e];
-                    let epoch = entry.epochs.partition_point(|e| *e <= k);
-                    entry.hindsight as usize
-                        + ((epoch * Posture::ALL.len() + posture.index()) << tests.len() | mask)
+                    let h = self.index.hindsight[e];
+                    let epochs = &self.index.epochs[h.epochs.0 as usize..h.epochs.1 as usize];
+                    let epoch = epochs.partition_point(|e| *e <= k);
+                    (
+                        &self.index.hindsight_timelines,
+                        h.lines as usize
+                            + (epoch * Posture::ALL.len() + posture.index()) * slots
+                            + slot,
+                    )
                 }
             };
-            let Line { start, len } = self.index.lines[line];
-            let (start, len) = (start as usize, len as usize);
-            let starts = &self.index.starts[start..start + len];
-            let i = starts
-                .partition_point(|s| *s <= request.at)
-                .saturating_sub(1);
-            let j = self.index.judged[start + i];
+            let (j, valid_until) = lines.at(line, request.at);
             (
                 JudgementRef::Interned(j),
                 self.index.briefs[j as usize],
-                starts.get(i + 1).copied(),
+                valid_until,
                 placed,
             )
         } else {
@@ -799,7 +982,12 @@ impl Policy {
             brief.reports == NONE || self.index.entries[e].with_action.contains(&brief.reports),
             "a judgement reports a prohibition of the entry's"
         );
-        let tests = &lane.tests[..usize::from(lane.tests_len)];
+        let placement = if wide {
+            self.placed_again(brief, request)
+        } else {
+            let tests = &lane.tests[..usize::from(lane.tests_len)];
+            self.placement(tests, &placements, brief)
+        };
         Judged {
             judgement,
             deny: brief.deny,
@@ -808,9 +996,41 @@ impl Policy {
             coverage: found.coverage,
             matched_by,
             case_insensitive,
-            placement: self.placement(tests, &placements, brief),
+            placement,
             valid_until,
         }
+    }
+
+    /// For a lane with more than [`MAX_INDEXED_TESTS`] tests: the position of the mask of
+    /// tests the request passes among the masks a request can give, and their number.
+    #[inline(never)]
+    fn wide_slot(&self, lane: &Lane, request: &Request) -> (usize, usize) {
+        let wide = self.index.wide[lane.tests[0] as usize];
+        let tests = &self.index.wide_tests[wide.tests.0 as usize..wide.tests.1 as usize];
+        let masks = &self.index.masks[wide.masks.0 as usize..wide.masks.1 as usize];
+        let mask = tests.iter().enumerate().fold(0u64, |mask, (bit, &t)| {
+            mask | u64::from(self.place(t, request).is_some()) << bit
+        });
+        let at = masks.binary_search(&mask);
+        debug_assert!(at.is_ok(), "a request gives one of the masks indexed");
+        (at.unwrap_or_default(), masks.len())
+    }
+
+    /// Where the request was placed by the test of the prohibition a judgement reports,
+    /// placed again (a lane with more than [`MAX_INDEXED_TESTS`] tests keeps no
+    /// placements).
+    #[inline(never)]
+    fn placed_again(&self, brief: Brief, request: &Request) -> Option<Placement> {
+        if brief.reports == NONE {
+            return None;
+        }
+        self.place(brief.test, request)
+            .map(|(signal, assumed)| Placement {
+                region: self.index.tests[brief.test as usize].region,
+                prohibition: brief.reports,
+                signal,
+                assumed,
+            })
     }
 
     /// Where the request was placed by the test of the prohibition a judgement reports
@@ -916,13 +1136,11 @@ fn allow_verdict(outcome: &Outcome) -> Verdict<'static> {
 }
 
 fn build_index(model: &Model) -> Index {
-    let mut index = Index {
-        changes_of: vec![Vec::new(); model.prohibitions.len()],
-        ..Index::default()
-    };
+    let mut index = Index::default();
+    let mut changes_of: Vec<Vec<ChangeIdx>> = vec![Vec::new(); model.prohibitions.len()];
     for (ci, c) in model.changes.iter().enumerate() {
         for &p in &c.targets {
-            index.changes_of[p as usize].push(ci as ChangeIdx);
+            changes_of[p as usize].push(ci as ChangeIdx);
         }
     }
     // The distinct jurisdiction tests, and each prohibition's.
@@ -952,13 +1170,33 @@ fn build_index(model: &Model) -> Index {
             app_covering[a as usize].push(pi as ProhibitionIdx);
         }
     }
+    let mut exemptions_of: Vec<Vec<ChangeIdx>> = vec![Vec::new(); model.apps.len()];
+    for (ci, c) in model.changes.iter().enumerate() {
+        if let ChangeKind::Exemption { apps, .. } = &c.kind {
+            for &a in apps {
+                if let Some(named) = exemptions_of.get_mut(a as usize)
+                    && named.last() != Some(&(ci as ChangeIdx))
+                {
+                    named.push(ci as ChangeIdx);
+                }
+            }
+        }
+    }
     let mut builder = Builder {
         model,
+        exemptions_of,
+        changes_of: &changes_of,
         index: &mut index,
         by_key: HashMap::default(),
         entry_ids: HashMap::default(),
+        outcomes: Vec::new(),
+        outcome_ids: HashMap::default(),
         judgement_ids: HashMap::default(),
         line_ids: HashMap::default(),
+        hindsight_line_ids: HashMap::default(),
+        scratch: Vec::new(),
+        lane_ids: HashMap::default(),
+        masks_of: HashMap::default(),
     };
     let app_coverage: Vec<u32> = app_covering
         .into_iter()
@@ -983,10 +1221,18 @@ fn build_index(model: &Model) -> Index {
             builder.coverage(covering, None)
         })
         .collect();
-    let mut judgements: Vec<(u32, Judgement)> =
+    let mut judgements: Vec<(u32, (u32, Option<Uncertain>))> =
         builder.judgement_ids.drain().map(|(j, i)| (i, j)).collect();
     judgements.sort_by_key(|(i, _)| *i);
-    index.judgements = judgements.into_iter().map(|(_, j)| j).collect();
+    let outcomes = std::mem::take(&mut builder.outcomes);
+    index.changes_of = changes_of;
+    index.judgements = judgements
+        .into_iter()
+        .map(|(_, (outcome, uncertain))| Judgement {
+            outcome: outcomes[outcome as usize].clone(),
+            uncertain,
+        })
+        .collect();
     index.briefs = index
         .judgements
         .iter()
@@ -1058,13 +1304,60 @@ type EntryKey = (Vec<ProhibitionIdx>, Vec<ProhibitionIdx>, Vec<ChangeIdx>);
 
 struct Builder<'a> {
     model: &'a Model,
+    /// Per app, the exemptions that name it.
+    exemptions_of: Vec<Vec<ChangeIdx>>,
+    /// Per prohibition, the changes that target it.
+    changes_of: &'a [Vec<ChangeIdx>],
     index: &'a mut Index,
     /// Apps with the same covering prohibitions and exemptions share their entries.
     by_key: HashMap<(Vec<ProhibitionIdx>, Vec<ChangeIdx>), u32>,
     entry_ids: HashMap<EntryKey, u32>,
-    judgement_ids: HashMap<Judgement, u32>,
+    /// Distinct outcomes, numbered, and judgements: an outcome's number and where the
+    /// readings of windows disagree.
+    outcomes: Vec<Outcome>,
+    outcome_ids: HashMap<Outcome, u32>,
+    judgement_ids: HashMap<(u32, Option<Uncertain>), u32>,
     /// Time lines with the same segments share them.
     line_ids: HashMap<Vec<(Instant, u32)>, Line>,
+    hindsight_line_ids: HashMap<Vec<(Instant, u32)>, Line>,
+    /// A time line's segments being looked up.
+    scratch: Vec<(Instant, u32)>,
+    /// Entries whose time lines agree share them.
+    lane_ids: HashMap<LaneKey, (Lane, Hindsight)>,
+    /// The masks of passed tests a request can give, per list of tests.
+    masks_of: HashMap<Vec<u32>, Option<Vec<u64>>>,
+}
+
+/// What an entry's time lines depend on: the prohibitions of the action, the exemptions
+/// among their changes that name the app, and, of the other covering prohibitions, only
+/// when the first becomes known under each reading of windows (see [`lines_coverage`]).
+type LaneKey = (Vec<ProhibitionIdx>, Vec<ChangeIdx>, Option<[Instant; 2]>);
+
+/// The covering prohibitions an entry's time lines are built from: those of the action,
+/// and the first known under each reading of windows. The others cannot change an
+/// answer (an outcome asks of them only whether any is known), and leaving them out
+/// leaves out their instants and epochs. With when that first one becomes known, under
+/// each reading.
+fn lines_coverage(
+    model: &Model,
+    covering: &[ProhibitionIdx],
+    with_action: &[ProhibitionIdx],
+) -> (Vec<ProhibitionIdx>, Option<[Instant; 2]>) {
+    let mut kept = with_action.to_vec();
+    let mut first = [Instant::MIN; 2];
+    for (slot, b) in first.iter_mut().zip(law::Boundaries::ALL) {
+        let known = |p: &ProhibitionIdx| {
+            law::known_from(model, model.prohibitions[*p as usize].instrument, b)
+        };
+        let Some(p) = covering.iter().min_by_key(|p| known(p)) else {
+            return (kept, None);
+        };
+        *slot = known(p);
+        if !kept.contains(p) {
+            kept.push(*p);
+        }
+    }
+    (kept, Some(first))
 }
 
 impl Builder<'_> {
@@ -1072,19 +1365,17 @@ impl Builder<'_> {
     fn coverage(&mut self, covering: Vec<ProhibitionIdx>, app: Option<AppIdx>) -> u32 {
         let model = self.model;
         // The exemptions that name this app and reach one of its prohibitions.
-        let exempting: Vec<ChangeIdx> = match app {
+        let exempting: Vec<ChangeIdx> = match app.and_then(|a| self.exemptions_of.get(a as usize)) {
             None => Vec::new(),
-            Some(a) => model
-                .changes
+            Some(named) => named
                 .iter()
-                .enumerate()
-                .filter(|(_, c)| match &c.kind {
-                    ChangeKind::Exemption { apps, .. } => {
-                        apps.contains(&a) && c.targets.iter().any(|p| covering.contains(p))
-                    }
-                    _ => false,
+                .copied()
+                .filter(|&c| {
+                    model.changes[c as usize]
+                        .targets
+                        .iter()
+                        .any(|p| covering.contains(p))
                 })
-                .map(|(ci, _)| ci as ChangeIdx)
                 .collect(),
         };
         let key = (covering, exempting);
@@ -1104,9 +1395,11 @@ impl Builder<'_> {
                 Some(&id) => id,
                 None => {
                     let id = self.index.entries.len() as u32;
-                    let (entry, lane) = self.entry(entry_key.0.clone(), entry_key.1.clone(), app);
+                    let entry = self.entry(entry_key.0.clone(), entry_key.1.clone(), app);
+                    let (lane, hindsight) = self.lane(&entry, &key.1);
                     self.index.entries.push(entry);
                     self.index.lanes.push(lane);
+                    self.index.hindsight.push(hindsight);
                     self.entry_ids.insert(entry_key, id);
                     id
                 }
@@ -1123,8 +1416,7 @@ impl Builder<'_> {
         covering: Vec<ProhibitionIdx>,
         with_action: Vec<ProhibitionIdx>,
         app: Option<AppIdx>,
-    ) -> (Entry, Lane) {
-        let model = self.model;
+    ) -> Entry {
         let mut tests: Vec<u32> = Vec::new();
         let mut test_of = Vec::with_capacity(with_action.len());
         for &p in &with_action {
@@ -1136,98 +1428,674 @@ impl Builder<'_> {
                     tests.len() - 1
                 }
             };
-            test_of.push(i as u8);
+            test_of.push(i as u32);
         }
         let coverage = Coverage {
             covering: &covering,
             with_action: &with_action,
-            changes_of: &self.index.changes_of,
+            changes_of: self.changes_of,
             app,
         };
-        let instants = law::instants(model, &coverage);
-        let epochs = law::issue_instants(model, &coverage);
-        let mut entry = Entry {
+        let instants = law::instants(self.model, &coverage);
+        Entry {
             covering,
             with_action,
             app,
             tests,
             test_of,
             instants,
-            epochs,
-            hindsight: NONE,
-        };
-        let mut lane = Lane {
-            tests: [0; MAX_INDEXED_TESTS],
-            tests_len: 0,
-            lines: NONE,
-        };
-        if entry.tests.len() > MAX_INDEXED_TESTS {
-            return (entry, lane);
         }
-        lane.tests[..entry.tests.len()].copy_from_slice(&entry.tests);
-        lane.tests_len = entry.tests.len() as u8;
-        let masks = 1usize << entry.tests.len();
-        lane.lines = self.index.lines.len() as u32;
-        for posture in Posture::ALL {
-            for mask in 0..masks {
-                let line = self.timeline(&entry, posture, mask, None);
-                self.index.lines.push(line);
-            }
-        }
-        entry.hindsight = self.index.lines.len() as u32;
-        let knowledge = std::iter::once(Instant::MIN).chain(entry.epochs.iter().copied());
-        for k in knowledge {
-            for posture in Posture::ALL {
-                for mask in 0..masks {
-                    let line = self.timeline(&entry, posture, mask, Some(k));
-                    self.index.lines.push(line);
-                }
-            }
-        }
-        (entry, lane)
     }
 
-    /// The time line of an entry for a posture and a mask of passed tests, judged with
-    /// what was issued by each instant (`known_at: None`) or by `known_at`.
-    fn timeline(
-        &mut self,
-        entry: &Entry,
-        posture: Posture,
-        mask: usize,
-        known_at: Option<Instant>,
-    ) -> Line {
-        let in_jurisdiction = |p: ProhibitionIdx| {
+    /// An entry's lane and hindsight: its time lines, shared with every entry whose time
+    /// lines agree (see [`LaneKey`]). `exempting`: the exemptions naming the entry's app.
+    fn lane(&mut self, entry: &Entry, exempting: &[ChangeIdx]) -> (Lane, Hindsight) {
+        let model = self.model;
+        let scanned = (
+            Lane {
+                tests: [0; MAX_INDEXED_TESTS],
+                tests_len: 0,
+                lines: NONE,
+            },
+            Hindsight {
+                epochs: (0, 0),
+                lines: NONE,
+            },
+        );
+        if entry.tests.len() > MAX_WIDE_TESTS {
+            return scanned;
+        }
+        let (covering, first) = lines_coverage(model, &entry.covering, &entry.with_action);
+        let exempting: Vec<ChangeIdx> = exempting
+            .iter()
+            .copied()
+            .filter(|&c| {
+                model.changes[c as usize]
+                    .targets
+                    .iter()
+                    .any(|p| entry.with_action.contains(p))
+            })
+            .collect();
+        let key = (entry.with_action.clone(), exempting, first);
+        if let Some(&found) = self.lane_ids.get(&key) {
+            return found;
+        }
+        // The masks of passed tests to build lines for: those a request can give.
+        let realizable = match self.masks_of.get(&entry.tests) {
+            Some(m) => m.clone(),
+            None => {
+                let m = realizable(self.index, &entry.tests);
+                self.masks_of.insert(entry.tests.clone(), m.clone());
+                m
+            }
+        };
+        let n = entry.tests.len();
+        let (slots, wide): (Vec<Option<u64>>, Option<Vec<u64>>) = if n <= MAX_INDEXED_TESTS {
+            // Every mask has its place; one no request gives has the line of the first
+            // mask one does.
+            let slots = (0..1u64 << n)
+                .map(|m| {
+                    let given = realizable
+                        .as_ref()
+                        .is_none_or(|r| r.binary_search(&m).is_ok());
+                    given.then_some(m)
+                })
+                .collect();
+            (slots, None)
+        } else {
+            match realizable {
+                Some(masks) if masks.len() <= MAX_WIDE_MASKS => {
+                    (masks.iter().map(|&m| Some(m)).collect(), Some(masks))
+                }
+                _ => {
+                    self.lane_ids.insert(key, scanned);
+                    return scanned;
+                }
+            }
+        };
+        let coverage = Coverage {
+            covering: &covering,
+            with_action: &entry.with_action,
+            changes_of: self.changes_of,
+            app: entry.app,
+        };
+        let instants = law::instants(model, &coverage);
+        let epochs = law::issue_instants(model, &coverage);
+        let mut lane = Lane {
+            tests: [0; MAX_INDEXED_TESTS],
+            tests_len: n as u8,
+            lines: NONE,
+        };
+        match wide {
+            None => lane.tests[..n].copy_from_slice(&entry.tests),
+            Some(masks) => {
+                lane.tests[0] = self.index.wide.len() as u32;
+                let tests_from = self.index.wide_tests.len() as u32;
+                self.index.wide_tests.extend_from_slice(&entry.tests);
+                let masks_from = self.index.masks.len() as u32;
+                self.index.masks.extend_from_slice(&masks);
+                self.index.wide.push(Wide {
+                    tests: (tests_from, self.index.wide_tests.len() as u32),
+                    masks: (masks_from, self.index.masks.len() as u32),
+                });
+            }
+        }
+        // The masks judged, and each slot's among them (a mask no request gives takes
+        // the first one's line, never read).
+        let masks: Vec<u64> = slots.iter().flatten().copied().collect();
+        let mut next = 0;
+        let slot_of: Vec<usize> = slots
+            .iter()
+            .map(|slot| match slot {
+                Some(_) => {
+                    next += 1;
+                    next - 1
+                }
+                None => 0,
+            })
+            .collect();
+        let placed = |i: usize, p: ProhibitionIdx| {
             entry
                 .with_action
                 .iter()
                 .position(|x| *x == p)
-                .is_some_and(|i| mask & (1 << entry.test_of[i]) != 0)
+                .is_some_and(|at| masks[i] >> entry.test_of[at] & 1 != 0)
         };
-        let segments = segments_of(
-            self.model,
-            &self.index.changes_of,
-            entry,
-            &in_jurisdiction,
-            posture,
-            known_at,
+        let knowledge = std::iter::once(None).chain(
+            std::iter::once(Instant::MIN)
+                .chain(epochs.iter().copied())
+                .map(Some),
         );
-        let segments: Vec<(Instant, u32)> = segments
-            .into_iter()
-            .map(|(start, judgement)| {
-                let next = self.judgement_ids.len() as u32;
-                (start, *self.judgement_ids.entry(judgement).or_insert(next))
+        // The lines of each knowledge, a block of a line per posture and mask.
+        let mut blocks: Vec<Vec<Line>> = Vec::new();
+        let postures = Posture::ALL.len();
+        // Whether ignoring non-enforcement orders can change an answer.
+        let non_enforcement = law::non_enforcement_matters(model, &coverage);
+        // The outcome of every mask, by standing (which fixes it whatever the instant,
+        // knowledge and posture): `rows[row * masks + mask]`.
+        let mut rows: Vec<u32> = Vec::new();
+        let mut row_of: HashMap<law::Standing, usize> = HashMap::default();
+        let mut judged: Vec<(u32, u32)> = Vec::new();
+        let mut segments: Vec<(Instant, u32, Option<Uncertain>)> = Vec::new();
+        for known_at in knowledge {
+            // With what was issued by each point (`known_at: None`) the answer may change
+            // at every instant; with what was issued by `known_at`, only at the edges of
+            // what was known by then.
+            let points = match known_at {
+                None => instants.clone(),
+                Some(k) => law::instants_known_at(model, &coverage, k),
+            };
+            // The row of every posture at every point: `grid[point * postures + posture]`.
+            let mut grid: Vec<usize> = Vec::with_capacity((points.len() + 1) * postures);
+            // The standing and row of each posture at the point before.
+            let mut before: [Option<(law::Standing, usize)>; 4] = Default::default();
+            for t in std::iter::once(Instant::MIN).chain(points.iter().copied()) {
+                let k = known_at.unwrap_or(t);
+                for posture in Posture::ALL {
+                    if !non_enforcement && posture.non_enforcement == NonEnforcement::Ignore {
+                        // As the same reading honouring them.
+                        let honour = Posture {
+                            non_enforcement: NonEnforcement::Honour,
+                            ..posture
+                        };
+                        let row = grid[grid.len() - posture.index() + honour.index()];
+                        grid.push(row);
+                        continue;
+                    }
+                    let standing = law::standing(model, &coverage, t, k, posture);
+                    let same = &mut before[posture.index()];
+                    let known = match same {
+                        Some((s, row)) if *s == standing => Some(*row),
+                        _ => row_of.get(&standing).copied(),
+                    };
+                    let row = match known {
+                        Some(row) => row,
+                        None => {
+                            let row = rows.len() / masks.len().max(1);
+                            for m in 0..masks.len() {
+                                let outcome =
+                                    law::outcome_from(model, &coverage, &standing, &|p| {
+                                        placed(m, p)
+                                    });
+                                let next = self.outcomes.len() as u32;
+                                let id = *self.outcome_ids.entry(outcome).or_insert_with_key(|o| {
+                                    self.outcomes.push(o.clone());
+                                    next
+                                });
+                                rows.push(id);
+                            }
+                            row_of.insert(standing.clone(), row);
+                            row
+                        }
+                    };
+                    *same = Some((standing, row));
+                    grid.push(row);
+                }
+            }
+            let mut block = Vec::with_capacity(postures * slot_of.len());
+            for posture in Posture::ALL {
+                let (mine, other) = (posture.index(), posture.other_reading().index());
+                let lines: Vec<Line> = (0..masks.len())
+                    .map(|m| {
+                        let at = |point: usize, posture: usize| {
+                            rows[grid[point * postures + posture] * masks.len() + m]
+                        };
+                        judged.clear();
+                        judged.extend((0..=points.len()).map(|p| (at(p, mine), at(p, other))));
+                        let outcomes = &self.outcomes;
+                        let deny = |&o: &u32| outcomes[o as usize].is_deny();
+                        law::segments_by(&points, &judged, deny, &mut segments);
+                        self.line(&segments, known_at.is_some())
+                    })
+                    .collect();
+                block.extend(slot_of.iter().map(|&slot| lines[slot]));
+            }
+            blocks.push(block);
+        }
+        // The first block is the default path's; then the block of each epoch, except
+        // where an epoch changes no line (it is left out).
+        let mut blocks = blocks.into_iter();
+        let current = blocks.next().unwrap_or_default();
+        lane.lines = self.index.timelines.lines.len() as u32;
+        self.index.timelines.lines.extend(current);
+        let mut kept: Vec<Vec<Line>> = blocks.next().into_iter().collect();
+        let mut kept_epochs = Vec::new();
+        for (&epoch, block) in epochs.iter().zip(blocks) {
+            if kept.last() != Some(&block) {
+                kept_epochs.push(epoch);
+                kept.push(block);
+            }
+        }
+        let epochs_from = self.index.epochs.len() as u32;
+        self.index.epochs.extend_from_slice(&kept_epochs);
+        let hindsight = Hindsight {
+            epochs: (epochs_from, self.index.epochs.len() as u32),
+            lines: self.index.hindsight_timelines.lines.len() as u32,
+        };
+        self.index
+            .hindsight_timelines
+            .lines
+            .extend(kept.into_iter().flatten());
+        self.lane_ids.insert(key, (lane, hindsight));
+        (lane, hindsight)
+    }
+
+    /// A time line from its segments (each an outcome's number, and where the readings
+    /// disagree), stored once: a line of judgements in hindsight, or of the default path.
+    fn line(&mut self, segments: &[(Instant, u32, Option<Uncertain>)], hindsight: bool) -> Line {
+        self.scratch.clear();
+        for &(start, outcome, uncertain) in segments {
+            let next = self.judgement_ids.len() as u32;
+            let j = *self
+                .judgement_ids
+                .entry((outcome, uncertain))
+                .or_insert(next);
+            self.scratch.push((start, j));
+        }
+        if hindsight {
+            let ids = &mut self.hindsight_line_ids;
+            self.index.hindsight_timelines.store(ids, &self.scratch)
+        } else {
+            self.index
+                .timelines
+                .store(&mut self.line_ids, &self.scratch)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::diagnostic::Source;
+    use crate::wire::{AppRecord, RequestRecord};
+
+    fn instrument(id: &str, kind: &str, issued: &str) -> String {
+        format!(
+            "[instrument]\nid = \"{id}\"\nkind = \"{kind}\"\ntitle = \"{id}\"\nauthority = \"A\"\ncitation = \"{id}\"\nsource = \"https://example.org/{id}\"\nissued = {issued}\n\n"
+        )
+    }
+
+    fn window(earliest: &str, latest: &str) -> String {
+        format!("{{ earliest = {earliest}, latest = {latest}, note = \"open\" }}")
+    }
+
+    /// Regions that overlap and nest, and ten prohibitions of app `a`'s downloads, each
+    /// with a test of its own (more than `MAX_INDEXED_TESTS`), under instruments issued
+    /// in windows and changed by delays, relief, an exemption, an end and a revocation;
+    /// app `b`, covered by three of them, has a lane of the usual kind.
+    fn wide_policy() -> Policy {
+        let common = "\
+[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\", \"PR\", \"GU\"]\n\n\
+[[region]]\nid = \"USM\"\nname = \"US mainland\"\ncountries = [\"US\"]\n\n\
+[[region]]\nid = \"EU\"\nname = \"EU\"\ncountries = [\"FR\", \"DE\", \"IT\"]\n\n\
+[[region]]\nid = \"DE\"\nname = \"DE\"\ncountries = [\"DE\"]\n\n\
+[[region]]\nid = \"ASIA\"\nname = \"Asia\"\ncountries = [\"JP\", \"KR\"]\n\n\
+[[region]]\nid = \"NA\"\nname = \"North America\"\ncountries = [\"US\", \"CA\", \"MX\", \"PR\"]\n\n\
+[[region]]\nid = \"MIX\"\nname = \"Mixed\"\ncountries = [\"US\", \"FR\", \"JP\"]\n\n\
+[[entity]]\nid = \"e\"\nname = \"E\"\n\n\
+[[app]]\nid = \"a\"\nname = \"A\"\nowner = \"e\"\nandroid = [\"app.a\"]\n\n\
+[[app]]\nid = \"b\"\nname = \"B\"\nowner = \"e\"\nandroid = [\"app.b\"]\n";
+        let tests = [
+            ("US", ""),
+            ("US", "jurisdiction = [[\"server_country\"]]\n"),
+            (
+                "EU",
+                "jurisdiction = [[\"storefront\", \"device_country\"]]\n",
+            ),
+            (
+                "DE",
+                "jurisdiction = [[\"server_country\"], [\"storefront\", \"device_country\", \"ip_country\", \"billing_country\"]]\n",
+            ),
+            ("ASIA", ""),
+            ("NA", "jurisdiction = [[\"ip_country\"]]\n"),
+            ("USM", "jurisdiction = [[\"billing_country\"]]\n"),
+            (
+                "MIX",
+                "jurisdiction = [[\"server_country\"], [\"storefront\"]]\n",
+            ),
+            ("EU", "jurisdiction = [[\"server_country\"]]\n"),
+            ("ASIA", "jurisdiction = [[\"device_country\"]]\n"),
+        ];
+        let mut first = instrument(
+            "first",
+            "statute",
+            &window("2021-01-01T00:00:00Z", "2021-01-02T00:00:00Z"),
+        );
+        let mut second = instrument("second", "executive-order", "2021-06-01T00:00:00Z");
+        for (i, (region, jurisdiction)) in tests.iter().enumerate() {
+            let apps = if i < 3 { "\"a\", \"b\"" } else { "\"a\"" };
+            let effective = match i % 3 {
+                0 => window(
+                    &format!("2021-0{}-10T00:00:00Z", 2 + i % 5),
+                    &format!("2021-0{}-11T00:00:00Z", 2 + i % 5),
+                ),
+                _ => format!("2021-0{}-15T00:00:00Z", 2 + i % 6),
+            };
+            let end = if i == 4 {
+                format!(
+                    "end = {}\n",
+                    window("2023-01-01T00:00:00Z", "2023-01-05T00:00:00Z")
+                )
+            } else {
+                String::new()
+            };
+            let text = format!(
+                "[[prohibition]]\nid = \"p{i}\"\napps = [{apps}]\nactions = [\"download\", \"update\"]\nregion = \"{region}\"\n{jurisdiction}effective = {effective}\n{end}text = \"t\"\n\n"
+            );
+            if i % 2 == 0 { &mut first } else { &mut second }.push_str(&text);
+        }
+        let files = [
+            ("common.toml", common.to_owned()),
+            ("first.toml", first),
+            ("second.toml", second),
+            (
+                "delay.toml",
+                instrument(
+                    "delay",
+                    "amendment",
+                    &window("2021-03-01T00:00:00Z", "2021-03-03T00:00:00Z"),
+                ) + &format!(
+                    "[[delay]]\nprohibitions = [\"p0\", \"p3\"]\neffective = {}\n",
+                    window("2021-09-01T00:00:00Z", "2021-09-02T00:00:00Z")
+                ),
+            ),
+            (
+                "court.toml",
+                instrument("court", "court-order", "2021-10-01T00:00:00Z")
+                    + &format!(
+                        "[[injunction]]\nprohibitions = [\"p1\", \"p5\", \"p8\"]\nfrom = {}\nuntil = 2022-02-01T00:00:00Z\n",
+                        window("2021-10-01T00:00:00Z", "2021-10-02T00:00:00Z")
+                    ),
+            ),
+            (
+                "pause.toml",
+                instrument(
+                    "pause",
+                    "non-enforcement-order",
+                    &window("2022-03-01T00:00:00Z", "2022-03-02T00:00:00Z"),
+                ) + "[[non-enforcement]]\ninstruments = [\"first\"]\nfrom = 2022-03-02T00:00:00Z\nuntil = 2022-06-01T00:00:00Z\n",
+            ),
+            (
+                "divestiture.toml",
+                instrument("divestiture", "divestiture", "2022-08-01T00:00:00Z")
+                    + &format!(
+                        "[[exemption]]\napps = [\"a\"]\nprohibitions = [\"p2\", \"p7\"]\nfrom = {}\n",
+                        window("2022-08-01T00:00:00Z", "2022-08-03T00:00:00Z")
+                    ),
+            ),
+            (
+                "revocation.toml",
+                instrument("revocation", "revocation", "2023-06-01T00:00:00Z")
+                    + "[[revocation]]\ninstruments = [\"second\"]\nfrom = 2023-07-01T00:00:00Z\n",
+            ),
+        ];
+        Policy::from_sources(files.map(|(name, text)| Source::new(name, text)))
+            .unwrap_or_else(|d| panic!("{}", d.render()))
+    }
+
+    /// Every edge of every instant and window the policy names.
+    fn named_instants(policy: &Policy) -> Vec<Instant> {
+        let mut out = Vec::new();
+        let mut moment = |m: &Moment| out.extend([m.earliest, m.latest]);
+        for i in policy.instruments() {
+            moment(&i.issued);
+        }
+        for p in policy.prohibitions() {
+            moment(&p.effective);
+            if let Some(e) = &p.end {
+                moment(e);
+            }
+        }
+        for c in policy.changes() {
+            match &c.kind {
+                ChangeKind::Delay { effective } => moment(effective),
+                ChangeKind::Relief { from, until, .. } => {
+                    moment(from);
+                    if let Some(u) = until {
+                        moment(u);
+                    }
+                }
+                ChangeKind::Revocation { from } | ChangeKind::Exemption { from, .. } => {
+                    moment(from)
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The instants around each named one: it, and a nanosecond either side.
+    fn around(instants: &[Instant]) -> Vec<Instant> {
+        let mut out: Vec<Instant> = instants
+            .iter()
+            .flat_map(|i| {
+                let n = i.as_nanos();
+                [n - 1, n, n + 1].map(Instant::from_nanos)
             })
             .collect();
-        if let Some(&line) = self.line_ids.get(&segments) {
-            return line;
-        }
-        let line = Line {
-            start: self.index.starts.len() as u32,
-            len: segments.len() as u32,
+        out.push(Instant::parse_rfc3339("2019-01-01T00:00:00Z").unwrap());
+        out.push(Instant::parse_rfc3339("2030-01-01T00:00:00Z").unwrap());
+        out
+    }
+
+    const COUNTRIES: [Option<&str>; 8] = [
+        None,
+        Some("US"),
+        Some("PR"),
+        Some("CA"),
+        Some("FR"),
+        Some("DE"),
+        Some("JP"),
+        Some("GB"),
+    ];
+
+    /// Requests for `app`'s `action` with many combinations of signals (at least one
+    /// carried), drawn with a fixed seed.
+    fn requests(app: &str, action: &str, count: usize) -> Vec<Request> {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            COUNTRIES[(seed % COUNTRIES.len() as u64) as usize].map(str::to_owned)
         };
-        self.index.starts.extend(segments.iter().map(|(s, _)| *s));
-        self.index.judged.extend(segments.iter().map(|(_, j)| *j));
-        self.line_ids.insert(segments, line);
-        line
+        let mut out = Vec::new();
+        while out.len() < count {
+            let record = RequestRecord {
+                app: Some(AppRecord {
+                    platform: "android".into(),
+                    id: app.into(),
+                }),
+                action: action.into(),
+                at: "2021-01-01T00:00:00Z".into(),
+                storefront: next(),
+                device_country: next(),
+                ip_country: next(),
+                billing_country: next(),
+                server_country: next(),
+                ..Default::default()
+            };
+            if let Ok(r) = record.into_request() {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    fn with_known_at(request: &Request, at: Instant, known_at: Instant) -> Request {
+        let mut record = RequestRecord::from(request);
+        record.at = at.to_string();
+        record.known_at = Some(known_at.to_string());
+        record.into_request().unwrap()
+    }
+
+    /// Every decision the index gives for `app`'s `action` equals the scan's, at every
+    /// named instant and a nanosecond either side, under every posture, judged with what
+    /// was issued by then and, for some requests, in hindsight at each instant.
+    fn agrees_with_the_scan(policy: &Policy, app: &str, action: &str, combinations: usize) {
+        let instants = around(&named_instants(policy));
+        let reqs = requests(app, action, 24);
+        let mut masks = std::collections::BTreeSet::new();
+        for (n, r) in reqs.iter().enumerate() {
+            let lane_tests = {
+                let e = policy.index.coverages
+                    [policy.index.ids.get(Kind::Android, app).unwrap().0.coverage as usize]
+                    [r.action().index()] as usize;
+                policy.index.entries[e].tests.clone()
+            };
+            masks.insert(
+                lane_tests
+                    .iter()
+                    .map(|&t| policy.place(t, r).is_some())
+                    .collect::<Vec<_>>(),
+            );
+            for &at in &instants {
+                let r = r.at_instant(at);
+                for posture in Posture::ALL {
+                    let fast = policy.decide(&r, posture).to_record();
+                    let scanned = policy.decide_scanning(&r, posture).to_record();
+                    assert_eq!(fast, scanned, "at {at}, {posture:?}");
+                }
+            }
+            // In hindsight: every instant as `known_at`, at a few instants.
+            if n % 6 == 0 {
+                for &known_at in &instants {
+                    for &at in instants.iter().step_by(11) {
+                        let r = with_known_at(r, at, known_at);
+                        for posture in Posture::ALL {
+                            let fast = policy.decide(&r, posture).to_record();
+                            let scanned = policy.decide_scanning(&r, posture).to_record();
+                            assert_eq!(fast, scanned, "at {at} known at {known_at}, {posture:?}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            masks.len() >= combinations,
+            "the requests pass {} combinations of tests",
+            masks.len()
+        );
+    }
+
+    #[test]
+    fn an_entry_with_many_tests_is_indexed_and_agrees_with_the_scan() {
+        let policy = wide_policy();
+        let (found, _) = policy.index.ids.get(Kind::Android, "app.a").unwrap();
+        let e = policy.index.coverages[found.coverage as usize][Action::Download.index()];
+        let lane = policy.index.lanes[e as usize];
+        assert!(usize::from(lane.tests_len) > MAX_INDEXED_TESTS);
+        assert_eq!(usize::from(lane.tests_len), 10);
+        assert_ne!(lane.lines, NONE, "indexed, not scanned");
+        assert_ne!(policy.index.hindsight[e as usize].lines, NONE);
+        let wide = policy.index.wide[lane.tests[0] as usize];
+        let masks = (wide.masks.1 - wide.masks.0) as usize;
+        assert!(masks > 1 && masks < 1 << 10, "{masks} masks");
+        agrees_with_the_scan(&policy, "app.a", "download", 12);
+        agrees_with_the_scan(&policy, "app.a", "update", 12);
+    }
+
+    #[test]
+    fn an_entry_with_many_tests_reads_back_from_an_image() {
+        let policy = wide_policy();
+        let read = Policy::from_image(&policy.to_image()).unwrap();
+        for r in requests("app.a", "download", 24) {
+            for at in around(&named_instants(&policy)).into_iter().step_by(5) {
+                let r = r.at_instant(at);
+                assert_eq!(
+                    read.decide(&r, Posture::default()).to_record(),
+                    policy.decide(&r, Posture::default()).to_record()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_with_few_tests_agrees_with_the_scan() {
+        let policy = wide_policy();
+        let (found, _) = policy.index.ids.get(Kind::Android, "app.b").unwrap();
+        let e = policy.index.coverages[found.coverage as usize][Action::Download.index()];
+        assert_eq!(policy.index.lanes[e as usize].tests_len, 3);
+        agrees_with_the_scan(&policy, "app.b", "download", 4);
+    }
+
+    /// The masks of passed tests that requests carrying any of `countries` (or nothing) in
+    /// each signal give, tried one by one.
+    fn masks_tried(index: &Index, tests: &[u32], countries: &[Option<Country>]) -> Vec<u64> {
+        let n = countries.len();
+        let mut masks: Vec<u64> = (0..n.pow(5))
+            .map(|mut k| {
+                let mut signals = [None; 5];
+                for s in &mut signals {
+                    *s = countries[k % n];
+                    k /= n;
+                }
+                tests.iter().enumerate().fold(0u64, |mask, (bit, &t)| {
+                    let test = &index.tests[t as usize];
+                    let groups = &index.groups[test.groups.0 as usize..test.groups.1 as usize];
+                    let passes = place(&test.set, groups, |s| signals[s as usize]).is_some();
+                    mask | u64::from(passes) << bit
+                })
+            })
+            .collect();
+        masks.sort_unstable();
+        masks.dedup();
+        masks
+    }
+
+    #[test]
+    fn the_masks_indexed_are_those_requests_give() {
+        let policy = wide_policy();
+        // A country of each class the regions make (those that hold it), and none.
+        let countries: Vec<Option<Country>> = [
+            None,
+            Some("US"),
+            Some("PR"),
+            Some("GU"),
+            Some("CA"),
+            Some("FR"),
+            Some("IT"),
+            Some("DE"),
+            Some("JP"),
+            Some("KR"),
+            Some("GB"),
+        ]
+        .map(|c| c.map(|c| Country::parse(c).unwrap()))
+        .to_vec();
+        let (found, _) = policy.index.ids.get(Kind::Android, "app.a").unwrap();
+        let e = policy.index.coverages[found.coverage as usize][Action::Download.index()];
+        let tests = policy.index.entries[e as usize].tests.clone();
+        assert_eq!(
+            realizable(&policy.index, &tests).unwrap(),
+            masks_tried(&policy.index, &tests, &countries)
+        );
+        // Three tests of the server's country alone, in the US, the EU and DE (in the
+        // EU): it passes all three when not carried, else at most the EU's and DE's.
+        let mut policy = policy;
+        let mut server = SignalSet::default();
+        server.insert(Signal::ServerCountry);
+        let region = |id: &str| policy.regions().iter().position(|r| r.id == id).unwrap();
+        let (us, eu, de) = (region("US"), region("EU"), region("DE"));
+        let test = |policy: &Policy, region: usize| {
+            policy.index.tests.iter().position(|t| {
+                t.region as usize == region
+                    && policy.index.groups[t.groups.0 as usize..t.groups.1 as usize] == [server]
+            })
+        };
+        assert_eq!(test(&policy, de), None);
+        let groups = policy.index.groups.len() as u32;
+        policy.index.groups.push(server);
+        policy.index.tests.push(Test {
+            region: de as RegionIdx,
+            set: policy.model.regions[de].set,
+            groups: (groups, groups + 1),
+        });
+        let server = [us, eu, de].map(|r| test(&policy, r).unwrap() as u32);
+        let masks = realizable(&policy.index, &server).unwrap();
+        assert_eq!(masks, masks_tried(&policy.index, &server, &countries));
+        assert_eq!(masks, vec![0b000, 0b001, 0b010, 0b110, 0b111]);
     }
 }

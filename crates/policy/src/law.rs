@@ -235,7 +235,7 @@ impl Outcome {
 }
 
 /// The state of one prohibition at one instant.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, Eq, Debug)]
 pub(crate) enum Status {
     InForce { set_aside: Vec<InstrumentIdx> },
     NotYet(Instant),
@@ -244,6 +244,40 @@ pub(crate) enum Status {
     Lapsed(InstrumentIdx),
     Exempt(InstrumentIdx),
     Revoked(InstrumentIdx),
+}
+
+/// Compared field by field (the orders set aside, most often none, without a call to
+/// compare their bytes: the index compares statuses by the million).
+impl PartialEq for Status {
+    fn eq(&self, other: &Status) -> bool {
+        match (self, other) {
+            (Status::InForce { set_aside: a }, Status::InForce { set_aside: b }) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+            }
+            (Status::NotYet(a), Status::NotYet(b)) => a == b,
+            (Status::NotEnforced(a), Status::NotEnforced(b))
+            | (Status::Enjoined(a), Status::Enjoined(b))
+            | (Status::Lapsed(a), Status::Lapsed(b))
+            | (Status::Exempt(a), Status::Exempt(b))
+            | (Status::Revoked(a), Status::Revoked(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl std::hash::Hash for Status {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Status::InForce { set_aside } => set_aside.hash(state),
+            Status::NotYet(t) => t.hash(state),
+            Status::NotEnforced(i)
+            | Status::Enjoined(i)
+            | Status::Lapsed(i)
+            | Status::Exempt(i)
+            | Status::Revoked(i) => i.hash(state),
+        }
+    }
 }
 
 impl Status {
@@ -434,22 +468,93 @@ pub(crate) fn outcome(
     k: Instant,
     posture: Posture,
 ) -> Outcome {
+    outcome_from(
+        model,
+        coverage,
+        &standing(model, coverage, t, k, posture),
+        in_jurisdiction,
+    )
+}
+
+/// What the answer at an instant, judged with the instruments issued by another, under a
+/// posture, depends on beyond the request's jurisdiction: whether any covering
+/// prohibition is known, and the status of each prohibition of the action (`None`: not
+/// known). Equal standings give equal answers to every request.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub(crate) struct Standing {
+    covering_known: bool,
+    statuses: Vec<Option<Status>>,
+}
+
+/// The standing at `t`, judged with the instruments issued by `k`.
+pub(crate) fn standing(
+    model: &Model,
+    coverage: &Coverage<'_>,
+    t: Instant,
+    k: Instant,
+    posture: Posture,
+) -> Standing {
     let b = posture.boundaries;
-    let known = |p: &&ProhibitionIdx| is_known(model, **p, k, b);
-    if !coverage.covering.iter().any(|p| known(&p)) {
+    Standing {
+        covering_known: coverage.covering.iter().any(|&p| is_known(model, p, k, b)),
+        statuses: coverage
+            .with_action
+            .iter()
+            .map(|&p| {
+                is_known(model, p, k, b).then(|| {
+                    status(
+                        model,
+                        &coverage.changes_of[p as usize],
+                        p,
+                        coverage.app,
+                        t,
+                        k,
+                        posture,
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Whether a non-enforcement order changes one of the prohibitions of the action: if
+/// none does, ignoring them or honouring them gives the same standing.
+pub(crate) fn non_enforcement_matters(model: &Model, coverage: &Coverage<'_>) -> bool {
+    coverage.with_action.iter().any(|&p| {
+        coverage.changes_of[p as usize].iter().any(|&c| {
+            matches!(
+                model.changes[c as usize].kind,
+                ChangeKind::Relief {
+                    relief: Relief::NonEnforcement,
+                    ..
+                }
+            )
+        })
+    })
+}
+
+/// The answer from a [`standing`] of the coverage, for a request in the jurisdiction of
+/// the prohibitions `in_jurisdiction` accepts.
+pub(crate) fn outcome_from(
+    model: &Model,
+    coverage: &Coverage<'_>,
+    standing: &Standing,
+    in_jurisdiction: &dyn Fn(ProhibitionIdx) -> bool,
+) -> Outcome {
+    if !standing.covering_known {
         return Outcome::allow(AllowReason::NotCovered);
     }
     let mut acting = coverage
         .with_action
         .iter()
-        .filter(known)
-        .copied()
+        .zip(&standing.statuses)
+        .filter_map(|(&p, s)| s.as_ref().map(|s| (p, s)))
         .peekable();
     if acting.peek().is_none() {
         return Outcome::allow(AllowReason::ActionNotProhibited);
     }
-    let mut placed = acting.filter(|p| in_jurisdiction(*p)).peekable();
-    let Some(&first) = placed.peek() else {
+    let mut placed = acting.filter(|(p, _)| in_jurisdiction(*p)).peekable();
+    let Some(&(first, _)) = placed.peek() else {
         return Outcome::allow(AllowReason::OutsideJurisdiction);
     };
     // Named by the first prohibition with the same jurisdiction test, so that the answer
@@ -467,26 +572,17 @@ pub(crate) fn outcome(
     let mut in_force = Vec::new();
     let mut set_aside: Vec<InstrumentIdx> = Vec::new();
     let mut best: Option<Status> = None;
-    for p in placed {
-        let s = status(
-            model,
-            &coverage.changes_of[p as usize],
-            p,
-            coverage.app,
-            t,
-            k,
-            posture,
-        );
+    for (p, s) in placed {
         match s {
             Status::InForce { set_aside: aside } => {
                 in_force.push(p);
-                for i in aside {
+                for &i in aside {
                     if !set_aside.contains(&i) {
                         set_aside.push(i);
                     }
                 }
             }
-            other => best = Some(more_final(best, other)),
+            other => best = Some(more_final(best, other.clone())),
         }
     }
     if !in_force.is_empty() {
@@ -598,16 +694,47 @@ fn more_final(a: Option<Status>, b: Status) -> Status {
 /// Every instant at which the answer for these prohibitions may change: both edges of
 /// every window of the prohibitions, of their instruments' issue and of their changes.
 pub(crate) fn instants(model: &Model, coverage: &Coverage<'_>) -> Vec<Instant> {
+    edges(model, coverage, None)
+}
+
+/// Every instant at which the answer judged with what was issued by `k` may change: both
+/// edges of every window of the prohibitions and changes known by `k` under either
+/// reading of windows (not of their issue, which is judged at `k`).
+pub(crate) fn instants_known_at(
+    model: &Model,
+    coverage: &Coverage<'_>,
+    k: Instant,
+) -> Vec<Instant> {
+    edges(model, coverage, Some(k))
+}
+
+/// [`instants`], or [`instants_known_at`] `k`.
+fn edges(model: &Model, coverage: &Coverage<'_>, known_at: Option<Instant>) -> Vec<Instant> {
     let mut out = Vec::new();
     let mut moment = |m: &Moment| {
         out.push(m.earliest);
         out.push(m.latest);
     };
     let issued = |i: InstrumentIdx| &model.instruments[i as usize].issued;
+    let known = |p: ProhibitionIdx, k: Instant| {
+        Boundaries::ALL
+            .into_iter()
+            .any(|b| is_known(model, p, k, b))
+    };
+    let relief_known = |i: InstrumentIdx, k: Instant| {
+        Boundaries::ALL
+            .into_iter()
+            .any(|b| relief_known_from(model, i, b) <= k)
+    };
     for &p in coverage.covering {
-        moment(issued(model.prohibitions[p as usize].instrument));
+        if known_at.is_none() {
+            moment(issued(model.prohibitions[p as usize].instrument));
+        }
     }
     for &p in coverage.with_action {
+        if known_at.is_some_and(|k| !known(p, k)) {
+            continue;
+        }
         let pr = &model.prohibitions[p as usize];
         moment(&pr.effective);
         if let Some(e) = &pr.end {
@@ -615,7 +742,11 @@ pub(crate) fn instants(model: &Model, coverage: &Coverage<'_>) -> Vec<Instant> {
         }
         for &c in &coverage.changes_of[p as usize] {
             let ch = &model.changes[c as usize];
-            moment(issued(ch.instrument));
+            match known_at {
+                None => moment(issued(ch.instrument)),
+                Some(k) if !relief_known(ch.instrument, k) => continue,
+                Some(_) => {}
+            }
             match &ch.kind {
                 ChangeKind::Delay { effective } => moment(effective),
                 ChangeKind::Relief { from, until, .. } => {
@@ -684,46 +815,53 @@ pub(crate) fn segments(
     points: &[Instant],
     judge: &mut dyn FnMut(Instant) -> (Outcome, Outcome),
 ) -> Vec<(Instant, Judgement)> {
-    let starts: Vec<Instant> = std::iter::once(Instant::MIN)
+    let judged: Vec<(Outcome, Outcome)> = std::iter::once(Instant::MIN)
         .chain(points.iter().copied())
+        .map(judge)
         .collect();
-    let judged: Vec<(Outcome, bool)> = starts
-        .iter()
-        .map(|&t| {
-            let (mine, other) = judge(t);
-            let differs = mine.is_deny() != other.is_deny();
-            (mine, differs)
-        })
-        .collect();
-    let mut out: Vec<(Instant, Judgement)> = Vec::new();
-    let mut i = 0;
-    while i < starts.len() {
-        let (outcome, differs) = &judged[i];
-        let uncertain = differs.then(|| {
-            let first = (0..=i)
-                .rev()
-                .take_while(|&j| judged[j].1)
-                .last()
-                .unwrap_or(i);
-            let last = (i..starts.len())
-                .take_while(|&j| judged[j].1)
-                .last()
-                .unwrap_or(i);
+    let mut out = Vec::new();
+    segments_by(points, &judged, Outcome::is_deny, &mut out);
+    out.into_iter()
+        .map(|(start, outcome, uncertain)| (start, Judgement { outcome, uncertain }))
+        .collect()
+}
+
+/// [`segments`], into `out` (cleared first), from the outcomes under the posture and under
+/// the other reading at [`Instant::MIN`] and at each point, given as anything that stands
+/// for them (an outcome, or its number among distinct outcomes) and that `is_deny` reads.
+pub(crate) fn segments_by<O: PartialEq + Clone>(
+    points: &[Instant],
+    judged: &[(O, O)],
+    is_deny: impl Fn(&O) -> bool,
+    out: &mut Vec<(Instant, O, Option<Uncertain>)>,
+) {
+    out.clear();
+    let start = |i: usize| if i == 0 { Instant::MIN } else { points[i - 1] };
+    let differs = |i: usize| {
+        let (mine, other) = &judged[i];
+        is_deny(mine) != is_deny(other)
+    };
+    // The current run of points where the readings disagree: its first, and the first
+    // point after it.
+    let mut run = (0, 0);
+    for (i, (outcome, _)) in judged.iter().enumerate() {
+        let uncertain = differs(i).then(|| {
+            if i == 0 || !differs(i - 1) {
+                let end = (i..judged.len()).find(|&j| !differs(j));
+                run = (i, end.unwrap_or(judged.len()));
+            }
             Uncertain {
-                from: (starts[first] != Instant::MIN).then_some(starts[first]),
-                until: starts.get(last + 1).copied(),
+                from: (run.0 != 0).then(|| start(run.0)),
+                until: (run.1 < judged.len()).then(|| start(run.1)),
             }
         });
-        let judgement = Judgement {
-            outcome: outcome.clone(),
-            uncertain,
-        };
-        if out.last().is_none_or(|(_, j)| *j != judgement) {
-            out.push((starts[i], judgement));
+        if out
+            .last()
+            .is_none_or(|(_, o, u)| o != outcome || *u != uncertain)
+        {
+            out.push((start(i), outcome.clone(), uncertain));
         }
-        i += 1;
     }
-    out
 }
 
 /// The chain of instruments a prohibition was made under: its own instrument first,

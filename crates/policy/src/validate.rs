@@ -696,12 +696,19 @@ impl<'f> Validator<'f> {
             );
         }
         let mut covered = apps.clone();
-        for (ai, app) in model.apps.iter().enumerate() {
-            if owners
-                .iter()
-                .any(|&o| descends_from(&model.entities, app.owner, o))
-            {
-                covered.push(ai as AppIdx);
+        if !owners.is_empty() {
+            // The entities under the owners, each found once, then their apps.
+            let under: Vec<bool> = (0..model.entities.len())
+                .map(|e| {
+                    owners
+                        .iter()
+                        .any(|&o| descends_from(&model.entities, e as EntityIdx, o))
+                })
+                .collect();
+            for (ai, app) in model.apps.iter().enumerate() {
+                if under.get(app.owner as usize).copied().unwrap_or(false) {
+                    covered.push(ai as AppIdx);
+                }
             }
         }
         covered.sort_unstable();

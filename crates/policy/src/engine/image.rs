@@ -13,7 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ENTITY, Index, Lane, NONE, Policy};
+use super::{ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, NONE, Policy, Timelines};
 use crate::law::{Outcome, Posture};
 use crate::model::*;
 use crate::validate::Model;
@@ -212,6 +212,55 @@ fn lines_within(first: u32, count: usize, len: usize, what: &str) -> Result<(), 
     }
 }
 
+/// Every time line's segments within the arrays, each segment's judgement within the
+/// judgements.
+fn check_timelines(t: &Timelines, nj: usize, what: &str) -> Result<(), String> {
+    for (i, l) in t.lines.iter().enumerate() {
+        let end = (l.start as usize).checked_add(l.len as usize);
+        if l.len == 0 || end.is_none_or(|end| end > t.starts.len()) {
+            return Err(format!("{what}time line {i}: segments outside the array"));
+        }
+    }
+    if t.judged.len() != t.starts.len() {
+        return Err(format!(
+            "{what}segments' starts and judgements differ in number"
+        ));
+    }
+    all_within(&t.judged, nj, &|| format!("{what}a segment's judgement"))
+}
+
+/// How many time lines an entry's lane has for each posture (and epoch): one per mask
+/// of its tests, or per mask of its [`super::Wide`], whose tests must be the entry's.
+fn lane_lines(x: &Index, e: &Entry, lane: &Lane) -> Result<usize, String> {
+    let n = usize::from(lane.tests_len);
+    if lane.lines == NONE {
+        return Ok(0);
+    }
+    if n <= MAX_INDEXED_TESTS {
+        if lane.tests[..n] != e.tests[..] {
+            return Err("its lane's tests".to_owned());
+        }
+        return Ok(1 << n);
+    }
+    let w = x.wide.get(lane.tests[0] as usize).ok_or_else(|| {
+        format!(
+            "its lane's tests are {}, of {}",
+            lane.tests[0],
+            x.wide.len()
+        )
+    })?;
+    let tests = x.wide_tests.get(w.tests.0 as usize..w.tests.1 as usize);
+    let masks = x.masks.get(w.masks.0 as usize..w.masks.1 as usize);
+    match (tests, masks) {
+        (Some(tests), Some(masks))
+            if tests == &e.tests[..] && tests.len() == n && !masks.is_empty() =>
+        {
+            Ok(masks.len())
+        }
+        _ => Err("its lane's tests or masks".to_owned()),
+    }
+}
+
 /// Everything a decision reads of the index within its table, given the model.
 fn check_index(m: &Model, x: &Index) -> Result<(), String> {
     let (ni, ne, na, np, nr, nc) = (
@@ -222,7 +271,8 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
         m.regions.len(),
         m.changes.len(),
     );
-    let (nt, nl, nj) = (x.tests.len(), x.lines.len(), x.judgements.len());
+    let (nt, nj) = (x.tests.len(), x.judgements.len());
+    let (nl, nh) = (x.timelines.lines.len(), x.hindsight_timelines.lines.len());
     let ncov = x.coverages.len();
     x.ids
         .check(&|t| {
@@ -238,10 +288,11 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
     for (i, c) in x.coverages.iter().enumerate() {
         all_within(c, x.entries.len(), &|| format!("coverage {i}: an entry"))?;
     }
-    if x.lanes.len() != x.entries.len() {
+    if x.lanes.len() != x.entries.len() || x.hindsight.len() != x.entries.len() {
         return Err(format!(
-            "{} lanes for {} entries",
+            "{} lanes and {} hindsights for {} entries",
             x.lanes.len(),
+            x.hindsight.len(),
             x.entries.len()
         ));
     }
@@ -257,23 +308,19 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
             within(a, na, || format!("{}: its app", what()))?;
         }
         if e.test_of.len() != e.with_action.len()
-            || e.test_of.iter().any(|&t| usize::from(t) >= e.tests.len())
+            || e.test_of.iter().any(|&t| t as usize >= e.tests.len())
         {
             return Err(format!("{}: tests of its prohibitions", what()));
         }
-        let Lane {
-            tests,
-            tests_len,
-            lines,
-        } = lane;
-        let n = usize::from(*tests_len);
-        if n > tests.len() || (*lines != NONE && tests[..n] != e.tests[..]) {
-            return Err(format!("{}: its lane's tests", what()));
+        let per_posture = lane_lines(x, e, lane).map_err(|why| format!("{}: {why}", what()))?;
+        lines_within(lane.lines, postures * per_posture, nl, &what())?;
+        let h = &x.hindsight[i];
+        if h.epochs.0 > h.epochs.1 || h.epochs.1 as usize > x.epochs.len() {
+            return Err(format!("{}: its epochs", what()));
         }
-        lines_within(*lines, postures << n, nl, &what())?;
-        let epochs = e.epochs.len() + 1;
-        lines_within(e.hindsight, (epochs * postures) << n, nl, &what())?;
-        if (e.hindsight == NONE) != (*lines == NONE) {
+        let epochs = (h.epochs.1 - h.epochs.0) as usize + 1;
+        lines_within(h.lines, epochs * postures * per_posture, nh, &what())?;
+        if (h.lines == NONE) != (lane.lines == NONE) {
             return Err(format!("{}: time lines for some judgements only", what()));
         }
     }
@@ -292,16 +339,8 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
     all_within(&x.prohibition_tests, nt, &|| {
         "a prohibition's test".to_owned()
     })?;
-    for (i, l) in x.lines.iter().enumerate() {
-        let end = (l.start as usize).checked_add(l.len as usize);
-        if l.len == 0 || end.is_none_or(|end| end > x.starts.len()) {
-            return Err(format!("time line {i}: segments outside the array"));
-        }
-    }
-    if x.judged.len() != x.starts.len() {
-        return Err("segments' starts and judgements differ in number".to_owned());
-    }
-    all_within(&x.judged, nj, &|| "a segment's judgement".to_owned())?;
+    check_timelines(&x.timelines, nj, "")?;
+    check_timelines(&x.hindsight_timelines, nj, "in hindsight: ")?;
     for (i, j) in x.judgements.iter().enumerate() {
         let what = || format!("judgement {i}");
         match &j.outcome {
@@ -345,16 +384,21 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
         if lane.lines == NONE {
             continue;
         }
-        let n = usize::from(lane.tests_len);
-        let epochs = e.epochs.len() + 1;
+        let per_posture = lane_lines(x, e, lane)?;
+        let h = &x.hindsight[i];
+        let epochs = (h.epochs.1 - h.epochs.0) as usize + 1;
         let ranges = [
-            (lane.lines as usize, postures << n),
-            (e.hindsight as usize, (epochs * postures) << n),
+            (&x.timelines, lane.lines as usize, postures * per_posture),
+            (
+                &x.hindsight_timelines,
+                h.lines as usize,
+                epochs * postures * per_posture,
+            ),
         ];
-        for (first, count) in ranges {
-            for line in &x.lines[first..first + count] {
+        for (timelines, first, count) in ranges {
+            for line in &timelines.lines[first..first + count] {
                 let (start, len) = (line.start as usize, line.len as usize);
-                for &j in &x.judged[start..start + len] {
+                for &j in &timelines.judged[start..start + len] {
                     let reports = x.briefs[j as usize].reports;
                     if reports != NONE && !e.with_action.contains(&reports) {
                         return Err(format!(
@@ -410,11 +454,11 @@ mod tests {
         p.model.apps[0].owner = 2;
         assert_eq!(refused(&p), "app 0: its owner is 2, of 2");
         let mut p = policy();
-        p.index.judged[0] = 99;
+        p.index.timelines.judged[0] = 99;
         let n = p.index.judgements.len();
         assert_eq!(refused(&p), format!("a segment's judgement is 99, of {n}"));
         let mut p = policy();
-        let line = p.index.lines.len() as u32;
+        let line = p.index.timelines.lines.len() as u32;
         p.index.lanes[0].lines = line;
         let why = refused(&p);
         assert!(
