@@ -57,7 +57,14 @@ fn bench() -> Result<(), String> {
     cargo(&["bench", "--package", "serve", "--bench", "audit"])?;
     cargo(&["bench", "--package", "authoring", "--bench", "diff"])?;
     // A 100,000-app bundle loaded from its files and from its compiled image.
-    cargo(&["run", "--release", "--package", "gatekeeper", "--example", "bundle_load"])?;
+    cargo(&[
+        "run",
+        "--release",
+        "--package",
+        "gatekeeper",
+        "--example",
+        "bundle_load",
+    ])?;
     // Cedar and Rego on the same decisions: a workspace of its own, outside the tests' build.
     cargo(&[
         "run",
