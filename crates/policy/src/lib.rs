@@ -88,8 +88,9 @@ pub use request::{AppRef, Platform, Publisher, Request, RequestError, Signal, Si
 pub use schema::schema;
 pub use validate::normalize_sha256;
 pub use wire::{
-    AppRecord, DecisionRecord, InstrumentRecord, JurisdictionRecord, PublisherRecord, ReasonRecord,
-    RequestRecord, UncertainRecord,
+    AppRecord, AppRecordRef, DecisionJson, DecisionRecord, InstrumentRecord, JurisdictionRecord,
+    PublisherRecord, PublisherRecordRef, ReasonRecord, RequestLayout, RequestRecord,
+    RequestRecordRef, UncertainRecord,
 };
 
 impl Policy {

@@ -1,6 +1,13 @@
 //! The JSON shapes of requests and decisions, shared by the command line, the
 //! embeddable crate and the sidecar service. [`RequestRecord::into_request`] is the one
 //! place where a request is validated.
+//!
+//! For the sidecar's batches, the usual form of a request is also read in place
+//! ([`RequestRecordRef::from_json_prefix`], [`RequestLayout`]), and decisions are written
+//! straight into a buffer ([`DecisionJson`]): what `serde_json` would read, and the bytes
+//! `Serialize` writes, as the tests check.
+
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -78,10 +85,74 @@ fn digest(name: &'static str, text: &str) -> Result<String, RequestError> {
 impl RequestRecord {
     /// Validates the record into a [`Request`].
     pub fn into_request(self) -> Result<Request, RequestError> {
+        self.borrowed().into_request()
+    }
+
+    /// The record with its strings borrowed.
+    pub fn borrowed(&self) -> RequestRecordRef<'_> {
+        RequestRecordRef {
+            app: self.app.as_ref().map(|a| AppRecordRef {
+                platform: &a.platform,
+                id: &a.id,
+            }),
+            publisher: self.publisher.as_ref().map(|p| PublisherRecordRef {
+                store: &p.store,
+                id: &p.id,
+            }),
+            action: &self.action,
+            at: &self.at,
+            known_at: self.known_at.as_deref(),
+            storefront: self.storefront.as_deref(),
+            device_country: self.device_country.as_deref(),
+            ip_country: self.ip_country.as_deref(),
+            billing_country: self.billing_country.as_deref(),
+            server_country: self.server_country.as_deref(),
+            signing_cert_sha256: self.signing_cert_sha256.as_deref(),
+            code_sha256: self.code_sha256.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// [`AppRecord`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppRecordRef<'a> {
+    pub platform: &'a str,
+    pub id: &'a str,
+}
+
+/// [`PublisherRecord`], borrowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublisherRecordRef<'a> {
+    pub store: &'a str,
+    pub id: &'a str,
+}
+
+/// A [`RequestRecord`] whose strings are borrowed from the text it was read from (a
+/// batch read without a `String` per field), or from a `RequestRecord`. It is validated
+/// by the same code: [`RequestRecord::into_request`] calls [`RequestRecordRef::into_request`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestRecordRef<'a> {
+    pub app: Option<AppRecordRef<'a>>,
+    pub publisher: Option<PublisherRecordRef<'a>>,
+    pub action: &'a str,
+    pub at: &'a str,
+    pub known_at: Option<&'a str>,
+    pub storefront: Option<&'a str>,
+    pub device_country: Option<&'a str>,
+    pub ip_country: Option<&'a str>,
+    pub billing_country: Option<&'a str>,
+    pub server_country: Option<&'a str>,
+    pub signing_cert_sha256: Option<&'a str>,
+    pub code_sha256: Vec<&'a str>,
+}
+
+impl RequestRecordRef<'_> {
+    /// Validates the record into a [`Request`].
+    pub fn into_request(self) -> Result<Request, RequestError> {
         let app = match self.app {
             None => None,
             Some(a) => {
-                let platform = match a.platform.as_str() {
+                let platform = match a.platform {
                     "ios" => Platform::Ios,
                     "android" => Platform::Android,
                     other => {
@@ -94,14 +165,17 @@ impl RequestRecord {
                         ));
                     }
                 };
-                check_app_id(&a.id).map_err(|e| field("app.id", e))?;
-                Some(AppRef { platform, id: a.id })
+                check_app_id(a.id).map_err(|e| field("app.id", e))?;
+                Some(AppRef {
+                    platform,
+                    id: a.id.to_owned(),
+                })
             }
         };
         let publisher = match self.publisher {
             None => None,
             Some(p) => {
-                let store = Store::parse(&p.store).ok_or_else(|| {
+                let store = Store::parse(p.store).ok_or_else(|| {
                     field(
                         "publisher.store",
                         format!(
@@ -111,7 +185,7 @@ impl RequestRecord {
                     )
                 })?;
                 let id = store
-                    .normalize_account(&p.id)
+                    .normalize_account(p.id)
                     .map_err(|e| field("publisher.id", e))?;
                 if let Some(app) = &app {
                     let fits = matches!(
@@ -136,38 +210,39 @@ impl RequestRecord {
             .action
             .parse()
             .map_err(|e: crate::UnknownAction| field("action", e.to_string()))?;
-        let at = Instant::parse_rfc3339(&self.at)
-            .map_err(|e| field("at", format!("{e}; expected RFC 3339")))?;
+        let at =
+            parse_instant(self.at).map_err(|e| field("at", format!("{e}; expected RFC 3339")))?;
         let known_at = self
             .known_at
-            .as_deref()
-            .map(Instant::parse_rfc3339)
+            .map(parse_instant)
             .transpose()
             .map_err(|e| field("known_at", format!("{e}; expected RFC 3339")))?;
         let mut signals = [None; 5];
         let given = [
-            &self.storefront,
-            &self.device_country,
-            &self.ip_country,
-            &self.billing_country,
-            &self.server_country,
+            self.storefront,
+            self.device_country,
+            self.ip_country,
+            self.billing_country,
+            self.server_country,
         ];
         for (slot, (signal, value)) in signals.iter_mut().zip(Signal::ALL.into_iter().zip(given)) {
             if let Some(code) = value {
                 *slot =
-                    Some(Country::parse(code).map_err(|e| field(signal.as_str(), e.to_string()))?);
+                    Some(parse_country(code).map_err(|e| field(signal.as_str(), e.to_string()))?);
             }
         }
         let signing_cert_sha256 = self
             .signing_cert_sha256
-            .as_deref()
             .map(|c| digest("signing_cert_sha256", c))
             .transpose()?;
-        let code_sha256 = self
-            .code_sha256
-            .iter()
-            .map(|c| digest("code_sha256", c))
-            .collect::<Result<Vec<_>, _>>()?;
+        let code_sha256 = if self.code_sha256.is_empty() {
+            Vec::new()
+        } else {
+            self.code_sha256
+                .iter()
+                .map(|c| digest("code_sha256", c))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         if signals.iter().all(Option::is_none) {
             return Err(RequestError::NoSignal);
         }
@@ -184,6 +259,482 @@ impl RequestRecord {
             known_at,
             signals,
         })
+    }
+}
+
+/// [`Country::parse`], with the countries of codes of two or three upper-case letters (the
+/// usual form of a request's signal) kept once found: the same country, or the same error.
+fn parse_country(code: &str) -> Result<Country, crate::UnknownCountry> {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    /// By code (two letters at `26 * a + b`, three after them): 0 when not asked yet, 1
+    /// when not a country, else the country's position plus 2.
+    static KEPT: [AtomicU8; 26 * 26 + 26 * 26 * 26] =
+        [const { AtomicU8::new(0) }; 26 * 26 + 26 * 26 * 26];
+    let letter = |b: u8| b.is_ascii_uppercase().then(|| usize::from(b - b'A'));
+    let slot = match *code.as_bytes() {
+        [a, b] => letter(a).zip(letter(b)).map(|(a, b)| 26 * a + b),
+        [a, b, c] => letter(a)
+            .zip(letter(b))
+            .zip(letter(c))
+            .map(|((a, b), c)| 26 * 26 + 26 * 26 * a + 26 * b + c),
+        _ => None,
+    };
+    let Some(kept) = slot.and_then(|k| KEPT.get(k)) else {
+        return Country::parse(code);
+    };
+    match kept.load(Ordering::Relaxed) {
+        0 => {
+            let found = Country::parse(code);
+            let mark = match &found {
+                Ok(c) => u8::from(*c).checked_add(2).unwrap_or(0),
+                Err(_) => 1,
+            };
+            kept.store(mark, Ordering::Relaxed);
+            found
+        }
+        // Asked again, for the same error.
+        1 => Country::parse(code),
+        mark => Country::try_from(mark - 2).or_else(|_| Country::parse(code)),
+    }
+}
+
+/// [`Instant::parse_rfc3339`], with the usual form of a request's instant
+/// (`2020-09-22T12:00:00Z`, a year from 1700 to 2199) read without chrono: the same
+/// instant, or the same error.
+fn parse_instant(text: &str) -> Result<Instant, crate::instant::InstantError> {
+    match plain_utc_instant(text.as_bytes()) {
+        Some(i) => Ok(i),
+        None => Instant::parse_rfc3339(text),
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` exactly, a valid date and time of a year from 1700 to 2199 and a
+/// second below 60; `None` for any other text.
+fn plain_utc_instant(t: &[u8]) -> Option<Instant> {
+    let t: &[u8; 20] = t.try_into().ok()?;
+    if [t[4], t[7], t[10], t[13], t[16], t[19]] != *b"--T::Z" {
+        return None;
+    }
+    // Each digit's value; anything but a digit gives more than 9.
+    let d = |i: usize| u32::from(t[i].wrapping_sub(b'0'));
+    let digits = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18];
+    if digits.iter().any(|&i| d(i) > 9) {
+        return None;
+    }
+    let two = |i: usize| d(i) * 10 + d(i + 1);
+    let (year, month, day) = (two(0) * 100 + two(2), two(5), two(8));
+    let (hour, minute, second) = (two(11), two(14), two(17));
+    if !(1700..2200).contains(&year)
+        || !(1..=12).contains(&month)
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days_in_month = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if !(1..=days_in_month).contains(&day) {
+        return None;
+    }
+    // Days from 1970-01-01 (Howard Hinnant's `days_from_civil`, for years after 0).
+    let y = if month <= 2 { year - 1 } else { year };
+    let (era, yoe) = (y / 400, y % 400);
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = i64::from(era * 146_097 + doe) - 719_468;
+    let seconds = days * 86_400 + i64::from(hour * 3_600 + minute * 60 + second);
+    Some(Instant::from_nanos(seconds * 1_000_000_000))
+}
+
+impl<'a> RequestRecordRef<'a> {
+    /// Reads the request object at the start of `text` when it has the usual form: an
+    /// object of the record's fields, each at most once, with strings without escapes
+    /// and `null` only for an optional field; gives the record and the bytes it took.
+    /// `None` for anything else (another form of the same record, or no record at all),
+    /// which a JSON parser then reads for the record or its error. What this reads,
+    /// `serde_json` reads as the same [`RequestRecord`].
+    pub fn from_json_prefix(text: &'a str) -> Option<(RequestRecordRef<'a>, usize)> {
+        let b = text.as_bytes();
+        let mut record = RequestRecordRef::default();
+        let mut seen = 0u16;
+        if b.first() != Some(&b'{') {
+            return None;
+        }
+        let mut at = skip_ws(b, 1);
+        loop {
+            let (key, after) = record_key(b, at)?;
+            if seen & (1 << key as u16) != 0 {
+                return None;
+            }
+            seen |= 1 << key as u16;
+            at = value_start(b, after)?;
+            let slot = match key {
+                Key::App | Key::Publisher => {
+                    if let Some(next) = null_at(b, at) {
+                        at = next;
+                    } else {
+                        let (first, second, next) = string_pair(text, at, key)?;
+                        at = next;
+                        if key == Key::App {
+                            record.app = Some(AppRecordRef {
+                                platform: first,
+                                id: second,
+                            });
+                        } else {
+                            record.publisher = Some(PublisherRecordRef {
+                                store: first,
+                                id: second,
+                            });
+                        }
+                    }
+                    None
+                }
+                Key::Action | Key::At => {
+                    let (value, next) = json_str_at(text, at)?;
+                    at = next;
+                    if key == Key::Action {
+                        record.action = value;
+                    } else {
+                        record.at = value;
+                    }
+                    None
+                }
+                Key::CodeSha256 => {
+                    let (values, next) = json_strs_at(text, at)?;
+                    record.code_sha256 = values;
+                    at = next;
+                    None
+                }
+                Key::KnownAt => Some(&mut record.known_at),
+                Key::Storefront => Some(&mut record.storefront),
+                Key::DeviceCountry => Some(&mut record.device_country),
+                Key::IpCountry => Some(&mut record.ip_country),
+                Key::BillingCountry => Some(&mut record.billing_country),
+                Key::ServerCountry => Some(&mut record.server_country),
+                Key::SigningCertSha256 => Some(&mut record.signing_cert_sha256),
+                Key::Platform | Key::Store | Key::Id => return None,
+            };
+            if let Some(slot) = slot {
+                if let Some(next) = null_at(b, at) {
+                    at = next;
+                } else {
+                    let (value, next) = json_str_at(text, at)?;
+                    *slot = Some(value);
+                    at = next;
+                }
+            }
+            at = skip_ws(b, at);
+            match b.get(at)? {
+                b',' => at = skip_ws(b, at + 1),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        let required = (1 << Key::Action as u16) | (1 << Key::At as u16);
+        (seen & required == required).then_some((record, at + 1))
+    }
+}
+
+/// How one client writes requests: the text around the string values of the last request
+/// read in full, and which field each value is. A batch is usually written by one
+/// serializer, so its items share this text and differ in their values; such an item is
+/// read by comparing the text between values, without looking at keys. What it reads this
+/// way, [`RequestRecordRef::from_json_prefix`] reads the same (the keys, their order, the
+/// white space and every `null` are in the compared text; a value is a string without
+/// escapes ending at its quote in both), and anything else is read by that.
+#[derive(Debug, Default)]
+pub struct RequestLayout {
+    /// The text between values, one after the other.
+    text: Vec<u8>,
+    /// For each value, where the text before it ends, and its field.
+    values: Vec<(usize, Field)>,
+    /// `text` and `values` describe a request.
+    learnt: bool,
+}
+
+/// Where a string value of a request goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    AppPlatform,
+    AppId,
+    PublisherStore,
+    PublisherId,
+    Action,
+    At,
+    KnownAt,
+    Storefront,
+    DeviceCountry,
+    IpCountry,
+    BillingCountry,
+    ServerCountry,
+    SigningCertSha256,
+    CodeSha256,
+}
+
+impl RequestLayout {
+    /// Reads a request at the start of `text`, as [`RequestRecordRef::from_json_prefix`]
+    /// does: by the layout when the request has it, otherwise with that function, and then
+    /// the layout becomes the one of the request read.
+    pub fn read<'a>(&mut self, text: &'a str) -> Option<(RequestRecordRef<'a>, usize)> {
+        if self.learnt
+            && let Some(read) = self.read_by_layout(text)
+        {
+            return Some(read);
+        }
+        let (record, len) = RequestRecordRef::from_json_prefix(text)?;
+        self.learn(text, &record, len);
+        Some((record, len))
+    }
+
+    fn read_by_layout<'a>(&self, text: &'a str) -> Option<(RequestRecordRef<'a>, usize)> {
+        let b = text.as_bytes();
+        let mut record = RequestRecordRef::default();
+        let (mut app, mut publisher) = ((None, None), (None, None));
+        let (mut at, mut from) = (0, 0);
+        for &(until, field) in &self.values {
+            let between = &self.text[from..until];
+            if b.get(at..at + between.len())? != between {
+                return None;
+            }
+            at += between.len();
+            let len = first_special(b.get(at..)?)?;
+            if b[at + len] != b'"' {
+                return None;
+            }
+            let value = text.get(at..at + len)?;
+            at += len;
+            from = until;
+            match field {
+                Field::AppPlatform => app.0 = Some(value),
+                Field::AppId => app.1 = Some(value),
+                Field::PublisherStore => publisher.0 = Some(value),
+                Field::PublisherId => publisher.1 = Some(value),
+                Field::Action => record.action = value,
+                Field::At => record.at = value,
+                Field::KnownAt => record.known_at = Some(value),
+                Field::Storefront => record.storefront = Some(value),
+                Field::DeviceCountry => record.device_country = Some(value),
+                Field::IpCountry => record.ip_country = Some(value),
+                Field::BillingCountry => record.billing_country = Some(value),
+                Field::ServerCountry => record.server_country = Some(value),
+                Field::SigningCertSha256 => record.signing_cert_sha256 = Some(value),
+                Field::CodeSha256 => record.code_sha256.push(value),
+            }
+        }
+        let rest = &self.text[from..];
+        if b.get(at..at + rest.len())? != rest {
+            return None;
+        }
+        if let (Some(platform), Some(id)) = app {
+            record.app = Some(AppRecordRef { platform, id });
+        }
+        if let (Some(store), Some(id)) = publisher {
+            record.publisher = Some(PublisherRecordRef { store, id });
+        }
+        Some((record, at + rest.len()))
+    }
+
+    /// Takes the layout of `record`, read by `from_json_prefix` from `text[..len]`: its
+    /// values are slices of that text, found by their addresses.
+    fn learn(&mut self, text: &str, record: &RequestRecordRef<'_>, len: usize) {
+        self.learnt = false;
+        self.text.clear();
+        self.values.clear();
+        let mut values: Vec<(&str, Field)> = Vec::with_capacity(8);
+        if let Some(a) = &record.app {
+            values.extend([(a.platform, Field::AppPlatform), (a.id, Field::AppId)]);
+        }
+        if let Some(p) = &record.publisher {
+            values.extend([(p.store, Field::PublisherStore), (p.id, Field::PublisherId)]);
+        }
+        values.extend([(record.action, Field::Action), (record.at, Field::At)]);
+        let optional = [
+            (record.known_at, Field::KnownAt),
+            (record.storefront, Field::Storefront),
+            (record.device_country, Field::DeviceCountry),
+            (record.ip_country, Field::IpCountry),
+            (record.billing_country, Field::BillingCountry),
+            (record.server_country, Field::ServerCountry),
+            (record.signing_cert_sha256, Field::SigningCertSha256),
+        ];
+        values.extend(optional.iter().filter_map(|&(v, f)| Some((v?, f))));
+        values.extend(record.code_sha256.iter().map(|&v| (v, Field::CodeSha256)));
+        let start = text.as_ptr().addr();
+        let mut spans = Vec::with_capacity(values.len());
+        for (value, field) in values {
+            let Some(offset) = value.as_ptr().addr().checked_sub(start) else {
+                return;
+            };
+            spans.push((offset, offset + value.len(), field));
+        }
+        spans.sort_unstable_by_key(|&(offset, _, _)| offset);
+        let Some(read) = text.as_bytes().get(..len) else {
+            return;
+        };
+        let mut from = 0;
+        for (offset, end, field) in spans {
+            // Each value is a string: the text before it ends with its quote.
+            let Some(between) = read.get(from..offset).filter(|t| t.ends_with(b"\"")) else {
+                return;
+            };
+            self.text.extend_from_slice(between);
+            self.values.push((self.text.len(), field));
+            from = end;
+        }
+        let Some(rest) = read.get(from..).filter(|t| t.starts_with(b"\"")) else {
+            return;
+        };
+        self.text.extend_from_slice(rest);
+        self.learnt = true;
+    }
+}
+
+/// The keys of a request's JSON and of its `app` and `publisher`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    App,
+    Publisher,
+    Action,
+    At,
+    KnownAt,
+    Storefront,
+    DeviceCountry,
+    IpCountry,
+    BillingCountry,
+    ServerCountry,
+    SigningCertSha256,
+    CodeSha256,
+    Platform,
+    Store,
+    Id,
+}
+
+/// Skips JSON white space from `at`.
+fn skip_ws(b: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// The key whose string starts at `at` (its quotes included, spelled without escapes), and
+/// where it ends.
+fn record_key(b: &[u8], at: usize) -> Option<(Key, usize)> {
+    let rest = b.get(at..)?;
+    let known: &[(&[u8], Key)] = match rest.get(1)? {
+        b'a' => &[
+            (b"\"app\"", Key::App),
+            (b"\"action\"", Key::Action),
+            (b"\"at\"", Key::At),
+        ],
+        b'p' => &[
+            (b"\"publisher\"", Key::Publisher),
+            (b"\"platform\"", Key::Platform),
+        ],
+        b'k' => &[(b"\"known_at\"", Key::KnownAt)],
+        b's' => &[
+            (b"\"storefront\"", Key::Storefront),
+            (b"\"server_country\"", Key::ServerCountry),
+            (b"\"signing_cert_sha256\"", Key::SigningCertSha256),
+            (b"\"store\"", Key::Store),
+        ],
+        b'd' => &[(b"\"device_country\"", Key::DeviceCountry)],
+        b'i' => &[(b"\"ip_country\"", Key::IpCountry), (b"\"id\"", Key::Id)],
+        b'b' => &[(b"\"billing_country\"", Key::BillingCountry)],
+        b'c' => &[(b"\"code_sha256\"", Key::CodeSha256)],
+        _ => return None,
+    };
+    known
+        .iter()
+        .find(|(name, _)| rest.starts_with(name))
+        .map(|&(name, key)| (key, at + name.len()))
+}
+
+/// After a key: white space, `:`, white space; where the value starts.
+fn value_start(b: &[u8], at: usize) -> Option<usize> {
+    let at = skip_ws(b, at);
+    (b.get(at)? == &b':').then(|| skip_ws(b, at + 1))
+}
+
+/// `null` at `at`: where it ends.
+fn null_at(b: &[u8], at: usize) -> Option<usize> {
+    (b.get(at..at + 4)? == b"null").then_some(at + 4)
+}
+
+/// A string without escapes or control characters at `at`, and where it ends.
+fn json_str_at(text: &str, at: usize) -> Option<(&str, usize)> {
+    let b = text.as_bytes();
+    if b.get(at)? != &b'"' {
+        return None;
+    }
+    let len = first_special(b.get(at + 1..)?)?;
+    if b[at + 1 + len] != b'"' {
+        return None;
+    }
+    Some((text.get(at + 1..at + 1 + len)?, at + 2 + len))
+}
+
+/// An array of such strings at `at`, and where it ends.
+fn json_strs_at(text: &str, mut at: usize) -> Option<(Vec<&str>, usize)> {
+    let b = text.as_bytes();
+    if b.get(at)? != &b'[' {
+        return None;
+    }
+    at = skip_ws(b, at + 1);
+    let mut values = Vec::new();
+    if b.get(at)? == &b']' {
+        return Some((values, at + 1));
+    }
+    loop {
+        let (value, next) = json_str_at(text, at)?;
+        values.push(value);
+        at = skip_ws(b, next);
+        match b.get(at)? {
+            b',' => at = skip_ws(b, at + 1),
+            b']' => return Some((values, at + 1)),
+            _ => return None,
+        }
+    }
+}
+
+/// `{"platform": ..., "id": ...}` (for `Key::App`) or `{"store": ..., "id": ...}` at
+/// `at`, in either order, both required: the two strings and where the object ends.
+fn string_pair(text: &str, at: usize, of: Key) -> Option<(&str, &str, usize)> {
+    let b = text.as_bytes();
+    let first_key = if of == Key::App {
+        Key::Platform
+    } else {
+        Key::Store
+    };
+    if b.get(at)? != &b'{' {
+        return None;
+    }
+    let mut at = skip_ws(b, at + 1);
+    let (mut first, mut second) = (None, None);
+    loop {
+        let (key, after) = record_key(b, at)?;
+        let slot = match key {
+            Key::Id => &mut second,
+            k if k == first_key => &mut first,
+            _ => return None,
+        };
+        if slot.is_some() {
+            return None;
+        }
+        let (value, next) = json_str_at(text, value_start(b, after)?)?;
+        *slot = Some(value);
+        at = skip_ws(b, next);
+        match b.get(at)? {
+            b',' => at = skip_ws(b, at + 1),
+            b'}' => return Some((first?, second?, at + 1)),
+            _ => return None,
+        }
     }
 }
 
@@ -549,5 +1100,981 @@ impl Serialize for Decision<'_> {
         let mut map = s.serialize_map(None)?;
         self.serialize_fields(&mut map)?;
         map.end()
+    }
+}
+
+/// Decisions' JSON, written straight into a buffer: the bytes [`Decision`]'s `Serialize`
+/// (and [`Decision::to_record`]) give, without a serializer. The reasons of a deny depend
+/// on the policy alone (instrument, citation, text, source, authority): each is escaped
+/// once, when first written, and copied from then on. Built for one policy; a decision of
+/// another policy is written without the kept reasons. The policy is recognised by the
+/// addresses of its data: keep a table no longer than its policy.
+#[derive(Debug)]
+pub struct DecisionJson {
+    /// The policy's prohibitions and instruments, as address and length: which policy it
+    /// was built for.
+    prohibitions: (usize, usize),
+    instruments: (usize, usize),
+    /// Each prohibition's reason object, once written.
+    reasons: Box<[OnceLock<Box<[u8]>>]>,
+    /// No id of an app, owner, region or instrument needs escaping: they are copied as
+    /// they are.
+    plain_ids: bool,
+}
+
+impl DecisionJson {
+    /// An empty table for `policy`'s decisions: nothing is rendered before it is needed.
+    pub fn new(policy: &crate::Policy) -> DecisionJson {
+        DecisionJson {
+            prohibitions: (
+                policy.prohibitions().as_ptr().addr(),
+                policy.prohibitions().len(),
+            ),
+            instruments: (
+                policy.instruments().as_ptr().addr(),
+                policy.instruments().len(),
+            ),
+            reasons: (0..policy.prohibitions().len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            plain_ids: (policy.apps().iter().map(|a| &a.id))
+                .chain(policy.entities().iter().map(|e| &e.id))
+                .chain(policy.regions().iter().map(|r| &r.id))
+                .chain(policy.instruments().iter().map(|i| &i.id))
+                .all(|id| first_special(id.as_bytes()).is_none()),
+        }
+    }
+
+    /// Whether this table was built for `policy`.
+    fn fits(&self, policy: &crate::Policy) -> bool {
+        let (p, i) = (policy.prohibitions(), policy.instruments());
+        self.prohibitions == (p.as_ptr().addr(), p.len())
+            && self.instruments == (i.as_ptr().addr(), i.len())
+    }
+
+    /// Appends the decision as one JSON object.
+    pub fn write(&self, decision: &Decision<'_>, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.write_fields(decision, out);
+        out.push(b'}');
+    }
+
+    /// Appends the decision's fields, `"decision":...` to `"valid_until":...`, without the
+    /// braces: for a caller that writes fields of its own before them (a verdict).
+    pub fn write_fields(&self, d: &Decision<'_>, out: &mut Vec<u8>) {
+        let policy = d.policy;
+        let fits = self.fits(policy);
+        let plain = fits && self.plain_ids;
+        let id = |out: &mut Vec<u8>, id: &str| {
+            if plain {
+                write_plain(out, id);
+            } else {
+                write_json_str(out, id);
+            }
+        };
+        match &d.verdict {
+            Verdict::Deny {
+                prohibitions,
+                set_aside,
+            } => {
+                out.extend_from_slice(b"\"decision\":\"deny\"");
+                if !prohibitions.is_empty() {
+                    out.extend_from_slice(b",\"reasons\":[");
+                    for (k, &p) in prohibitions.iter().enumerate() {
+                        if k > 0 {
+                            out.push(b',');
+                        }
+                        match self.reasons.get(p as usize).filter(|_| fits) {
+                            Some(slot) => out.extend_from_slice(slot.get_or_init(|| {
+                                let mut reason = Vec::new();
+                                write_reason(policy, p, &mut reason);
+                                reason.into_boxed_slice()
+                            })),
+                            None => write_reason(policy, p, out),
+                        }
+                    }
+                    out.push(b']');
+                }
+                if !set_aside.is_empty() {
+                    out.extend_from_slice(b",\"relief_set_aside\":[");
+                    for (k, &i) in set_aside.iter().enumerate() {
+                        if k > 0 {
+                            out.push(b',');
+                        }
+                        write_cite(policy, i, false, out);
+                    }
+                    out.push(b']');
+                }
+            }
+            Verdict::Allow {
+                because,
+                by,
+                in_force_from,
+            } => {
+                out.extend_from_slice(b"\"decision\":\"allow\",\"because\":");
+                write_plain(out, because.as_str());
+                if let Some(b) = by {
+                    out.extend_from_slice(b",\"by\":");
+                    id(out, &policy.instrument(*b).id);
+                }
+                if let Some(at) = in_force_from {
+                    out.extend_from_slice(b",\"in_force_from\":");
+                    write_instant(out, *at);
+                }
+            }
+        }
+        if let Some(m) = &d.matched {
+            if let Some(app) = m.app {
+                out.extend_from_slice(b",\"app\":");
+                id(out, &app.id);
+            }
+            out.extend_from_slice(b",\"owner\":");
+            id(out, &m.owner.id);
+            out.extend_from_slice(b",\"matched_by\":");
+            write_plain(out, m.by.as_str());
+            if m.case_insensitive {
+                out.extend_from_slice(b",\"case_insensitive_match\":true");
+            }
+        }
+        if let Some(j) = &d.jurisdiction {
+            out.extend_from_slice(b",\"jurisdiction\":{\"region\":");
+            id(out, &j.region.id);
+            if let Some((signal, country)) = j.signal {
+                out.extend_from_slice(b",\"signal\":");
+                write_plain(out, signal.as_str());
+                out.extend_from_slice(b",\"value\":");
+                write_plain(out, country.alpha2());
+            }
+            if j.assumed != 0 {
+                out.extend_from_slice(b",\"assumed\":[");
+                for (k, group) in j.assumed().enumerate() {
+                    out.extend_from_slice(if k > 0 { b",[" } else { b"[" });
+                    for (n, s) in group.iter().enumerate() {
+                        if n > 0 {
+                            out.push(b',');
+                        }
+                        write_plain(out, s.as_str());
+                    }
+                    out.push(b']');
+                }
+                out.push(b']');
+            }
+            out.push(b'}');
+        }
+        if let Some(u) = &d.uncertain {
+            out.extend_from_slice(b",\"uncertain\":{\"from\":");
+            write_optional_instant(out, u.from);
+            out.extend_from_slice(b",\"until\":");
+            write_optional_instant(out, u.until);
+            out.push(b'}');
+        }
+        out.extend_from_slice(b",\"valid_until\":");
+        write_optional_instant(out, d.valid_until);
+    }
+}
+
+/// A reason object, as [`ReasonRef`] serializes it.
+fn write_reason(policy: &crate::Policy, p: u32, out: &mut Vec<u8>) {
+    let pr = policy.prohibition(p);
+    let ins = policy.instrument(pr.instrument);
+    out.extend_from_slice(b"{\"instrument\":");
+    write_json_str(out, &ins.id);
+    out.extend_from_slice(b",\"prohibition\":");
+    write_json_str(out, &pr.id);
+    if let Some(item) = &pr.item {
+        out.extend_from_slice(b",\"item\":");
+        write_json_str(out, item);
+    }
+    out.extend_from_slice(b",\"citation\":");
+    write_json_str(out, &ins.citation);
+    out.extend_from_slice(b",\"text\":");
+    write_json_str(out, &pr.text);
+    out.extend_from_slice(b",\"source\":");
+    write_json_str(out, &ins.source);
+    out.extend_from_slice(b",\"authority\":[");
+    for (k, a) in policy.authority(p).into_iter().enumerate() {
+        if k > 0 {
+            out.push(b',');
+        }
+        write_cite(policy, a, true, out);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// An instrument cited, as [`CiteRef`] serializes it.
+fn write_cite(policy: &crate::Policy, i: u32, source: bool, out: &mut Vec<u8>) {
+    let ins = policy.instrument(i);
+    out.extend_from_slice(b"{\"instrument\":");
+    write_json_str(out, &ins.id);
+    out.extend_from_slice(b",\"citation\":");
+    write_json_str(out, &ins.citation);
+    if source {
+        out.extend_from_slice(b",\"source\":");
+        write_json_str(out, &ins.source);
+    }
+    out.push(b'}');
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The index of the first byte of `bytes` that a JSON string cannot hold as it is: `"`,
+/// `\` or a control character. Eight bytes at a time: in each word, the lowest byte
+/// flagged is the first such byte (a borrow only flags bytes above a true one).
+fn first_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in chunks.by_ref() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        let quote = v ^ (ONES * u64::from(b'"'));
+        let backslash = v ^ (ONES * u64::from(b'\\'));
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (v.wrapping_sub(ONES * 0x20) & !v))
+            & HIGH;
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|k| at + k)
+}
+
+/// A string that needs no escaping (the spelling of an enum's variant, a country code, an
+/// id checked beforehand), as a JSON string.
+#[inline]
+fn write_plain(out: &mut Vec<u8>, s: &str) {
+    debug_assert!(first_special(s.as_bytes()).is_none(), "{s:?}");
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+}
+
+/// A JSON string, escaped as `serde_json` escapes it: `"` and `\`, the short forms of
+/// backspace, form feed, line feed, carriage return and tab, `\u00XX` (lower-case hex) for
+/// other control characters; everything else, non-ASCII included, as it is.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let Some(first) = first_special(bytes) else {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate().skip(first) {
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(short);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn write_optional_instant(out: &mut Vec<u8>, at: Option<Instant>) {
+    match at {
+        Some(at) => write_instant(out, at),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// An instant as a JSON string: its `Display` (RFC 3339 in UTC, fractional seconds in
+/// threes of digits only when there are any), without a formatter.
+fn write_instant(out: &mut Vec<u8>, at: Instant) {
+    const NANOS: i64 = 1_000_000_000;
+    let nanos = at.as_nanos();
+    let (days, of_day, fraction) = match u64::try_from(nanos) {
+        // From 1970 on (most instants written), in unsigned arithmetic.
+        Ok(n) => {
+            let seconds = n / NANOS as u64;
+            (
+                (seconds / 86_400) as i64,
+                (seconds % 86_400) as i64,
+                (n % NANOS as u64) as i64,
+            )
+        }
+        Err(_) => {
+            let seconds = nanos.div_euclid(NANOS);
+            (
+                seconds.div_euclid(86_400),
+                seconds.rem_euclid(86_400),
+                nanos.rem_euclid(NANOS),
+            )
+        }
+    };
+    let (year, month, day) = civil_from_days(days);
+    let Some(year) = u32::try_from(year).ok().filter(|y| *y <= 9999) else {
+        // Not in the years an instant holds; written as `Display` writes it.
+        out.extend_from_slice(format!("\"{at}\"").as_bytes());
+        return;
+    };
+    // Every field is below 100 but the year and the fraction: two digits at a time.
+    let two = |n: i64| {
+        let n = n as usize;
+        [b'0' + (n / 10) as u8, b'0' + (n % 10) as u8]
+    };
+    let [h0, h1] = two(of_day / 3_600);
+    let [n0, n1] = two(of_day / 60 % 60);
+    let [s0, s1] = two(of_day % 60);
+    let [m0, m1] = two(month);
+    let [d0, d1] = two(day);
+    let [c0, c1] = two(i64::from(year / 100));
+    let [y0, y1] = two(i64::from(year % 100));
+    out.extend_from_slice(&[
+        b'"', c0, c1, y0, y1, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1,
+    ]);
+    if fraction != 0 {
+        let (value, count) = if fraction % 1_000_000 == 0 {
+            (fraction / 1_000_000, 3)
+        } else if fraction % 1_000 == 0 {
+            (fraction / 1_000, 6)
+        } else {
+            (fraction, 9)
+        };
+        let mut digits = [b'.', 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let mut rest = value;
+        for k in (1..=count).rev() {
+            digits[k] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        out.extend_from_slice(&digits[..=count]);
+    }
+    out.extend_from_slice(b"Z\"");
+}
+
+/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Policy, Posture, Source};
+
+    /// A string escaped by [`write_json_str`].
+    fn escaped(s: &str) -> String {
+        let mut out = Vec::new();
+        write_json_str(&mut out, s);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for c in (0u32..0x80).chain([0xa0, 0xe9, 0x2028, 0x4e2d, 0x1f600]) {
+            let c = char::from_u32(c).unwrap();
+            let s = format!("a{c}b");
+            assert_eq!(escaped(&s), serde_json::to_string(&s).unwrap(), "{c:?}");
+        }
+        // Specials at every offset around the eight-byte words, and none at all.
+        let alphabet = [
+            'a', 'z', '"', '\\', '\n', '\u{1}', '\u{1f}', ' ', '\u{7f}', 'é', '😀',
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for _ in 0..20_000 {
+            let len = rng.usize(0..40);
+            let s: String = (0..len)
+                .map(|_| {
+                    if rng.u8(..) < 200 {
+                        'x'
+                    } else {
+                        alphabet[rng.usize(..alphabet.len())]
+                    }
+                })
+                .collect();
+            assert_eq!(escaped(&s), serde_json::to_string(&s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn instants_are_written_as_their_display() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let second = 1_000_000_000i64;
+        let mut cases = vec![
+            i64::MIN,
+            i64::MAX,
+            0,
+            -1,
+            1,
+            -second,
+            second - 1,
+            951_782_400 * second,
+        ];
+        for _ in 0..50_000 {
+            let nanos = rng.i64(..);
+            // Whole seconds, milliseconds, microseconds and nanoseconds.
+            cases.extend([
+                nanos - nanos.rem_euclid(second),
+                nanos - nanos.rem_euclid(1_000_000),
+                nanos - nanos.rem_euclid(1_000),
+                nanos,
+            ]);
+        }
+        for nanos in cases {
+            let at = Instant::from_nanos(nanos);
+            let mut out = Vec::new();
+            write_instant(&mut out, at);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("\"{at}\""),
+                "{nanos}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_instants_parse_as_rfc3339_parses_them() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let mut cases: Vec<String> = [
+            "2020-09-22T12:00:00Z",
+            "2000-02-29T00:00:00Z",
+            "1900-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "2023-02-29T00:00:00Z",
+            "2021-04-31T00:00:00Z",
+            "2021-12-31T23:59:59Z",
+            "2021-13-01T00:00:00Z",
+            "2021-00-01T00:00:00Z",
+            "2021-01-00T00:00:00Z",
+            "2021-01-01T24:00:00Z",
+            "2021-01-01T00:60:00Z",
+            "2021-01-01T00:00:60Z",
+            "1699-12-31T23:59:59Z",
+            "1700-01-01T00:00:00Z",
+            "2199-12-31T23:59:59Z",
+            "2200-01-01T00:00:00Z",
+            "1677-09-21T00:12:44Z",
+            "2262-04-11T23:47:16Z",
+            "2021-01-01t00:00:00z",
+            "2021-01-01 00:00:00Z",
+            " 2021-01-01T00:00:00Z",
+            "2021-01-01T00:00:00Z ",
+            "2021-01-01T00:00:00+00:00",
+            "2021-01-01T00:00:00.5Z",
+            "2021-01-01T00:00:00",
+            "2021-1-01T00:00:00Z",
+            "2021-01-01T0a:00:00Z",
+            "",
+        ]
+        .map(str::to_owned)
+        .into();
+        for _ in 0..20_000 {
+            let mut s = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                rng.u32(1600..2300),
+                rng.u32(0..14),
+                rng.u32(0..33),
+                rng.u32(0..26),
+                rng.u32(0..62),
+                rng.u32(0..62)
+            );
+            if rng.u8(..) < 20 {
+                // A byte changed.
+                let mut bytes = s.into_bytes();
+                let k = rng.usize(..bytes.len());
+                bytes[k] = rng.u8(0x20..0x7f);
+                s = String::from_utf8(bytes).unwrap();
+            }
+            cases.push(s);
+        }
+        for s in cases {
+            assert_eq!(parse_instant(&s), Instant::parse_rfc3339(&s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn country_codes_parse_as_country_parses_them() {
+        let letters: Vec<char> = ('A'..='Z').collect();
+        let mut codes: Vec<String> = Vec::new();
+        for &a in &letters {
+            for &b in &letters {
+                codes.push(format!("{a}{b}"));
+                for &c in &letters {
+                    codes.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        codes.extend(
+            ["us", "Us", "can", "CaN", "U", "USAA", "", "U1", "1US", "ÉU"].map(str::to_owned),
+        );
+        // Twice: when found, and when kept.
+        for _ in 0..2 {
+            for code in &codes {
+                assert_eq!(parse_country(code), Country::parse(code), "{code}");
+            }
+        }
+    }
+
+    /// A request's JSON text from parts chosen by `rng`: usually the usual form (random
+    /// white space, key order, nulls and optional fields), sometimes another form or
+    /// broken.
+    fn request_text(rng: &mut fastrand::Rng) -> String {
+        let ws = |rng: &mut fastrand::Rng| -> &'static str {
+            [" ", "", "", "\n", "\t", "\r\n  "][rng.usize(..6)]
+        };
+        let value = |rng: &mut fastrand::Rng, plain: &str| -> String {
+            match rng.u8(..) {
+                0..=7 => "null".to_owned(),
+                8..=11 => "5".to_owned(),
+                12..=15 => format!("\"{plain}\\n\""),
+                16..=18 => format!("\"{plain}\\u0041\""),
+                19..=20 => "\"a\u{1}b\"".to_owned(),
+                21..=22 => "[\"x\"]".to_owned(),
+                23..=24 => "{}".to_owned(),
+                _ => format!("\"{plain}\""),
+            }
+        };
+        let object = |rng: &mut fastrand::Rng, fields: Vec<(String, String)>| -> String {
+            let mut text = format!("{{{}", ws(rng));
+            for (k, (key, value)) in fields.iter().enumerate() {
+                if k > 0 {
+                    text.push_str(&format!("{},{}", ws(rng), ws(rng)));
+                }
+                text.push_str(&format!("\"{key}\"{}:{}{value}", ws(rng), ws(rng)));
+            }
+            if rng.u8(..) < 3 {
+                text.push(',');
+            }
+            text.push_str(&format!("{}}}", ws(rng)));
+            text
+        };
+        let mut fields: Vec<(String, String)> = Vec::new();
+        let platform = ["android", "ios", "tv", ""][rng.usize(..4)];
+        let id = ["com.acme.chat", "com..acme", "é.app", "com.tencent.mm"][rng.usize(..4)];
+        if rng.u8(..) < 230 {
+            let mut app = vec![
+                ("platform".to_owned(), value(rng, platform)),
+                ("id".to_owned(), value(rng, id)),
+            ];
+            if rng.bool() {
+                app.reverse();
+            }
+            if rng.u8(..) < 8 {
+                app.pop();
+            }
+            if rng.u8(..) < 8 {
+                app.push(("store".to_owned(), "\"apple\"".to_owned()));
+            }
+            let app = if rng.u8(..) < 8 {
+                "null".to_owned()
+            } else {
+                object(rng, app)
+            };
+            fields.push(("app".to_owned(), app));
+        }
+        if rng.u8(..) < 40 {
+            let store = ["google", "apple", "steam"][rng.usize(..3)];
+            let publisher = vec![
+                ("store".to_owned(), value(rng, store)),
+                ("id".to_owned(), value(rng, "4242")),
+            ];
+            let publisher = object(rng, publisher);
+            fields.push(("publisher".to_owned(), publisher));
+        }
+        let action = ["update", "download", "steal"][rng.usize(..3)];
+        let at = ["2020-09-22T12:00:00Z", "2025-03-01T12:00:00+01:00", "later"][rng.usize(..3)];
+        for (key, plain) in [("action", action), ("at", at)] {
+            if rng.u8(..) < 250 {
+                fields.push((key.to_owned(), value(rng, plain)));
+            }
+        }
+        for key in [
+            "known_at",
+            "storefront",
+            "device_country",
+            "ip_country",
+            "billing_country",
+            "server_country",
+            "signing_cert_sha256",
+        ] {
+            if rng.u8(..) < 50 {
+                let plain = ["US", "CAN", "ZZ", "2020-09-01T00:00:00Z"][rng.usize(..4)];
+                fields.push((key.to_owned(), value(rng, plain)));
+            }
+        }
+        if rng.u8(..) < 30 {
+            let codes: Vec<String> = (0..rng.usize(0..3))
+                .map(|_| value(rng, &"ab".repeat(32)))
+                .collect();
+            let array = if rng.u8(..) < 10 {
+                "null".to_owned()
+            } else {
+                format!("[{}{}]", ws(rng), codes.join(&format!(",{}", ws(rng))))
+            };
+            fields.push(("code_sha256".to_owned(), array));
+        }
+        if rng.u8(..) < 6 {
+            fields.push(("unknown".to_owned(), "\"x\"".to_owned()));
+        }
+        if rng.u8(..) < 6 && !fields.is_empty() {
+            let again = fields[rng.usize(..fields.len())].clone();
+            fields.push(again);
+        }
+        rng.shuffle(&mut fields);
+        let mut text = object(rng, fields);
+        if rng.u8(..) < 6 {
+            // Cut short.
+            let mut cut = rng.usize(..text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        // What follows a request in a batch.
+        text.push_str([",", "]", " ,", ""][rng.usize(..4)]);
+        text
+    }
+
+    /// `from_json_prefix`, and the layout learnt from `learnt_from`, read `text` as
+    /// `serde_json` reads the request they say they took.
+    fn check_read(text: &str, layout: &mut RequestLayout) -> bool {
+        let fast = RequestRecordRef::from_json_prefix(text);
+        let by_layout = layout.read(text);
+        assert_eq!(fast, by_layout, "{text:?}");
+        let Some((record, len)) = fast else {
+            return false;
+        };
+        assert!(text[..len].ends_with('}'), "{text:?} {len}");
+        let owned: RequestRecord = serde_json::from_str(&text[..len])
+            .unwrap_or_else(|e| panic!("{text:?} was read, but serde_json says: {e}"));
+        assert_eq!(owned.borrowed(), record, "{text:?}");
+        assert_eq!(
+            owned.clone().into_request(),
+            record.into_request(),
+            "{text:?}"
+        );
+        true
+    }
+
+    /// `text` with the string values of the request read from it replaced by others, some
+    /// with characters that need escaping.
+    fn other_values(text: &str, record: &RequestRecordRef<'_>, rng: &mut fastrand::Rng) -> String {
+        let mut spans: Vec<(usize, usize)> = [record.action, record.at]
+            .into_iter()
+            .chain(record.app.iter().flat_map(|a| [a.platform, a.id]))
+            .chain(record.publisher.iter().flat_map(|p| [p.store, p.id]))
+            .chain(
+                [
+                    record.known_at,
+                    record.storefront,
+                    record.device_country,
+                    record.ip_country,
+                    record.billing_country,
+                    record.server_country,
+                    record.signing_cert_sha256,
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .chain(record.code_sha256.iter().copied())
+            .map(|v| {
+                let start = v.as_ptr() as usize - text.as_ptr() as usize;
+                (start, start + v.len())
+            })
+            .collect();
+        spans.sort_unstable();
+        let mut out = String::new();
+        let mut from = 0;
+        for (start, end) in spans {
+            out.push_str(&text[from..start]);
+            let value = [
+                "",
+                "US",
+                "com.acme.chat",
+                "é😀",
+                "2021-01-01T00:00:00Z",
+                "a\\\"b",
+                "a\u{1}",
+            ][rng.usize(..7)];
+            out.push_str(value);
+            from = end;
+        }
+        out.push_str(&text[from..]);
+        out
+    }
+
+    #[test]
+    fn requests_in_the_usual_form_are_read_as_serde_json_reads_them() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        let mut layout = RequestLayout::default();
+        let (mut read, mut by_layout) = (0, 0);
+        for _ in 0..100_000 {
+            let text = request_text(&mut rng);
+            read += usize::from(check_read(&text, &mut layout));
+            if let Some((record, _)) = RequestRecordRef::from_json_prefix(&text) {
+                // The same layout with other values.
+                for _ in 0..3 {
+                    let other = other_values(&text, &record, &mut rng);
+                    by_layout += usize::from(layout.read_by_layout(&other).is_some());
+                    check_read(&other, &mut layout);
+                }
+            }
+        }
+        // Most are in the usual form, and most with other values are read by the layout.
+        assert!(read > 30_000, "{read}");
+        assert!(by_layout > 15_000, "{by_layout}");
+    }
+
+    #[test]
+    fn a_layout_reads_requests_written_the_same_way() {
+        let one = r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#;
+        let mut layout = RequestLayout::default();
+        assert!(check_read(one, &mut layout));
+        assert!(layout.learnt);
+        let others = [
+            r#"{"app":{"platform":"ios","id":"com.zhiliaoapp.musically"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"CAN"}"#,
+            r#"{"app":{"platform":"","id":""},"action":"","at":"","storefront":""}"#,
+            r#"{"app":{"platform":"é","id":"中文"},"action":"x","at":"y","storefront":"😀"},"#,
+        ];
+        for text in others {
+            assert!(layout.read_by_layout(text).is_some(), "{text}");
+            assert!(check_read(text, &mut layout), "{text}");
+        }
+        // Not the same way: read in full (or not at all), and the layout follows.
+        for text in [
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"CAN","storefront":"US"}"#,
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":null}"#,
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"U\"S"}"#,
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"U\nS"}"#,
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":5}"#,
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"US" }"#,
+            r#"{"app":{"platform":"ios","id":"com.x"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"US""#,
+        ] {
+            check_read(text, &mut layout);
+        }
+    }
+
+    /// The files of policy folders of the repository, and the requests of their cases.
+    fn repository_policies() -> (Vec<Vec<Source>>, Vec<Request>) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let read = |dirs: &[&str]| -> Vec<Source> {
+            let mut sources = Vec::new();
+            for dir in dirs {
+                let mut paths: Vec<_> = std::fs::read_dir(root.join(dir))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                    .collect();
+                paths.sort();
+                for path in paths {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    sources.push(Source::new(path.display().to_string(), text));
+                }
+            }
+            sources
+        };
+        let sets = vec![
+            read(&["policies/common", "policies/us-2020"]),
+            read(&[
+                "policies/common",
+                "policies/us-2020",
+                "policies/us-2020-courts",
+                "policies/us-2024-pafaca",
+            ]),
+            read(&["tests/fixtures/good"]),
+        ];
+        let mut requests = Vec::new();
+        for dir in [
+            "policies/us-2020",
+            "policies/us-2020-courts",
+            "policies/us-2024-pafaca",
+            "tests/fixtures/good",
+        ] {
+            for entry in std::fs::read_dir(root.join(dir).join("tests")).unwrap() {
+                let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let case: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let record: RequestRecord =
+                        serde_json::from_value(case["request"].clone()).unwrap();
+                    if let Ok(r) = record.into_request() {
+                        requests.push(r);
+                    }
+                }
+            }
+        }
+        (sets, requests)
+    }
+
+    /// The decision written by `json` is the JSON `Serialize` and `to_record` give.
+    fn check_written(json: &DecisionJson, decision: &Decision<'_>) -> String {
+        let mut out = Vec::new();
+        json.write(decision, &mut out);
+        let written = String::from_utf8(out).unwrap();
+        assert_eq!(written, serde_json::to_string(decision).unwrap());
+        assert_eq!(
+            written,
+            serde_json::to_string(&decision.to_record()).unwrap()
+        );
+        written
+    }
+
+    #[test]
+    fn decisions_are_written_as_serde_writes_them() {
+        let (sets, requests) = repository_policies();
+        assert!(requests.len() > 100);
+        let policies: Vec<Policy> = sets
+            .into_iter()
+            .map(|s| Policy::from_sources(s).unwrap())
+            .collect();
+        let mut denies = 0;
+        for policy in &policies {
+            let json = DecisionJson::new(policy);
+            // Another policy's table: not used for this policy's decisions.
+            let other = DecisionJson::new(&policies[0]);
+            for request in &requests {
+                for posture in Posture::ALL {
+                    let decision = policy.decide(request, posture);
+                    denies += usize::from(decision.is_deny());
+                    check_written(&json, &decision);
+                    // Twice: rendered, then kept.
+                    check_written(&json, &decision);
+                    check_written(&other, &decision);
+                    let mut late = request.clone();
+                    late.set_at(Instant::parse_rfc3339("2031-01-01T00:00:00.123456Z").unwrap());
+                    check_written(&json, &policy.decide(&late, posture));
+                }
+            }
+        }
+        assert!(denies > 100, "{denies}");
+    }
+
+    #[test]
+    fn texts_with_quotes_backslashes_control_and_non_ascii_characters_are_escaped() {
+        let text = r#"
+[instrument]
+id = "order-1"
+kind = "identification"
+title = "Order"
+authority = "Authority"
+citation = "1 XR 1 \"quoted\" \\ back\tslash \u0001\u001f\u007f é ✓ 😀"
+source = "https://example.org/o?q=\"x\"&y=\\"
+issued = 2021-01-01T00:00:00Z
+pursuant_to = ["statute-s"]
+
+[[region]]
+id = "r-1"
+name = "Region \"one\""
+countries = ["US", "CA"]
+
+[[entity]]
+id = "e_1"
+name = "Entity \\ one"
+
+[[app]]
+id = "app.1"
+name = "App"
+owner = "e_1"
+android = ["com.acme.chat"]
+
+[[prohibition]]
+id = "p-1"
+item = "item \"1\"\n\\"
+apps = ["app.1"]
+actions = ["download"]
+region = "r-1"
+jurisdiction = [["storefront"], ["ip_country"]]
+effective = 2021-02-01T00:00:00Z
+text = "Text with \"quotes\", \\backslashes\\, \b\f\n\r\t controls \u0000 \u001b, DEL \u007f, and non-ASCII: é, ß, 中文, 😀"
+
+[[prohibition]]
+id = "second"
+owners = ["e_1"]
+actions = ["download", "update"]
+region = "r-1"
+effective = 2021-02-01T00:00:00Z
+text = "Second \"text\""
+"#;
+        let statute = r#"
+[instrument]
+id = "statute-s"
+kind = "statute"
+title = "Statute"
+authority = "Congress"
+citation = "Pub. L. \"1\"\u0007"
+source = "https://example.org/s\\"
+issued = 2020-01-01T00:00:00Z
+"#;
+        let policy = match Policy::from_sources([
+            Source::new("o.toml", text),
+            Source::new("s.toml", statute),
+        ]) {
+            Ok(p) => p,
+            Err(d) => panic!("{d:?}"),
+        };
+        let json = DecisionJson::new(&policy);
+        let mut written = String::new();
+        for at in ["2021-01-15T00:00:00Z", "2021-03-01T00:00:00Z"] {
+            for (storefront, ip) in [(Some("US"), None), (None, Some("CA")), (Some("FR"), None)] {
+                for action in ["download", "update"] {
+                    let request = RequestRecord {
+                        app: Some(AppRecord {
+                            platform: "android".into(),
+                            id: "com.ACME.chat".into(),
+                        }),
+                        action: action.into(),
+                        at: at.into(),
+                        storefront: storefront.map(str::to_owned),
+                        ip_country: ip.map(str::to_owned),
+                        ..RequestRecord::default()
+                    }
+                    .into_request()
+                    .unwrap();
+                    for posture in Posture::ALL {
+                        let decision = policy.decide(&request, posture);
+                        check_written(&json, &decision);
+                        written.push_str(&check_written(&json, &decision));
+                    }
+                }
+            }
+        }
+        // Reasons with every kind of character were written.
+        for part in [
+            r#""item":"item \"1\"\n\\""#,
+            r#"\b\f\n\r\t controls \u0000 \u001b, DEL "#,
+            ", and non-ASCII: é, ß, 中文, 😀\"",
+            r#""citation":"Pub. L. \"1\"\u0007""#,
+            r#""assumed":[["ip_country"]]"#,
+            r#""case_insensitive_match":true"#,
+        ] {
+            assert!(written.contains(part), "{part} in {written}");
+        }
     }
 }

@@ -183,13 +183,22 @@ fn main() {
         single_answer.len(),
         batch_answer.len()
     );
-    // Single requests: warm up, then the measured runs.
-    client.block_on(run(&url, single.clone(), 16, 200));
-    client.block_on(run(&base_url, single.clone(), 16, 200));
-    rounds(&client, "single", &url, &base_url, &single, 16, 2_500, 1);
-
-    client.block_on(run(&url, batch.clone(), 2, 5));
-    client.block_on(run(&base_url, batch.clone(), 2, 5));
-    rounds(&client, "batch", &url, &base_url, &batch, 4, 25, 1_000);
+    // `cargo bench --bench load -- single` (or `batch`) runs only that part.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |part: &str| only.is_empty() || only.iter().any(|o| o == part);
+    if wanted("single") {
+        // Single requests: warm up, then the measured runs.
+        client.block_on(run(&url, single.clone(), 16, 200));
+        client.block_on(run(&base_url, single.clone(), 16, 200));
+        rounds(&client, "single", &url, &base_url, &single, 16, 2_500, 1);
+    }
+    if wanted("batch") {
+        client.block_on(run(&url, batch.clone(), 2, 5));
+        client.block_on(run(&base_url, batch.clone(), 2, 5));
+        rounds(&client, "batch", &url, &base_url, &batch, 4, 25, 1_000);
+    }
     service.block_on(server.shutdown()).unwrap();
 }

@@ -1,5 +1,6 @@
 //! The HTTP routes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +15,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use gatekeeper::layer::{deny_status, link_reasons, name_verdict};
-use gatekeeper::{Gate, Gatekeeper, Readiness, ReloadError, Reloaded};
+use gatekeeper::{Gate, Gatekeeper, Mode, Readiness, ReloadError, Reloaded};
 use http_body_util::BodyExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use policy::RequestRecord;
@@ -76,25 +77,6 @@ impl AppState {
 /// About the size of one decision's JSON (a deny with its reasons is 300 to 600 bytes):
 /// room reserved up front so that a batch's answer is not regrown as it is written.
 const ANSWER_BYTES: usize = 512;
-
-/// A 200 with `value` as JSON, written into a buffer of `capacity` bytes to start with.
-fn json_bytes(value: &impl serde::Serialize, capacity: usize) -> Response {
-    let mut body = Vec::with_capacity(capacity);
-    match serde_json::to_writer(&mut body, value) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("writing the answer: {e}"),
-        ),
-    }
-}
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
@@ -289,77 +271,357 @@ fn parse_record(raw: &str) -> Result<policy::Request, String> {
     record.into_request().map_err(|e| e.to_string())
 }
 
+/// JSON white space.
+fn is_json_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The index of the first byte from `at` on that is not JSON white space.
+fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
+    while bytes.get(at).copied().is_some_and(is_json_ws) {
+        at += 1;
+    }
+    at
+}
+
+/// A single request's body: read without a `String` per field when it has the usual form
+/// ([`policy::RequestRecordRef::from_json_prefix`]), otherwise (and for every error) by
+/// `serde_json`, as [`parse_record`] always did.
+fn parse_one(text: &str) -> Result<policy::Request, String> {
+    let start = skip_ws(text.as_bytes(), 0);
+    if let Some((record, len)) = text
+        .get(start..)
+        .and_then(policy::RequestRecordRef::from_json_prefix)
+        && skip_ws(text.as_bytes(), start + len) == text.len()
+    {
+        return record.into_request().map_err(|e| e.to_string());
+    }
+    parse_record(text)
+}
+
+/// Why a batch is not answered item by item.
+enum BatchError {
+    /// Not a JSON array of values (the message of `serde_json`, as before).
+    Malformed(String),
+    /// More items than `max_batch`.
+    TooMany(usize),
+}
+
+/// Reads a batch: one request (or its error) per item, in order. Items in the usual form
+/// are read in place ([`policy::RequestRecordRef::from_json_prefix`]); any other item
+/// (and any error) by `serde_json` from the item's own text, as a whole array of
+/// `RawValue`s was read before: the same requests and the same messages. Items past
+/// `max` are not validated, only read, so that a malformed array is still told as such.
+fn parse_batch(text: &str, max: usize) -> Result<Vec<Result<policy::Request, String>>, BatchError> {
+    let malformed = || match serde_json::from_str::<Vec<&RawValue>>(text) {
+        Err(e) => BatchError::Malformed(format!("invalid JSON array of requests: {e}")),
+        // Not expected: the scan below refuses only what `serde_json` refuses.
+        Ok(items) => BatchError::Malformed(format!(
+            "invalid JSON array of requests ({} items read, but not in order)",
+            items.len()
+        )),
+    };
+    let bytes = text.as_bytes();
+    let mut at = skip_ws(bytes, 0);
+    if bytes.get(at) != Some(&b'[') {
+        return Err(malformed());
+    }
+    at = skip_ws(bytes, at + 1);
+    // A request in the usual form takes 80 bytes or more.
+    let mut items = Vec::with_capacity((text.len() / 80).min(max));
+    let mut count = 0usize;
+    let mut layout = policy::RequestLayout::default();
+    if bytes.get(at) == Some(&b']') {
+        at += 1;
+    } else {
+        loop {
+            let rest = text.get(at..).ok_or_else(malformed)?;
+            count += 1;
+            match layout.read(rest) {
+                Some((record, len)) => {
+                    if count <= max {
+                        items.push(record.into_request().map_err(|e| e.to_string()));
+                    }
+                    at += len;
+                }
+                None => {
+                    let mut stream =
+                        serde_json::Deserializer::from_str(rest).into_iter::<&RawValue>();
+                    let Some(Ok(raw)) = stream.next() else {
+                        return Err(malformed());
+                    };
+                    if count <= max {
+                        items.push(parse_record(raw.get()));
+                    }
+                    at += stream.byte_offset();
+                }
+            }
+            at = skip_ws(bytes, at);
+            match bytes.get(at) {
+                Some(b',') => at = skip_ws(bytes, at + 1),
+                Some(b']') => {
+                    at += 1;
+                    break;
+                }
+                _ => return Err(malformed()),
+            }
+        }
+    }
+    if skip_ws(bytes, at) != bytes.len() {
+        return Err(malformed());
+    }
+    if count > max {
+        return Err(BatchError::TooMany(count));
+    }
+    Ok(items)
+}
+
+/// What the answers of one policy revision share, rendered once: the revision as JSON and
+/// the policy's [`policy::DecisionJson`].
+#[derive(Debug)]
+struct Rendered {
+    /// Which policy: its allocation stays while this is kept, so that the address is
+    /// never another's.
+    active: std::sync::Weak<gatekeeper::Active>,
+    revision: Vec<u8>,
+    decisions: policy::DecisionJson,
+}
+
+impl Rendered {
+    fn new(active: &Arc<gatekeeper::Active>) -> Rendered {
+        let mut revision = Vec::with_capacity(active.revision.0.len() + 2);
+        if serde_json::to_writer(&mut revision, &active.revision.0).is_err() {
+            revision = b"null".to_vec();
+        }
+        Rendered {
+            active: Arc::downgrade(active),
+            revision,
+            decisions: policy::DecisionJson::new(&active.policy),
+        }
+    }
+
+    fn is_for(&self, active: &Arc<gatekeeper::Active>) -> bool {
+        std::ptr::eq(self.active.as_ptr(), Arc::as_ptr(active))
+    }
+}
+
+thread_local! {
+    /// The [`Rendered`] of the policy this thread last answered with: found without a lock
+    /// (a policy's is made again on each thread that answers with it).
+    static RENDERED: RefCell<Option<Arc<Rendered>>> = const { RefCell::new(None) };
+}
+
+/// The [`Rendered`] of `active`.
+fn rendered_for(active: &Arc<gatekeeper::Active>) -> Arc<Rendered> {
+    let kept = |cell: &RefCell<Option<Arc<Rendered>>>| {
+        let mut kept = cell.borrow_mut();
+        match kept.as_ref() {
+            Some(r) if r.is_for(active) => r.clone(),
+            _ => kept.insert(Arc::new(Rendered::new(active))).clone(),
+        }
+    };
+    RENDERED
+        .try_with(kept)
+        // On a thread-local's destructor: not kept.
+        .unwrap_or_else(|_| Arc::new(Rendered::new(active)))
+}
+
+/// A verdict's JSON as its `Serialize` writes it (`decision_id`, `revision`, `mode`,
+/// `gate`, then the decision's fields), appended to `out` from what is kept for its policy
+/// (`last`, or [`rendered_for`]). A verdict without a decision (no policy) is written by
+/// `Serialize` itself.
+fn write_verdict(
+    out: &mut Vec<u8>,
+    verdict: &gatekeeper::Verdict,
+    last: &mut Option<Arc<Rendered>>,
+) -> Result<(), serde_json::Error> {
+    let (Some(active), Some(decision)) = (verdict.active(), verdict.decision()) else {
+        return serde_json::to_writer(&mut *out, verdict);
+    };
+    let rendered = match last {
+        Some(r) if r.is_for(active) => r,
+        _ => last.insert(rendered_for(active)),
+    };
+    out.reserve(ANSWER_BYTES);
+    out.extend_from_slice(b"{\"decision_id\":\"");
+    // The id's `Display`: 32 lower-case hex digits.
+    let mut id = [0u8; 32];
+    for (k, byte) in verdict
+        .decision_id
+        .as_u128()
+        .to_be_bytes()
+        .into_iter()
+        .enumerate()
+    {
+        id[2 * k] = b"0123456789abcdef"[usize::from(byte >> 4)];
+        id[2 * k + 1] = b"0123456789abcdef"[usize::from(byte & 0xf)];
+    }
+    out.extend_from_slice(&id);
+    out.extend_from_slice(b"\",\"revision\":");
+    out.extend_from_slice(&rendered.revision);
+    out.extend_from_slice(match verdict.mode {
+        Mode::Enforce => b",\"mode\":\"enforce\",\"gate\":\"",
+        Mode::Shadow => b",\"mode\":\"shadow\",\"gate\":\"",
+    });
+    out.extend_from_slice(verdict.gate.as_str().as_bytes());
+    out.extend_from_slice(b"\",");
+    rendered.decisions.write_fields(&decision, out);
+    out.push(b'}');
+    Ok(())
+}
+
+/// A 200 with a JSON body already written.
+fn json_body(body: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+fn writing_failed(e: &serde_json::Error) -> Response {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("writing the answer: {e}"),
+    )
+}
+
+/// A decide body read, and its verdicts asked for: every record is handed to the audit
+/// trail before any is settled, so that one disk write carries a batch.
+enum Asked {
+    /// A malformed body, answered.
+    Answered(Response),
+    One(gatekeeper::PendingVerdict),
+    /// In order: a verdict on its way, or why the item could not be decided.
+    Batch(Vec<Result<gatekeeper::PendingVerdict, String>>),
+}
+
+/// Reads a decide body (one request, or an array of them) and asks for its verdicts; a
+/// malformed body gets its answer.
+fn ask(state: &AppState, body: &[u8]) -> Asked {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Asked::Answered(error(StatusCode::BAD_REQUEST, "request body is not UTF-8"));
+    };
+    if !text.trim_start().starts_with('[') {
+        return match parse_one(text) {
+            Ok(request) => Asked::One(state.gatekeeper.check_async(&request)),
+            Err(m) => Asked::Answered(error(StatusCode::BAD_REQUEST, m)),
+        };
+    }
+    match parse_batch(text, state.max_batch) {
+        Ok(items) => Asked::Batch(
+            items
+                .into_iter()
+                .map(|item| item.map(|r| state.gatekeeper.check_async(&r)))
+                .collect(),
+        ),
+        Err(BatchError::Malformed(m)) => Asked::Answered(error(StatusCode::BAD_REQUEST, m)),
+        Err(BatchError::TooMany(n)) => Asked::Answered(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "batch of {n} requests exceeds the limit of {}",
+                state.max_batch
+            ),
+        )),
+    }
+}
+
+/// The answer to one request, once its verdict is settled.
+fn one_answer(settled: Result<gatekeeper::Verdict, gatekeeper::CheckError>) -> Response {
+    match settled {
+        Ok(v) => {
+            let mut out = Vec::with_capacity(ANSWER_BYTES);
+            match write_verdict(&mut out, &v, &mut None) {
+                Ok(()) => json_body(out),
+                Err(e) => writing_failed(&e),
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "request refused: the audit trail is unavailable");
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+/// A batch's answer, written item by item as their verdicts are settled.
+struct BatchAnswer {
+    out: Vec<u8>,
+    /// Items answered so far.
+    items: usize,
+    last: Option<Arc<Rendered>>,
+    /// The audit trail refused a record: the whole batch fails (after every pending
+    /// record is settled), as it is not the request's fault.
+    refused: Option<String>,
+    failed: Option<serde_json::Error>,
+}
+
+impl BatchAnswer {
+    fn new(items: usize) -> BatchAnswer {
+        let mut out = Vec::with_capacity(ANSWER_BYTES * items + 2);
+        out.push(b'[');
+        BatchAnswer {
+            out,
+            items: 0,
+            last: None,
+            refused: None,
+            failed: None,
+        }
+    }
+
+    fn item(&mut self, item: Result<Result<gatekeeper::Verdict, gatekeeper::CheckError>, String>) {
+        if self.items > 0 {
+            self.out.push(b',');
+        }
+        self.items += 1;
+        let written = match item {
+            Ok(Ok(v)) => write_verdict(&mut self.out, &v, &mut self.last),
+            Ok(Err(e)) => {
+                self.refused = Some(e.to_string());
+                Ok(())
+            }
+            Err(error) => serde_json::to_writer(&mut self.out, &json!({ "error": error })),
+        };
+        if let Err(e) = written {
+            self.failed.get_or_insert(e);
+        }
+    }
+
+    fn finish(mut self) -> Response {
+        if let Some(e) = self.failed {
+            return writing_failed(&e);
+        }
+        if let Some(m) = self.refused {
+            tracing::error!(error = %m, "batch refused: the audit trail is unavailable");
+            return error(StatusCode::SERVICE_UNAVAILABLE, m);
+        }
+        self.out.push(b']');
+        json_body(self.out)
+    }
+}
+
 /// `POST /v1/decide`: one request, or an array answered in order.
 async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let held = match read_body(&state, &headers, body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Ok(text) = std::str::from_utf8(&held.bytes) else {
-        return error(StatusCode::BAD_REQUEST, "request body is not UTF-8");
-    };
-    if text.trim_start().starts_with('[') {
-        let items: Vec<&RawValue> = match serde_json::from_str(text) {
-            Ok(items) => items,
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("invalid JSON array of requests: {e}"),
-                );
+    match ask(&state, &held.bytes) {
+        Asked::Answered(answer) => answer,
+        Asked::One(p) => one_answer(p.await),
+        Asked::Batch(mut pending) => {
+            let mut answer = BatchAnswer::new(pending.len());
+            // Settled in place: a pending verdict is not moved to be awaited.
+            for p in &mut pending {
+                let settled = match p {
+                    Ok(p) => Ok(p.await),
+                    Err(e) => Err(std::mem::take(e)),
+                };
+                answer.item(settled);
             }
-        };
-        if items.len() > state.max_batch {
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "batch of {} requests exceeds the limit of {}",
-                    items.len(),
-                    state.max_batch
-                ),
-            );
-        }
-        // Every record is handed to the audit trail first, then each is awaited: one disk
-        // write carries the batch, and nothing is answered before it is recorded.
-        let pending: Vec<Result<gatekeeper::PendingVerdict, String>> = items
-            .iter()
-            .map(|item| parse_record(item.get()).map(|r| state.gatekeeper.check_async(&r)))
-            .collect();
-        // Verdicts are written from the policy's own data as they are serialized: no
-        // record is built for them.
-        #[derive(serde::Serialize)]
-        #[serde(untagged)]
-        enum Answer {
-            Verdict(gatekeeper::Verdict),
-            Error { error: String },
-        }
-        let mut answers = Vec::with_capacity(pending.len());
-        let mut refused = None;
-        for p in pending {
-            match p {
-                Ok(p) => match p.await {
-                    Ok(v) => answers.push(Answer::Verdict(v)),
-                    // The audit trail refusing is not the request's fault: the whole batch
-                    // fails (after every pending record is settled).
-                    Err(e) => refused = Some(e.to_string()),
-                },
-                Err(error) => answers.push(Answer::Error { error }),
-            }
-        }
-        if let Some(m) = refused {
-            tracing::error!(error = %m, "batch refused: the audit trail is unavailable");
-            return error(StatusCode::SERVICE_UNAVAILABLE, m);
-        }
-        return json_bytes(&answers, ANSWER_BYTES * answers.len());
-    }
-    let request = match parse_record(text) {
-        Ok(r) => r,
-        Err(m) => return error(StatusCode::BAD_REQUEST, m),
-    };
-    match state.gatekeeper.check_async(&request).await {
-        Ok(v) => json_bytes(&v, ANSWER_BYTES),
-        Err(e) => {
-            tracing::error!(error = %e, "request refused: the audit trail is unavailable");
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            answer.finish()
         }
     }
 }
@@ -681,6 +943,350 @@ async fn reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// How a body was read before batches were read in place: an array of `RawValue`s,
+    /// then each item by `serde_json`. The answers must not change.
+    fn parse_batch_as_before(
+        text: &str,
+        max: usize,
+    ) -> Result<Vec<Result<policy::Request, String>>, String> {
+        let items: Vec<&RawValue> = serde_json::from_str(text)
+            .map_err(|e| format!("invalid JSON array of requests: {e}"))?;
+        if items.len() > max {
+            return Err(format!("too many: {}", items.len()));
+        }
+        Ok(items.iter().map(|item| parse_record(item.get())).collect())
+    }
+
+    fn parse_batch_now(
+        text: &str,
+        max: usize,
+    ) -> Result<Vec<Result<policy::Request, String>>, String> {
+        parse_batch(text, max).map_err(|e| match e {
+            BatchError::Malformed(m) => m,
+            BatchError::TooMany(n) => format!("too many: {n}"),
+        })
+    }
+
+    const WECHAT: &str = r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#;
+
+    /// Items of every kind: in the usual form, in other forms of a request, and malformed
+    /// (each must get its own error).
+    const ITEMS: [&str; 24] = [
+        WECHAT,
+        r#"{"app":{"platform":"ios","id":"com.zhiliaoapp.musically"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"CAN"}"#,
+        r#"{ "app" : { "id" : "com.lemon.lvoverseas" , "platform" : "android" } , "at" : "2025-03-01T12:00:00Z" , "action" : "update" , "storefront" : "USA" }"#,
+        r#"{"app":{"platform":"android","id":"com.example.notes"},"action":"download","at":"2025-03-01T12:00:00Z","storefront":"US","known_at":null,"ip_country":"CA"}"#,
+        r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00+02:00","device_country":"us"}"#,
+        r#"{"app":{"platform":"android","id":"com.tencent\u002emm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"app":["android","com.tencent.mm"],"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"signing_cert_sha256":"AB:CD","action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"code_sha256":["0000000000000000000000000000000000000000000000000000000000000000"],"action":"update","at":"2020-09-22T12:00:00Z","server_country":"DE"}"#,
+        r#"{"app":{"platform":"android","id":"com.tencent.mm"},"publisher":{"store":"google","id":"4242"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"action":"update"}"#,
+        r#"{"action":5,"at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"app":{"platform":"tv","id":"x"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"app":{"platform":"android","id":"com..x"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"steal","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"update","at":"yesterday","storefront":"US"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"ZZ"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"update","at":"2020-09-22T12:00:00Z"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US","storefront":"CA"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"update","at":"2020-09-22T12:00:00Z","country":"US"}"#,
+        r#"{"app":{"platform":"android","id":"com.x"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":null,"code_sha256":null}"#,
+        "5",
+        "\"text\"",
+        "[{\"action\":\"update\"}]",
+    ];
+
+    /// A small deterministic generator (xorshift), for test inputs.
+    struct Rng(u64);
+
+    impl Rng {
+        fn usize(&mut self, range: std::ops::RangeTo<usize>) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % range.end as u64) as usize
+        }
+    }
+
+    #[test]
+    fn batches_are_read_as_before_item_by_item() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let ws = [" ", "", "\n", "\t", "\r\n "];
+        let mut bodies: Vec<String> = [
+            "[]",
+            " [ ] ",
+            "[",
+            "]",
+            "[,]",
+            "[1,]",
+            "[1 2]",
+            "[1] x",
+            "[1]]",
+            "[{}",
+            "[{\"action\":}]",
+            "[null]",
+            "[{\"action\":\"update\",}]",
+            "\u{a0}[1]",
+            "[1]\u{a0}",
+            "[\"\\x\"]",
+            "[{\"a\":\"\\u12\"}]",
+        ]
+        .map(str::to_owned)
+        .into();
+        // Items nested about as deep as `serde_json` goes.
+        for depth in [1, 126, 127, 128, 129, 300] {
+            let arrays = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+            let objects = format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            for item in [arrays, objects] {
+                bodies.push(format!("[{item}]"));
+                bodies.push(format!("[{WECHAT},{item},{WECHAT}]"));
+            }
+        }
+        for _ in 0..3_000 {
+            let n = rng.usize(..12);
+            let mut body = format!("{}[{}", ws[rng.usize(..5)], ws[rng.usize(..5)]);
+            for k in 0..n {
+                if k > 0 {
+                    body.push_str(&format!("{},{}", ws[rng.usize(..5)], ws[rng.usize(..5)]));
+                }
+                body.push_str(ITEMS[rng.usize(..ITEMS.len())]);
+            }
+            body.push_str(&format!("{}]{}", ws[rng.usize(..5)], ws[rng.usize(..5)]));
+            if rng.usize(..256) < 20 {
+                // A byte changed: usually malformed.
+                let mut bytes = body.into_bytes();
+                let k = rng.usize(..bytes.len());
+                let bytes_to_use = b",:[]{}\"\\ a5";
+                bytes[k] = bytes_to_use[rng.usize(..bytes_to_use.len())];
+                body = String::from_utf8(bytes).unwrap();
+            }
+            bodies.push(body);
+        }
+        let mut decided = 0;
+        for body in &bodies {
+            for max in [3, 10_000] {
+                let before = parse_batch_as_before(body, max);
+                assert_eq!(parse_batch_now(body, max), before, "{body}");
+                decided += before.iter().flatten().filter(|r| r.is_ok()).count();
+            }
+        }
+        assert!(decided > 1_000, "{decided}");
+    }
+
+    #[test]
+    fn single_requests_are_read_as_before() {
+        for item in ITEMS {
+            for body in [
+                item.to_owned(),
+                format!(" \n{item}\t "),
+                format!("{item} x"),
+            ] {
+                assert_eq!(parse_one(&body), parse_record(&body), "{body}");
+            }
+        }
+    }
+
+    fn policy_dir(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../policies")
+            .join(name)
+    }
+
+    fn gatekeeper_of(dirs: &[&str], mode: Mode) -> Gatekeeper {
+        Gatekeeper::builder()
+            .policy_dirs(dirs.iter().map(|d| policy_dir(d)))
+            .mode(mode)
+            .build()
+            .unwrap()
+    }
+
+    fn gatekeeper(mode: Mode) -> Gatekeeper {
+        gatekeeper_of(&["us-2020", "us-2020-courts", "us-2024-pafaca"], mode)
+    }
+
+    /// The batch items' requests, those of the policies' cases, and some at other instants.
+    fn requests() -> Vec<policy::Request> {
+        let mut requests = Vec::new();
+        for item in ITEMS {
+            if let Ok(r) = parse_record(item) {
+                requests.push(r);
+            }
+        }
+        for dir in ["us-2020", "us-2020-courts", "us-2024-pafaca"] {
+            for entry in std::fs::read_dir(policy_dir(dir).join("tests")).unwrap() {
+                let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let case: Value = serde_json::from_str(line).unwrap();
+                    if let Ok(r) = parse_record(&case["request"].to_string()) {
+                        requests.push(r);
+                    }
+                }
+            }
+        }
+        // The same requests over the years.
+        for at in [
+            "2020-09-19T03:59:59Z",
+            "2020-11-12T12:00:00Z",
+            "2021-07-01T00:00:00Z",
+            "2025-01-19T12:00:00Z",
+            "2025-02-01T00:00:00.250Z",
+        ] {
+            for item in &ITEMS[..5] {
+                if let Ok(mut r) = parse_record(item) {
+                    r.set_at(policy::Instant::parse_rfc3339(at).unwrap());
+                    requests.push(r);
+                }
+            }
+        }
+        requests
+    }
+
+    #[test]
+    fn verdicts_are_written_as_serde_writes_them() {
+        let mut denies = 0;
+        for (dirs, mode) in [
+            (
+                &["us-2020", "us-2020-courts", "us-2024-pafaca"][..],
+                Mode::Enforce,
+            ),
+            (&["us-2020"][..], Mode::Enforce),
+            (&["us-2020"][..], Mode::Shadow),
+            (&["us-2024-pafaca"][..], Mode::Shadow),
+        ] {
+            let gk = gatekeeper_of(dirs, mode);
+            let mut last = None;
+            for request in requests() {
+                let verdict = gk.check(&request).unwrap();
+                denies += usize::from(verdict.gate != Gate::Allow);
+                let mut out = Vec::new();
+                write_verdict(&mut out, &verdict, &mut last).unwrap();
+                assert_eq!(out, serde_json::to_vec(&verdict).unwrap());
+                assert_eq!(
+                    serde_json::from_slice::<Value>(&out).unwrap(),
+                    serde_json::to_value(verdict.to_record()).unwrap()
+                );
+            }
+            // After a reload, the new policy's.
+            gk.reload().unwrap();
+            let verdict = gk.check(&requests()[0]).unwrap();
+            let mut out = Vec::new();
+            write_verdict(&mut out, &verdict, &mut last).unwrap();
+            assert_eq!(out, serde_json::to_vec(&verdict).unwrap());
+        }
+        assert!(denies > 100, "{denies}");
+        // With no policy: the verdict's own `Serialize`.
+        let empty = Gatekeeper::builder()
+            .policy_dirs([policy_dir("no-such-folder")])
+            .start_empty(true)
+            .build()
+            .unwrap();
+        let verdict = empty.check(&requests()[0]).unwrap();
+        let mut out = Vec::new();
+        write_verdict(&mut out, &verdict, &mut None).unwrap();
+        assert_eq!(out, serde_json::to_vec(&verdict).unwrap());
+        // The gate and mode spellings are serde's.
+        for gate in [Gate::Allow, Gate::Deny, Gate::ShadowDeny] {
+            assert_eq!(
+                serde_json::to_string(&gate).unwrap(),
+                format!("\"{}\"", gate.as_str())
+            );
+        }
+    }
+
+    fn state(gk: Gatekeeper) -> AppState {
+        let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        AppState::new(gk, &Config::default(), metrics)
+    }
+
+    async fn post(state: &AppState, body: String) -> (StatusCode, Value) {
+        let response = decide(State(state.clone()), HeaderMap::new(), Body::from(body)).await;
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_batch_answers_each_malformed_item_with_its_error_and_decides_the_rest() {
+        let gk = gatekeeper(Mode::Enforce);
+        let state = state(gk.clone());
+        let active = gk.active().unwrap();
+        let body = format!("[{}]", ITEMS.join(" , "));
+        let (status, answer) = post(&state, body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        let answers = answer.as_array().unwrap();
+        let expected = parse_batch_as_before(&body, usize::MAX).unwrap();
+        assert_eq!(answers.len(), ITEMS.len());
+        let mut errors = 0;
+        for ((answer, expected), item) in answers.iter().zip(expected).zip(ITEMS) {
+            match expected {
+                Err(message) => {
+                    assert_eq!(answer, &serde_json::json!({ "error": message }), "{item}");
+                    errors += 1;
+                }
+                Ok(request) => {
+                    let decision = active.policy.decide(&request, gk.posture()).to_record();
+                    let mut want = serde_json::to_value(decision).unwrap();
+                    let want = want.as_object_mut().unwrap();
+                    let got = answer.as_object().unwrap();
+                    for (key, value) in want.iter() {
+                        assert_eq!(got.get(key), Some(value), "{key} of {item}");
+                    }
+                    assert_eq!(got["revision"], active.revision.0.as_str());
+                    assert_eq!(got["mode"], "enforce");
+                    assert_eq!(got["decision_id"].as_str().unwrap().len(), 32);
+                    assert_eq!(got.len(), want.len() + 4, "{item}: {answer}");
+                }
+            }
+        }
+        assert!((10..ITEMS.len() - 5).contains(&errors), "{errors}");
+        // In a long batch, each item answers as it did in the short one.
+        let long = format!("[{}]", vec![ITEMS.join(","); 40].join(","));
+        let (status, long_answer) = post(&state, long).await;
+        assert_eq!(status, StatusCode::OK);
+        let long_answers = long_answer.as_array().unwrap();
+        assert_eq!(long_answers.len(), 40 * ITEMS.len());
+        let ids: std::collections::HashSet<&str> = long_answers
+            .iter()
+            .filter_map(|a| a["decision_id"].as_str())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            40 * (ITEMS.len() - errors),
+            "decision ids are unique"
+        );
+        for (k, got) in long_answers.iter().enumerate() {
+            let mut want = answers[k % ITEMS.len()].clone();
+            if want.get("decision_id").is_some() {
+                want["decision_id"] = got["decision_id"].clone();
+            }
+            assert_eq!(got, &want, "{k}");
+        }
+        // A single request answers as the batch's item did.
+        let (status, one) = post(&state, WECHAT.to_owned()).await;
+        assert_eq!(status, StatusCode::OK);
+        let mut first = answers[0].clone();
+        first["decision_id"] = one["decision_id"].clone();
+        assert_eq!(one, first);
+        // A malformed array, and a batch over the limit, as before.
+        let (status, answer) = post(&state, format!("[{WECHAT},]")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let before = parse_batch_as_before(&format!("[{WECHAT},]"), 10).unwrap_err();
+        assert_eq!(answer["error"], before);
+        let many = format!("[{}]", vec![WECHAT; 10_001].join(","));
+        let (status, answer) = post(&state, many).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            answer["error"],
+            "batch of 10001 requests exceeds the limit of 10000"
+        );
+    }
 
     #[test]
     fn replaced_revisions_are_left_out_of_the_exposition() {
