@@ -332,23 +332,10 @@ fn plain_utc_instant(t: &[u8]) -> Option<Instant> {
     {
         return None;
     }
-    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
-    let days_in_month = match month {
-        2 if leap => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if !(1..=days_in_month).contains(&day) {
-        return None;
-    }
-    // Days from 1970-01-01 (Howard Hinnant's `days_from_civil`, for years after 0).
-    let y = if month <= 2 { year - 1 } else { year };
-    let (era, yoe) = (y / 400, y % 400);
-    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = i64::from(era * 146_097 + doe) - 719_468;
-    let seconds = days * 86_400 + i64::from(hour * 3_600 + minute * 60 + second);
+    let seconds = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?
+        .and_hms_opt(hour, minute, second)?
+        .and_utc()
+        .timestamp();
     Some(Instant::from_nanos(seconds * 1_000_000_000))
 }
 
@@ -1315,8 +1302,6 @@ fn write_cite(policy: &crate::Policy, i: u32, source: bool, out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
 /// The index of the first byte of `bytes` that a JSON string cannot hold as it is: `"`,
 /// `\` or a control character. Eight bytes at a time: in each word, the lowest byte
 /// flagged is the first such byte (a borrow only flags bytes above a true one).
@@ -1358,44 +1343,10 @@ fn write_plain(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
 }
 
-/// A JSON string, escaped as `serde_json` escapes it: `"` and `\`, the short forms of
-/// backspace, form feed, line feed, carriage return and tab, `\u00XX` (lower-case hex) for
-/// other control characters; everything else, non-ASCII included, as it is.
+/// A JSON string, escaped by `serde_json` (what `to_record`'s JSON is written with).
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let Some(first) = first_special(bytes) else {
-        out.extend_from_slice(bytes);
-        out.push(b'"');
-        return;
-    };
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate().skip(first) {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f => &[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(short);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
+    // Writing a string into a vector cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn write_optional_instant(out: &mut Vec<u8>, at: Option<Instant>) {
@@ -1429,7 +1380,17 @@ fn write_instant(out: &mut Vec<u8>, at: Instant) {
             )
         }
     };
-    let (year, month, day) = civil_from_days(days);
+    let date = chrono::NaiveDate::from_num_days_from_ce_opt(
+        i32::try_from(days + 719_163).unwrap_or(i32::MAX),
+    );
+    let (year, month, day) = date.map_or((-1, 0, 0), |d| {
+        use chrono::Datelike as _;
+        (
+            i64::from(d.year()),
+            i64::from(d.month()),
+            i64::from(d.day()),
+        )
+    });
     let Some(year) = u32::try_from(year).ok().filter(|y| *y <= 9999) else {
         // Not in the years an instant holds; written as `Display` writes it.
         out.extend_from_slice(format!("\"{at}\"").as_bytes());
@@ -1467,21 +1428,6 @@ fn write_instant(out: &mut Vec<u8>, at: Instant) {
         out.extend_from_slice(&digits[..=count]);
     }
     out.extend_from_slice(b"Z\"");
-}
-
-/// The proleptic Gregorian date of a day counted from 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]
