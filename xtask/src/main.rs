@@ -172,6 +172,38 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     }
 }
 
+/// `cargo xtask gen-log ...`: the generator, built in release.
+fn gen_log(args: &[String]) -> Result<(), String> {
+    let mut all = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "replay",
+        "--bin",
+        "gen-log",
+        "--",
+    ];
+    all.extend(args.iter().map(String::as_str));
+    cargo(&all)
+}
+
+/// `cargo xtask replay-check ...`: the replay's correctness and throughput run.
+fn replay_check(args: &[String]) -> Result<(), String> {
+    let mut all = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "--package",
+        "replay",
+        "--example",
+        "replay_check",
+        "--",
+    ];
+    all.extend(args.iter().map(String::as_str));
+    cargo(&all)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
@@ -181,7 +213,9 @@ fn main() -> ExitCode {
         Some("differential") => differential(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("schema") => schema(),
-        _ => Err("usage: cargo xtask <ci|bench|simulate|differential|fuzz|schema>\n  ci            format check, clippy, tests\n  bench         benchmarks\n  simulate      the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)\n  differential  the engine against the reference evaluator (`--cases N --seed S`, `--threads T`, `--show K`, `--no-shrink`)\n  fuzz          every fuzz target on nightly (`--seconds N` each)\n  schema        write schema/policy.schema.json, the editor schema of policy files".to_owned()),
+        Some("gen-log") => gen_log(&args[1..]),
+        Some("replay-check") => replay_check(&args[1..]),
+        _ => Err("usage: cargo xtask <ci|bench|simulate|differential|fuzz|schema|gen-log|replay-check>\n  ci            format check, clippy, tests\n  bench         benchmarks\n  simulate      the mock store through the shipped scenarios (`--load N --seed S`, `--scenario PATH`, `--policies DIR`)\n  differential  the engine against the reference evaluator (`--cases N --seed S`, `--threads T`, `--show K`, `--no-shrink`)\n  fuzz          every fuzz target on nightly (`--seconds N` each)\n  schema        write schema/policy.schema.json, the editor schema of policy files\n  gen-log       a seeded request log, Parquet and JSON Lines (`--rows N --seed S`, `--out DIR`, `--format parquet|jsonl|both`, `--files K`)\n  replay-check  replay (DataFusion, and Ballista with `--ballista`) against `gatekeeper check`, row for row, and its throughput (`--rows N --seed S`)".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

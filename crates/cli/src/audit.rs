@@ -29,6 +29,12 @@ Exit status:
   1  no proof can be made: no such record, decision id or tree size
   2  a usage error, or a trail that cannot be read";
 
+const EXPORT_EXIT: &str = "\
+Exit status:
+  0  the trail verifies and is written
+  1  it does not verify (the reason is given; nothing is written)
+  2  a usage error, or a file that cannot be read or written";
+
 const CHECK_PROOF_EXIT: &str = "\
 Exit status:
   0  the proof checks against the signed checkpoints
@@ -79,6 +85,18 @@ pub(crate) enum AuditCommand {
         #[arg(long, value_name = "N", requires = "from")]
         to: Option<u64>,
     },
+    /// Write a verified trail as a table, for gatekeeper replay and sql, or any tool that
+    /// reads Parquet: a row per record, the request's columns and what was served. A trail
+    /// that does not verify is refused with the reason, and nothing is written.
+    #[command(after_help = EXPORT_EXIT)]
+    Export {
+        /// Audit files or folders, in order.
+        #[arg(value_name = "PATH", required = true)]
+        paths: Vec<PathBuf>,
+        /// The Parquet file to write.
+        #[arg(long, value_name = "FILE")]
+        parquet: PathBuf,
+    },
     /// Check a proof from gatekeeper audit prove against signed checkpoints, without the
     /// trail.
     #[command(after_help = CHECK_PROOF_EXIT)]
@@ -125,6 +143,7 @@ pub(crate) fn run(
             from,
             to,
         } => prove(&dir, index, id.as_deref(), size, from, to, stdout, stderr),
+        AuditCommand::Export { paths, parquet } => export(&paths, &parquet, stdout, stderr),
         AuditCommand::CheckProof {
             proof,
             checkpoint,
@@ -290,6 +309,42 @@ fn check_proof(
         Err(e) => {
             writeln!(stderr, "error: {e}")?;
             Ok(1)
+        }
+    }
+}
+
+fn export(
+    paths: &[PathBuf],
+    out: &Path,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> anyhow::Result<u8> {
+    // Verified first, apart, so that a trail that does not verify exits 1 with its reason.
+    if let Err(e) = gatekeeper::audit::verify(paths) {
+        writeln!(
+            stderr,
+            "error: the audit trail does not verify: {e}; nothing was written"
+        )?;
+        return Ok(1);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    match runtime.block_on(replay::export_trail(paths, out)) {
+        Ok((report, rows)) => {
+            writeln!(
+                stdout,
+                "wrote {rows} records of a verified trail ({} files, head {}) to {}",
+                report.files,
+                report.head,
+                out.display()
+            )?;
+            Ok(0)
+        }
+        Err(e) => {
+            writeln!(stderr, "error: {e}")?;
+            Ok(2)
         }
     }
 }

@@ -17,6 +17,7 @@ mod audit;
 mod bundle;
 mod fmt;
 mod maintain;
+mod replay;
 mod serve;
 
 use std::ffi::OsString;
@@ -46,7 +47,8 @@ Command families:
   policies      validate a set; fmt, schema, test, diff and timeline for its maintainers
   decisions     check and explain JSON Lines requests
   distribution  bundle: pack, sign and verify policy bundles
-  records       audit: verify the audit trail, prove records are in it
+  records       audit: verify the audit trail, prove records are in it, export it
+  replay        replay and sql: decide request logs and the trail in Apache DataFusion
   service       serve: the decision sidecar over HTTP";
 
 /// The exit codes of the commands, for `gatekeeper --help`.
@@ -142,6 +144,15 @@ enum Command {
     /// The audit trail: verify it, prove a record is in it, check a proof.
     #[command(subcommand, after_help = audit::EXIT)]
     Audit(audit::AuditCommand),
+    /// Replay request logs or the audit trail under a new policy (or posture): what would
+    /// it have answered, and where does that differ from a baseline or from what was
+    /// served? A report by app, action, region and day (Markdown, and JSON on request).
+    #[command(after_help = replay::REPLAY_EXIT)]
+    Replay(Box<replay::ReplayArgs>),
+    /// Ad-hoc SQL (Apache DataFusion) over request logs and the audit trail, with the
+    /// decision functions of the policies given.
+    #[command(after_help = replay::SQL_EXIT)]
+    Sql(Box<replay::SqlArgs>),
     /// Run the sidecar decision service over HTTP (with an Envoy ext_authz endpoint).
     #[command(after_help = serve::EXIT)]
     Serve(Box<serve::ServeArgs>),
@@ -299,6 +310,8 @@ where
         Command::Bundle(command) => bundle::run(command, colour, stdout, stderr),
         Command::Audit(command) => audit::run(command, stdin, stdout, stderr),
         Command::Serve(args) => serve::run(*args, stdout),
+        Command::Replay(args) => replay::replay(&args, stdout, stderr),
+        Command::Sql(args) => replay::sql(&args, stdout, stderr),
         Command::Test(args) => maintain::test(&args, stdout),
         Command::Diff(args) => maintain::diff(&args, stdout, stderr),
         Command::Timeline(args) => maintain::timeline(&args, colour, stdout, stderr),

@@ -149,6 +149,26 @@ pub struct RequestRecordRef<'a> {
 impl RequestRecordRef<'_> {
     /// Validates the record into a [`Request`].
     pub fn into_request(self) -> Result<Request, RequestError> {
+        let mut request = Request {
+            app: None,
+            publisher: None,
+            signing_cert_sha256: None,
+            code_sha256: Vec::new(),
+            action: crate::Action::Download,
+            at: Instant::MIN,
+            known_at: None,
+            signals: [None; 5],
+        };
+        self.read_into(&mut request)?;
+        Ok(request)
+    }
+
+    /// Validates the record into `request`, the same checks and errors as
+    /// [`RequestRecordRef::into_request`], reusing the memory of the app id `request`
+    /// already holds: reading many requests one after another into one `Request` does not
+    /// allocate for the usual request (an app, signals, instants). On an error, `request`
+    /// is left as it was.
+    pub fn read_into(&self, request: &mut Request) -> Result<(), RequestError> {
         let app = match self.app {
             None => None,
             Some(a) => {
@@ -166,10 +186,7 @@ impl RequestRecordRef<'_> {
                     }
                 };
                 check_app_id(a.id).map_err(|e| field("app.id", e))?;
-                Some(AppRef {
-                    platform,
-                    id: a.id.to_owned(),
-                })
+                Some((platform, a.id))
             }
         };
         let publisher = match self.publisher {
@@ -187,9 +204,9 @@ impl RequestRecordRef<'_> {
                 let id = store
                     .normalize_account(p.id)
                     .map_err(|e| field("publisher.id", e))?;
-                if let Some(app) = &app {
+                if let Some((platform, _)) = app {
                     let fits = matches!(
-                        (store, app.platform),
+                        (store, platform),
                         (Store::Apple, Platform::Ios) | (Store::Google, Platform::Android)
                     );
                     if !fits {
@@ -198,7 +215,7 @@ impl RequestRecordRef<'_> {
                             format!(
                                 "`{}` does not publish {} apps",
                                 store.as_str(),
-                                app.platform.as_str()
+                                platform.as_str()
                             ),
                         ));
                     }
@@ -249,16 +266,28 @@ impl RequestRecordRef<'_> {
         if app.is_none() && signing_cert_sha256.is_none() && code_sha256.is_empty() {
             return Err(RequestError::NoApp);
         }
-        Ok(Request {
-            app,
-            publisher,
-            signing_cert_sha256,
-            code_sha256,
-            action,
-            at,
-            known_at,
-            signals,
-        })
+        match (app, &mut request.app) {
+            (None, slot) => *slot = None,
+            (Some((platform, id)), Some(kept)) => {
+                kept.platform = platform;
+                kept.id.clear();
+                kept.id.push_str(id);
+            }
+            (Some((platform, id)), slot) => {
+                *slot = Some(AppRef {
+                    platform,
+                    id: id.to_owned(),
+                })
+            }
+        }
+        request.publisher = publisher;
+        request.signing_cert_sha256 = signing_cert_sha256;
+        request.code_sha256 = code_sha256;
+        request.action = action;
+        request.at = at;
+        request.known_at = known_at;
+        request.signals = signals;
+        Ok(())
     }
 }
 
@@ -1440,6 +1469,54 @@ mod tests {
         let mut out = Vec::new();
         write_json_str(&mut out, s);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn reading_into_one_request_gives_each_request_and_keeps_it_on_an_error() {
+        let text = |t: &str| serde_json::from_str::<RequestRecord>(t).unwrap();
+        let records = [
+            text(
+                r#"{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"download","at":"2020-09-21T12:00:00Z","storefront":"US"}"#,
+            ),
+            text(
+                r#"{"publisher":{"store":"apple","id":"abcde12345"},"signing_cert_sha256":"AB:CD:EF:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89:ab:cd:ef:01:23:45:67:89","action":"update","at":"2021-01-01T00:00:00+08:00","known_at":"2020-01-01T00:00:00Z","ip_country":"PR"}"#,
+            ),
+            text(
+                r#"{"app":{"platform":"android","id":"com.zhiliaoapp.musically"},"code_sha256":["00000000000000000000000000000000000000000000000000000000000000aa"],"action":"code-use","at":"2020-11-12T00:00:00Z","billing_country":"USA","server_country":"GU"}"#,
+            ),
+            text(
+                r#"{"app":{"platform":"ios","id":"x"},"action":"host","at":"2020-09-21T12:00:00.5Z","device_country":"CN"}"#,
+            ),
+        ];
+        let bad = [
+            text(
+                r#"{"app":{"platform":"windows","id":"x"},"action":"download","at":"2020-09-21T12:00:00Z","storefront":"US"}"#,
+            ),
+            text(
+                r#"{"app":{"platform":"ios","id":"x"},"action":"download","at":"2020-09-21T12:00:00Z"}"#,
+            ),
+            text(r#"{"action":"download","at":"2020-09-21T12:00:00Z","storefront":"US"}"#),
+            text(
+                r#"{"app":{"platform":"ios","id":"x"},"action":"download","at":"2021-02-30T00:00:00Z","storefront":"US"}"#,
+            ),
+        ];
+        let mut kept = records[3].clone().into_request().unwrap();
+        for _ in 0..2 {
+            for r in records.iter().chain(&bad) {
+                let before = kept.clone();
+                let read = r.borrowed().read_into(&mut kept);
+                match r.clone().into_request() {
+                    Ok(expected) => {
+                        assert_eq!(read, Ok(()));
+                        assert_eq!(kept, expected);
+                    }
+                    Err(e) => {
+                        assert_eq!(read, Err(e));
+                        assert_eq!(kept, before, "an error leaves the request as it was");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

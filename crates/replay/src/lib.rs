@@ -1,0 +1,70 @@
+//! Replay and investigation at store scale: Gatekeeper's decision function inside
+//! Apache DataFusion.
+//!
+//! - [`udf`]: `Policy::decide` as a scalar function over the columns of a request table,
+//!   one per loaded policy and posture, side by side;
+//! - [`tables`]: request logs in Parquet and JSON Lines, and the verified audit trail,
+//!   as tables;
+//! - [`genlog`]: a seeded, realistic request log to run on.
+
+#![forbid(unsafe_code)]
+
+/// The DataFusion this crate is built on, for callers that handle its batches.
+pub use datafusion;
+
+pub mod cluster;
+pub mod genlog;
+pub mod replay;
+pub mod schema;
+pub mod session;
+pub mod tables;
+pub mod udf;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use datafusion::common::{DataFusionError, Result};
+
+/// Loads a policy set (a folder or file of policy files, or a bundle) for a decision
+/// function.
+pub fn load_policy(path: &Path) -> anyhow::Result<Arc<udf::LoadedRevision>> {
+    let loaded = authoring::load(path)?;
+    Ok(Arc::new(udf::LoadedRevision {
+        revision: loaded.revision.to_string(),
+        policy: loaded.policy,
+        source: path.display().to_string(),
+    }))
+}
+
+/// Writes a verified audit trail as one Parquet file ([`tables::trail_schema`]);
+/// returns the records written. A trail that does not verify is refused with the
+/// reason, and nothing is written.
+pub async fn export_trail(
+    trail: &[std::path::PathBuf],
+    out: &Path,
+) -> Result<(gatekeeper::audit::VerifyReport, u64)> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    let (report, batches) = tables::read_trail(trail)?;
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let io =
+        |e: std::io::Error| DataFusionError::Execution(format!("writing `{}`: {e}", out.display()));
+    // Written beside the target, then renamed: a failed export leaves no half file.
+    let file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+    let mut writer = ArrowWriter::try_new(
+        file.as_file().try_clone().map_err(io)?,
+        tables::trail_schema(),
+        None,
+    )?;
+    let mut rows = 0;
+    for b in &batches {
+        writer.write(b)?;
+        rows += b.num_rows() as u64;
+    }
+    writer.close()?;
+    file.as_file().sync_all().map_err(io)?;
+    file.persist(out).map_err(|e| io(e.error))?;
+    Ok((report, rows))
+}

@@ -1,0 +1,487 @@
+//! `gatekeeper replay`: what a policy (or a posture) would have answered on real
+//! traffic, and where that differs from a baseline policy or from what was served.
+//!
+//! One pass over the inputs, in one query: every request is decided under the new
+//! policy and the baseline, and the rows are grouped by what changed (app, action,
+//! region, day, old and new answer); unchanged rows collapse into a few groups and each
+//! malformed row is its own group, with its file and line (JSON Lines) or, for
+//! Parquet, its file and row found afterwards by reading the files in order.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, AsArray as _, RecordBatch};
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::dataframe::DataFrameWriteOptions;
+use futures::StreamExt as _;
+use serde::Serialize;
+
+use crate::schema;
+use crate::session::Session;
+
+/// What the new answers are compared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Baseline {
+    /// Another decision function (an older policy, or the same under another posture).
+    Function(String),
+    /// What the audit trail says was served.
+    Served,
+}
+
+/// A replay to run.
+#[derive(Clone, Debug)]
+pub struct ReplaySpec {
+    /// The decision function of the new policy.
+    pub new: String,
+    pub baseline: Baseline,
+    /// Where to write every changed decision as Parquet.
+    pub changed_parquet: Option<PathBuf>,
+    /// How many groups and malformed rows the Markdown report lists.
+    pub shown: usize,
+}
+
+/// A row that is not a request, and where it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Malformed {
+    pub file: Option<String>,
+    /// The 1-based line (JSON Lines) or row (Parquet) in the file.
+    pub row: Option<u64>,
+    pub problem: String,
+}
+
+/// Requests whose answer changed in the same way, for the same app, action, region and day.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub app: Option<String>,
+    pub action: Option<String>,
+    pub region: Option<String>,
+    pub day: Option<String>,
+    pub old: Option<String>,
+    pub new: Option<String>,
+    pub requests: u64,
+    /// An example: the first instant among them, and a line (JSON Lines) or trail record.
+    pub first_at: Option<String>,
+    pub example: Option<String>,
+}
+
+/// The replay's findings.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub new: String,
+    pub baseline: String,
+    pub rows: u64,
+    pub decided: u64,
+    pub changed: u64,
+    /// `allow` -> `deny`, `deny` -> `allow`, and the same decision for other reasons.
+    pub allow_to_deny: u64,
+    pub deny_to_allow: u64,
+    pub reasons_only: u64,
+    /// Unchanged requests by decision.
+    pub unchanged: BTreeMap<String, u64>,
+    pub malformed_rows: u64,
+    pub malformed: Vec<Malformed>,
+    /// Records of gaps in an audit trail, and how many records they lost.
+    pub gaps: u64,
+    pub lost: u64,
+    pub by_app: BTreeMap<String, u64>,
+    pub by_action: BTreeMap<String, u64>,
+    pub by_region: BTreeMap<String, u64>,
+    pub by_day: BTreeMap<String, u64>,
+    /// The changes, most requests first.
+    pub changes: Vec<Change>,
+}
+
+/// An answer as text: `deny p1,p2` or `allow because`.
+fn answer(d: &str) -> String {
+    format!(
+        "CASE WHEN {d}['decision'] = 'deny' THEN 'deny ' || array_to_string({d}['prohibitions'], ',') \
+         WHEN {d}['decision'] = 'allow' THEN 'allow ' || {d}['because'] END"
+    )
+}
+
+/// The inner query: every row with its problem, its new and old answers, and the keys
+/// the report groups by.
+fn decided_sql(spec: &ReplaySpec) -> String {
+    let new = Session::call(&spec.new);
+    let (old_answer, old_region, old_app, example) = match &spec.baseline {
+        Baseline::Function(_) => (
+            answer("dold"),
+            "dold['region']".to_owned(),
+            "dold['app']".to_owned(),
+            "CASE WHEN line IS NOT NULL THEN file || ':' || CAST(line AS VARCHAR) END".to_owned(),
+        ),
+        Baseline::Served => (
+            "CASE WHEN served = 'allow' THEN 'allow ' || served_because \
+             WHEN served IS NOT NULL THEN 'deny ' || array_to_string(served_prohibitions, ',') END"
+                .to_owned(),
+            "CAST(NULL AS VARCHAR)".to_owned(),
+            "CAST(NULL AS VARCHAR)".to_owned(),
+            "'record ' || CAST(n AS VARCHAR)".to_owned(),
+        ),
+    };
+    let old_call = match &spec.baseline {
+        Baseline::Function(f) => format!(", {} AS dold", Session::call(f)),
+        Baseline::Served => String::new(),
+    };
+    let lost = match &spec.baseline {
+        Baseline::Served => "lost",
+        Baseline::Function(_) => "CAST(NULL AS BIGINT UNSIGNED)",
+    };
+    format!(
+        "SELECT *, \
+           (problem IS NULL AND gap IS NULL AND new_answer IS DISTINCT FROM old_answer) AS changed \
+         FROM (SELECT file, line, app_id, action, at, {lost} AS gap, {example} AS example, \
+             CASE WHEN {lost} IS NULL THEN coalesce(invalid, dnew['error']) END AS problem, \
+             {new_answer} AS new_answer, {old_answer} AS old_answer, \
+             dnew['decision'] AS new_decision, \
+             coalesce(dnew['region'], {old_region}) AS region, \
+             CAST(CAST(dnew['at'] AS DATE) AS VARCHAR) AS day, \
+             coalesce(dnew['app'], {old_app}, app_id) AS app \
+           FROM (SELECT *, {new} AS dnew{old_call} FROM requests))",
+        new_answer = answer("dnew"),
+    )
+}
+
+/// Runs a replay in `session` (its functions and `requests` registered).
+pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
+    let decided = decided_sql(spec);
+    let grouped = format!(
+        "SELECT \
+           CASE WHEN gap IS NOT NULL THEN 'gap' WHEN problem IS NOT NULL THEN 'malformed' \
+                WHEN changed THEN 'changed' ELSE 'same' END AS kind, \
+           CASE WHEN changed THEN app END AS app, \
+           CASE WHEN changed THEN action END AS action, \
+           CASE WHEN changed THEN region END AS region, \
+           CASE WHEN changed THEN day END AS day, \
+           CASE WHEN changed THEN old_answer END AS old_answer, \
+           CASE WHEN changed THEN new_answer WHEN problem IS NULL THEN new_decision END AS new_answer, \
+           problem, \
+           CASE WHEN problem IS NOT NULL THEN file END AS file, \
+           CASE WHEN problem IS NOT NULL THEN line END AS line, \
+           count(*) AS requests, \
+           CAST(sum(gap) AS BIGINT) AS lost, \
+           min(at) AS first_at, \
+           min(example) AS example \
+         FROM ({decided}) \
+         GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
+    );
+    let batches = session.ctx.sql(&grouped).await?.collect().await?;
+    let mut report = Report {
+        new: spec.new.clone(),
+        baseline: match &spec.baseline {
+            Baseline::Function(f) => f.clone(),
+            Baseline::Served => "served".to_owned(),
+        },
+        ..Report::default()
+    };
+    let mut parquet_problems = 0u64;
+    for batch in &batches {
+        read_groups(batch, &mut report, &mut parquet_problems)?;
+    }
+    report
+        .changes
+        .sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.app.cmp(&b.app)));
+    report
+        .malformed
+        .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
+    if let Some(path) = &spec.changed_parquet {
+        write_changed(session, &decided, path).await?;
+    }
+    if parquet_problems > 0 {
+        // Parquet rows carry no position: find the malformed ones by reading the files in
+        // order (only when there are some).
+        let found = locate_parquet_problems(session, spec)?;
+        report.malformed.retain(|m| m.file.is_some());
+        report.malformed.extend(found);
+    }
+    Ok(report)
+}
+
+fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+    let a = batch.column_by_name(name)?;
+    if a.is_null(row) {
+        return None;
+    }
+    let value = match a.data_type() {
+        datafusion::arrow::datatypes::DataType::Utf8 => a.as_string::<i32>().value(row).to_owned(),
+        datafusion::arrow::datatypes::DataType::LargeUtf8 => {
+            a.as_string::<i64>().value(row).to_owned()
+        }
+        datafusion::arrow::datatypes::DataType::Utf8View => {
+            a.as_string_view().value(row).to_owned()
+        }
+        _ => return None,
+    };
+    Some(value)
+}
+
+fn u64_at(batch: &RecordBatch, name: &str, row: usize) -> Option<u64> {
+    let a = batch.column_by_name(name)?;
+    if a.is_null(row) {
+        return None;
+    }
+    match a.data_type() {
+        datafusion::arrow::datatypes::DataType::Int64 => {
+            u64::try_from(a.as_primitive::<Int64Type>().value(row)).ok()
+        }
+        datafusion::arrow::datatypes::DataType::UInt64 => {
+            Some(a.as_primitive::<UInt64Type>().value(row))
+        }
+        _ => None,
+    }
+}
+
+fn read_groups(batch: &RecordBatch, report: &mut Report, parquet_problems: &mut u64) -> Result<()> {
+    for row in 0..batch.num_rows() {
+        let requests = u64_at(batch, "requests", row).unwrap_or(0);
+        let kind = text_at(batch, "kind", row).unwrap_or_default();
+        report.rows += requests;
+        match kind.as_str() {
+            "gap" => {
+                report.gaps += requests;
+                report.lost += u64_at(batch, "lost", row).unwrap_or(0);
+            }
+            "malformed" => {
+                report.malformed_rows += requests;
+                let file = text_at(batch, "file", row);
+                if file.is_none() {
+                    *parquet_problems += requests;
+                }
+                report.malformed.push(Malformed {
+                    file,
+                    row: u64_at(batch, "line", row),
+                    problem: text_at(batch, "problem", row).unwrap_or_default(),
+                });
+            }
+            "same" => {
+                report.decided += requests;
+                let decision = text_at(batch, "new_answer", row).unwrap_or_default();
+                *report.unchanged.entry(decision).or_default() += requests;
+            }
+            "changed" => {
+                report.decided += requests;
+                report.changed += requests;
+                let change = Change {
+                    app: text_at(batch, "app", row),
+                    action: text_at(batch, "action", row),
+                    region: text_at(batch, "region", row),
+                    day: text_at(batch, "day", row),
+                    old: text_at(batch, "old_answer", row),
+                    new: text_at(batch, "new_answer", row),
+                    requests,
+                    first_at: text_at(batch, "first_at", row),
+                    example: text_at(batch, "example", row),
+                };
+                let decision = |a: &Option<String>| {
+                    a.as_deref()
+                        .and_then(|a| a.split(' ').next())
+                        .unwrap_or("none")
+                        .to_owned()
+                };
+                match (
+                    decision(&change.old).as_str(),
+                    decision(&change.new).as_str(),
+                ) {
+                    ("deny", "allow") => report.deny_to_allow += requests,
+                    ("allow", "deny") => report.allow_to_deny += requests,
+                    _ => report.reasons_only += requests,
+                }
+                let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "-".to_owned());
+                *report.by_app.entry(key(&change.app)).or_default() += requests;
+                *report.by_action.entry(key(&change.action)).or_default() += requests;
+                *report.by_region.entry(key(&change.region)).or_default() += requests;
+                *report.by_day.entry(key(&change.day)).or_default() += requests;
+                report.changes.push(change);
+            }
+            other => {
+                return Err(DataFusionError::Internal(format!(
+                    "a replay group of unknown kind `{other}`"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes every changed decision (the request, its row, the old and new answers).
+async fn write_changed(session: &Session, decided: &str, path: &Path) -> Result<()> {
+    let df = session
+        .ctx
+        .sql(&format!(
+            "SELECT file, line, app_id, action, at, region, day, app, old_answer, new_answer \
+             FROM ({decided}) WHERE changed"
+        ))
+        .await?;
+    df.write_parquet(
+        &path.display().to_string(),
+        DataFrameWriteOptions::new().with_single_file_output(true),
+        None,
+    )
+    .await?;
+    Ok(())
+}
+
+/// The malformed rows of the Parquet inputs, with their file and 1-based row: each
+/// file read in order, its rows validated by the decision function's own reading.
+fn locate_parquet_problems(session: &Session, spec: &ReplaySpec) -> Result<Vec<Malformed>> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let Some(named) = session.functions().iter().find(|f| f.name == spec.new) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for file in session.parquet_files()? {
+        let reader = std::fs::File::open(&file).map_err(|e| {
+            DataFusionError::Execution(format!("opening `{}`: {e}", file.display()))
+        })?;
+        let batches = ParquetRecordBatchReaderBuilder::try_new(reader)?
+            .with_batch_size(crate::tables::BATCH_ROWS)
+            .build()?;
+        let mut offset = 0u64;
+        for batch in batches {
+            let batch = batch?;
+            let mut args = Vec::with_capacity(schema::ALL_ARGUMENTS);
+            for name in schema::argument_names() {
+                match batch.column_by_name(name) {
+                    Some(c) => args.push(c.clone()),
+                    None if name == schema::CODE_SHA256 => {}
+                    None => args.push(datafusion::arrow::array::new_null_array(
+                        &datafusion::arrow::datatypes::DataType::Utf8,
+                        batch.num_rows(),
+                    )),
+                }
+            }
+            let decided = crate::udf::decide_arrays(named, &args, batch.num_rows())?;
+            let errors = decided
+                .column_by_name("error")
+                .map(|e| e.as_string::<i32>().clone());
+            if let Some(errors) = errors {
+                for (i, e) in errors.iter().enumerate() {
+                    if let Some(e) = e {
+                        found.push(Malformed {
+                            file: Some(file.display().to_string()),
+                            row: Some(offset + i as u64 + 1),
+                            problem: e.to_owned(),
+                        });
+                    }
+                }
+            }
+            offset += batch.num_rows() as u64;
+        }
+    }
+    Ok(found)
+}
+
+impl Report {
+    /// The report as Markdown: totals, the changes by app, action, region and day, the
+    /// largest groups with an example, and the malformed rows (`shown` of each list).
+    pub fn markdown(&self, shown: usize) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(out, "# Replay: `{}` against {}\n", self.new, self.baseline);
+        let _ = writeln!(
+            out,
+            "| rows | decided | changed | allow -> deny | deny -> allow | other reasons | malformed | gaps |"
+        );
+        let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            self.rows,
+            self.decided,
+            self.changed,
+            self.allow_to_deny,
+            self.deny_to_allow,
+            self.reasons_only,
+            self.malformed_rows,
+            self.gaps
+        );
+        if self.lost > 0 {
+            let _ = writeln!(
+                out,
+                "The trail records {} gap(s) in which {} record(s) were lost: those requests \
+                 cannot be replayed.\n",
+                self.gaps, self.lost
+            );
+        }
+        for (title, map) in [
+            ("app", &self.by_app),
+            ("action", &self.by_action),
+            ("region", &self.by_region),
+            ("day", &self.by_day),
+        ] {
+            if map.is_empty() {
+                continue;
+            }
+            let mut rows: Vec<(&String, &u64)> = map.iter().collect();
+            rows.sort_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+            let _ = writeln!(
+                out,
+                "## Changed by {title}\n\n| {title} | requests |\n|---|---:|"
+            );
+            for (k, v) in rows.iter().take(shown) {
+                let _ = writeln!(out, "| {k} | {v} |");
+            }
+            if rows.len() > shown {
+                let _ = writeln!(out, "| ({} more) | |", rows.len() - shown);
+            }
+            out.push('\n');
+        }
+        if !self.changes.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Largest changes\n\n| app | action | region | day | was | now | requests | first at | example |\n|---|---|---|---|---|---|---:|---|---|"
+            );
+            let cell = |c: &Option<String>| c.clone().unwrap_or_else(|| "-".to_owned());
+            for c in self.changes.iter().take(shown) {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    cell(&c.app),
+                    cell(&c.action),
+                    cell(&c.region),
+                    cell(&c.day),
+                    cell(&c.old),
+                    cell(&c.new),
+                    c.requests,
+                    cell(&c.first_at),
+                    cell(&c.example)
+                );
+            }
+            out.push('\n');
+        }
+        if !self.malformed.is_empty() {
+            let _ = writeln!(
+                out,
+                "## Malformed rows ({}; not decided)\n\n| file | row | problem |\n|---|---:|---|",
+                self.malformed_rows
+            );
+            for m in self.malformed.iter().take(shown) {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    m.file.as_deref().unwrap_or("-"),
+                    m.row.map_or_else(|| "-".to_owned(), |r| r.to_string()),
+                    m.problem.replace('|', "\\|")
+                );
+            }
+            if self.malformed.len() > shown {
+                let _ = writeln!(out, "| ({} more) | | |", self.malformed.len() - shown);
+            }
+        }
+        out
+    }
+}
+
+/// Streams a query's batches to `each` (for `gatekeeper sql`).
+pub async fn stream_sql(
+    session: &Session,
+    sql: &str,
+    mut each: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let mut stream = session.ctx.sql(sql).await?.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        each(&batch?)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,326 @@
+//! A query session: DataFusion on this machine, or a Ballista cluster (in this process,
+//! or remote), with the decision functions and the input tables registered.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista::prelude::{SessionConfigExt as _, SessionContextExt as _};
+use datafusion::common::{DataFusionError, Result};
+use datafusion::datasource::MemTable;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use policy::Posture;
+
+use crate::cluster::{LogicalCodec, PhysicalCodec, PolicyRegistry};
+use crate::schema::{self, CODE_SHA256, TEXT_COLUMNS};
+use crate::tables;
+use crate::udf::{Decide, LoadedRevision, NamedPolicy};
+
+/// Where queries run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// DataFusion in this process, on every core.
+    Local,
+    /// A Ballista scheduler and executor started in this process.
+    Standalone,
+    /// A Ballista cluster: its scheduler's `df://host:port`.
+    Remote(String),
+}
+
+/// The inputs of a replay or a query, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Inputs {
+    /// Parquet request logs (files or folders of files).
+    pub parquet: Vec<PathBuf>,
+    /// JSON Lines request logs, the `gatekeeper check` format.
+    pub jsonl: Vec<PathBuf>,
+    /// Audit trail files or folders (verified before they are read).
+    pub trail: Vec<PathBuf>,
+}
+
+impl Inputs {
+    /// Sorts paths into kinds by name: `.parquet` files and folders are Parquet,
+    /// `.jsonl`, `.ndjson` and `.json` files are JSON Lines.
+    pub fn add_by_name(&mut self, path: PathBuf) -> Result<()> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match ext.as_str() {
+            "parquet" => self.parquet.push(path),
+            "jsonl" | "ndjson" | "json" => self.jsonl.push(path),
+            _ if path.is_dir() => self.parquet.push(path),
+            _ => {
+                return Err(DataFusionError::Plan(format!(
+                    "`{}`: not a request log by its name (.parquet, or .jsonl, .ndjson, .json \
+                     for JSON Lines; an audit trail goes after --trail)",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parquet.is_empty() && self.jsonl.is_empty() && self.trail.is_empty()
+    }
+}
+
+/// A session with decision functions registered.
+pub struct Session {
+    pub ctx: SessionContext,
+    pub engine: Engine,
+    registry: Arc<PolicyRegistry>,
+    functions: Vec<Arc<NamedPolicy>>,
+    /// What reading the audit trail verified, when a trail is an input.
+    pub trail: Option<gatekeeper::audit::VerifyReport>,
+    /// The Parquet inputs as given.
+    parquet: Vec<PathBuf>,
+}
+
+impl Session {
+    /// A session on `engine`, `partitions` wide (0: the machine's cores).
+    pub async fn new(engine: Engine, partitions: usize) -> Result<Session> {
+        let registry = Arc::new(PolicyRegistry::default());
+        let mut config = SessionConfig::new();
+        if partitions > 0 {
+            config = config.with_target_partitions(partitions);
+        }
+        let ctx = match &engine {
+            Engine::Local => SessionContext::new_with_config(config),
+            Engine::Standalone | Engine::Remote(_) => {
+                let mut config = SessionConfig::new_with_ballista()
+                    .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::new(
+                        registry.clone(),
+                    )))
+                    .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::new(
+                        registry.clone(),
+                    )));
+                if partitions > 0 {
+                    config = config
+                        .with_target_partitions(partitions)
+                        .with_ballista_standalone_parallelism(partitions);
+                }
+                let state = SessionStateBuilder::new()
+                    .with_config(config)
+                    .with_default_features()
+                    .build();
+                match &engine {
+                    Engine::Remote(url) => SessionContext::remote_with_state(url, state).await?,
+                    _ => SessionContext::standalone_with_state(state).await?,
+                }
+            }
+        };
+        Ok(Session {
+            ctx,
+            engine,
+            registry,
+            functions: Vec::new(),
+            trail: None,
+            parquet: Vec::new(),
+        })
+    }
+
+    /// Registers a decision function `name` deciding under `loaded` with `posture`.
+    pub fn add_policy(
+        &mut self,
+        name: &str,
+        loaded: Arc<LoadedRevision>,
+        posture: Posture,
+    ) -> Result<Arc<NamedPolicy>> {
+        check_name(name)?;
+        if self.functions.iter().any(|f| f.name == name) {
+            return Err(DataFusionError::Plan(format!(
+                "two decision functions are named `{name}`"
+            )));
+        }
+        let loaded = self.registry.insert(loaded);
+        let named = Arc::new(NamedPolicy {
+            name: name.to_owned(),
+            loaded,
+            posture,
+        });
+        self.ctx.register_udf(Decide::udf(named.clone()));
+        self.functions.push(named.clone());
+        Ok(named)
+    }
+
+    /// The decision functions registered.
+    pub fn functions(&self) -> &[Arc<NamedPolicy>] {
+        &self.functions
+    }
+
+    /// Registers the inputs as tables: `requests_parquet`, `requests_jsonl`,
+    /// `requests_trail` for the kinds given, and `requests`, every request of them with
+    /// the same columns (see [`TRAIL_COLUMNS`]).
+    pub async fn add_inputs(&mut self, inputs: &Inputs) -> Result<()> {
+        if inputs.is_empty() {
+            return Err(DataFusionError::Plan("no input was given".to_owned()));
+        }
+        let local_only = |kind: &str| -> Result<()> {
+            if self.engine != Engine::Local {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "{kind} inputs are read by this process, not by a Ballista cluster's \
+                     executors: give the cluster Parquet (`gatekeeper audit export --parquet` \
+                     writes a trail as Parquet)"
+                )));
+            }
+            Ok(())
+        };
+        let mut parts = Vec::new();
+        if !inputs.parquet.is_empty() {
+            let state = self.ctx.state();
+            let urls = inputs
+                .parquet
+                .iter()
+                .map(|p| {
+                    let text = std::path::absolute(p)
+                        .unwrap_or_else(|_| p.clone())
+                        .display()
+                        .to_string();
+                    ListingTableUrl::parse(text)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                .with_file_extension(".parquet");
+            let config = ListingTableConfig::new_with_multi_paths(urls)
+                .with_listing_options(options)
+                .infer_schema(&state)
+                .await?;
+            let table = ListingTable::try_new(config)?;
+            self.ctx
+                .register_table("requests_parquet", Arc::new(table))?;
+            parts.push(view_part("requests_parquet", false, false));
+            self.parquet = inputs.parquet.clone();
+        }
+        if !inputs.jsonl.is_empty() {
+            local_only("JSON Lines")?;
+            self.ctx.register_table(
+                "requests_jsonl",
+                Arc::new(tables::jsonl_table(&inputs.jsonl)?),
+            )?;
+            parts.push(view_part("requests_jsonl", true, false));
+        }
+        if !inputs.trail.is_empty() {
+            local_only("Audit trail")?;
+            if !parts.is_empty() {
+                return Err(DataFusionError::Plan(
+                    "an audit trail is replayed on its own, not with request logs".to_owned(),
+                ));
+            }
+            let (report, batches) = tables::read_trail(&inputs.trail)?;
+            let table = MemTable::try_new(tables::trail_schema(), vec![batches])?;
+            self.ctx.register_table("requests_trail", Arc::new(table))?;
+            self.trail = Some(report);
+            parts.push(view_part("requests_trail", false, true));
+        }
+        let view = parts.join("\nUNION ALL\n");
+        self.ctx
+            .sql(&format!("CREATE VIEW requests AS {view}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Every Parquet file of the inputs, in order (a folder's `*.parquet` files by name).
+    pub fn parquet_files(&self) -> Result<Vec<PathBuf>> {
+        let mut files = Vec::new();
+        for p in &self.parquet {
+            if p.is_dir() {
+                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                    .map_err(|e| {
+                        DataFusionError::Execution(format!("reading `{}`: {e}", p.display()))
+                    })?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+                    .collect();
+                found.sort();
+                files.extend(found);
+            } else {
+                files.push(p.clone());
+            }
+        }
+        Ok(files)
+    }
+
+    /// The call of a decision function on the `requests` columns.
+    pub fn call(name: &str) -> String {
+        let args: Vec<&str> = schema::argument_names().collect();
+        format!("{name}({})", args.join(", "))
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("ctx", &self.ctx.session_id())
+            .field("engine", &self.engine)
+            .field("functions", &self.functions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Function names are SQL identifiers of lower-case letters, digits and `_`.
+fn check_name(name: &str) -> Result<()> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !ok {
+        return Err(DataFusionError::Plan(format!(
+            "`{}` is not a function name: lower-case letters, digits and `_`, not starting \
+             with a digit",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// The columns the `requests` view has after the request's own when its input is an
+/// audit trail: what was served (`served`, `served_prohibitions`, `served_because`,
+/// `served_by`), under which revision (`rev`), the record's `n`, `t` and decision `id`,
+/// and `lost` for the record of a gap. Every view also has `file` and `line` (for JSON
+/// Lines; null for Parquet) and `invalid` (why a line is not a request).
+pub const TRAIL_COLUMNS: [&str; 9] = [
+    "served",
+    "served_prohibitions",
+    "served_because",
+    "served_by",
+    "rev",
+    "n",
+    "t",
+    "id",
+    "lost",
+];
+
+fn view_part(table: &str, jsonl: bool, trail: bool) -> String {
+    let text = |c: &str, have: bool| {
+        if have {
+            format!("CAST({c} AS VARCHAR) AS {c}")
+        } else {
+            format!("CAST(NULL AS VARCHAR) AS {c}")
+        }
+    };
+    let mut cols = vec![
+        text("file", jsonl),
+        if jsonl {
+            "CAST(line AS BIGINT UNSIGNED) AS line".to_owned()
+        } else {
+            "CAST(NULL AS BIGINT UNSIGNED) AS line".to_owned()
+        },
+    ];
+    cols.extend(TEXT_COLUMNS.iter().map(|c| text(c.name(), true)));
+    cols.push(CODE_SHA256.to_owned());
+    cols.push(text("invalid", jsonl));
+    if trail {
+        cols.extend(TRAIL_COLUMNS.iter().map(|c| (*c).to_owned()));
+    }
+    format!("SELECT {} FROM {table}", cols.join(", "))
+}
