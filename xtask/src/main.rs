@@ -172,30 +172,21 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// `cargo xtask gen-log ...`: the generator, built in release.
+/// `cargo xtask gen-log ...`: the generator, built in release (by its name alone, as the
+/// other release programs are: the same features as `cargo build --release --bin gatekeeper`).
 fn gen_log(args: &[String]) -> Result<(), String> {
-    let mut all = vec![
-        "run",
-        "--release",
-        "--quiet",
-        "--package",
-        "replay",
-        "--bin",
-        "gen-log",
-        "--",
-    ];
+    let mut all = vec!["run", "--release", "--quiet", "--bin", "gen-log", "--"];
     all.extend(args.iter().map(String::as_str));
     cargo(&all)
 }
 
-/// `cargo xtask replay-check ...`: the replay's correctness and throughput run.
+/// `cargo xtask replay-check ...`: the replay's correctness and throughput run
+/// (`crates/cli/examples/replay_check.rs`).
 fn replay_check(args: &[String]) -> Result<(), String> {
     let mut all = vec![
         "run",
         "--release",
         "--quiet",
-        "--package",
-        "replay",
         "--example",
         "replay_check",
         "--",

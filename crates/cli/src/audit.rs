@@ -343,7 +343,7 @@ fn export(
             Ok(0)
         }
         Err(e) => {
-            writeln!(stderr, "error: {e}")?;
+            writeln!(stderr, "error: {}", e.find_root().message())?;
             Ok(2)
         }
     }

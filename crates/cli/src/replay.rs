@@ -63,7 +63,9 @@ impl InputArgs {
     fn inputs(&self) -> anyhow::Result<Inputs> {
         let mut inputs = Inputs::default();
         for p in &self.logs {
-            inputs.add_by_name(p.clone())?;
+            inputs
+                .add_by_name(p.clone())
+                .map_err(|e| anyhow::anyhow!("{}", said(&e)))?;
         }
         inputs.trail = self.trail.clone();
         Ok(inputs)
@@ -222,14 +224,14 @@ pub(crate) fn replay(
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            writeln!(stderr, "error: {e}")?;
+            writeln!(stderr, "error: {}", said(&e))?;
             return Ok(2);
         }
     };
     stdout.write_all(report.markdown(args.shown).as_bytes())?;
     if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n")
+        let text = serde_json::to_string_pretty(&report)? + "\n";
+        write_whole(path, text.as_bytes())
             .with_context(|| format!("writing the report `{}`", path.display()))?;
     }
     Ok(u8::from(report.changed > 0 || report.malformed_rows > 0))
@@ -285,10 +287,31 @@ pub(crate) fn sql(
     match result {
         Ok(()) => Ok(0),
         Err(e) => {
-            writeln!(stderr, "error: {e:#}")?;
+            match e.downcast_ref::<replay::datafusion::common::DataFusionError>() {
+                Some(d) => writeln!(stderr, "error: {}", said(d))?,
+                None => writeln!(stderr, "error: {e:#}")?,
+            }
             Ok(2)
         }
     }
+}
+
+/// What went wrong, without DataFusion's wrapping ("Execution error: ...").
+fn said(e: &replay::datafusion::common::DataFusionError) -> String {
+    e.find_root().message().into_owned()
+}
+
+/// Writes a file whole or not at all: beside it, then renamed over it.
+fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(bytes)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }
 
 fn datafusion_error(what: &str) -> replay::datafusion::common::DataFusionError {

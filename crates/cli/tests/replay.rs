@@ -298,7 +298,13 @@ fn a_ballista_cluster_in_this_process_answers_as_the_embedded_run_row_for_row() 
     let dir = tempfile::tempdir().unwrap();
     let (_, parquet) = write_log(dir.path(), 1500, 12, 101);
     let rt = runtime();
-    rt.block_on(async {
+    // A cluster that stops answering fails the test, not hangs it.
+    let bounded = |f| async move {
+        tokio::time::timeout(std::time::Duration::from_secs(120), f)
+            .await
+            .expect("the cluster answers within two minutes")
+    };
+    rt.block_on(bounded(async {
         let mut results = Vec::new();
         for engine in [Engine::Local, Engine::Standalone] {
             let mut session = Session::new(engine.clone(), 2).await.unwrap();
@@ -355,7 +361,7 @@ fn a_ballista_cluster_in_this_process_answers_as_the_embedded_run_row_for_row() 
         assert_eq!(local.0, cluster.0, "old, row for row");
         assert_eq!(local.1, cluster.1, "new, row for row");
         assert_eq!(local.2, cluster.2, "the aggregate");
-    });
+    }));
 }
 
 /// Replay's counts, computed again from `check`'s answers under both policies.
@@ -369,7 +375,8 @@ fn replay_reports_exactly_the_rows_whose_check_answer_changes() {
         let f: Vec<&str> = a.split('|').collect();
         match f[0] {
             "deny" => format!("deny {}", f[3]),
-            d => format!("{d} {}", f[1]),
+            d if f[2].is_empty() => format!("{d} {}", f[1]),
+            d => format!("{d} {} by {}", f[1], f[2]),
         }
     };
     let mut changed = 0u64;
@@ -660,4 +667,157 @@ fn sql_prints_rows_and_says_what_is_wrong_with_a_query() {
     let (code, _, err) = run_cli(&["sql", "--policies", &bad, "-q", "SELECT 1"]);
     assert_eq!(code, 2);
     assert!(err.contains("not a function name"), "{err}");
+}
+
+#[test]
+fn parquet_inputs_are_files_or_folders_and_what_is_missing_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, parquet) = write_log(dir.path(), 800, 14, 53);
+    let logs = dir.path().join("logs/dt=2020-09-21");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::copy(&parquet, logs.join("a.parquet")).unwrap();
+    // A second file with only the required columns and an app: the others are absent.
+    let thin = Arc::new(Schema::new(vec![
+        Field::new("app_platform", DataType::Utf8, true),
+        Field::new("app_id", DataType::Utf8, true),
+        Field::new("action", DataType::Utf8, false),
+        Field::new("at", DataType::Utf8, false),
+        Field::new("storefront", DataType::Utf8, true),
+    ]));
+    let text = |v: &[Option<&str>]| {
+        Arc::new(replay::datafusion::arrow::array::StringArray::from(
+            v.to_vec(),
+        )) as ArrayRef
+    };
+    let batch = RecordBatch::try_new(
+        thin.clone(),
+        vec![
+            text(&[Some("android"), Some("android"), Some("ios")]),
+            text(&[
+                Some("com.tencent.mm"),
+                Some("com.tencent.mm"),
+                Some("com.tencent.xin"),
+            ]),
+            text(&[Some("update"), Some("download"), Some("download")]),
+            text(&[
+                Some("2020-09-21T12:00:00Z"),
+                Some("2020-09-19T12:00:00Z"),
+                Some("2020-09-21T12:00:00Z"),
+            ]),
+            text(&[Some("US"), Some("US"), Some("XX")]),
+        ],
+    )
+    .unwrap();
+    let thin_file = logs.join("b.parquet");
+    let mut w =
+        ArrowWriter::try_new(std::fs::File::create(&thin_file).unwrap(), thin, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let json = dir.path().join("r.json");
+    let changed = dir.path().join("changed.parquet");
+    let (code, out, err) = run_cli(&[
+        "replay",
+        "--policies",
+        set("us-2020-courts").to_str().unwrap(),
+        "--baseline",
+        set("us-2020").to_str().unwrap(),
+        dir.path().join("logs").to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--changed",
+        changed.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["rows"], 803);
+    // The thin file's malformed row is found at its row, with check's words.
+    let thin_name = thin_file.display().to_string();
+    let located: Vec<(u64, String)> = report["malformed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["file"] == thin_name.as_str())
+        .map(|m| {
+            (
+                m["row"].as_u64().unwrap(),
+                m["problem"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(located.len(), 1, "{located:?}");
+    assert_eq!(located[0].0, 3);
+    assert!(located[0].1.contains("XX"), "{located:?}");
+    assert_eq!(
+        report["malformed"].as_array().unwrap().len() as u64,
+        report["malformed_rows"].as_u64().unwrap()
+    );
+    // Every changed row is in the Parquet output, with its file.
+    let (code, out, err) = run_cli(&[
+        "sql",
+        "--format",
+        "csv",
+        changed.to_str().unwrap(),
+        "-q",
+        "SELECT count(*) AS n, count(DISTINCT file) AS files FROM requests_parquet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let changed_rows = report["changed"].as_u64().unwrap();
+    assert!(changed_rows > 0);
+    assert_eq!(out, format!("n,files\n{changed_rows},2\n"));
+    // What is missing is named.
+    let missing = dir.path().join("nosuch.parquet");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let no_action = dir.path().join("no-action.parquet");
+    let schema = Arc::new(Schema::new(vec![Field::new("at", DataType::Utf8, false)]));
+    let mut w = ArrowWriter::try_new(
+        std::fs::File::create(&no_action).unwrap(),
+        schema.clone(),
+        None,
+    )
+    .unwrap();
+    w.write(&RecordBatch::try_new(schema, vec![text(&[Some("2020-09-21T12:00:00Z")])]).unwrap())
+        .unwrap();
+    w.close().unwrap();
+    for (input, says) in [
+        (&missing, "no such file or folder".to_owned()),
+        (&empty, "no `*.parquet` file in this folder".to_owned()),
+        (&no_action, "has no column `action`".to_owned()),
+    ] {
+        let (code, _, err) = run_cli(&[
+            "replay",
+            "--policies",
+            set("us-2020").to_str().unwrap(),
+            "--baseline-posture",
+            "permissive",
+            parquet.to_str().unwrap(),
+            input.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&input.display().to_string()) && err.contains(&says),
+            "{err}"
+        );
+        assert!(!err.contains("Error during planning"), "{err}");
+    }
+}
+
+#[test]
+fn a_null_digest_in_a_list_is_an_error_and_function_names_do_not_shadow_sql() {
+    let us = set("us-2020");
+    let p = format!("d={}", us.display());
+    let q = "SELECT d('ios', 'com.tencent.xin', 'download', '2020-09-21T12:00:00Z', 'US', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, make_array(NULL, 'x'))['error'] AS e";
+    let (code, out, err) = run_cli(&["sql", "--policies", &p, "--format", "csv", "-q", q]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "e\n\"`code_sha256`: item 1 is null, not a SHA-256 digest\"\n"
+    );
+    for name in ["sum", "coalesce"] {
+        let given = format!("{name}={}", us.display());
+        let (code, _, err) = run_cli(&["sql", "--policies", &given, "-q", "SELECT 1"]);
+        assert_eq!(code, 2);
+        assert!(err.contains("is the name of a SQL function"), "{err}");
+    }
 }

@@ -92,11 +92,12 @@ pub struct Report {
     pub changes: Vec<Change>,
 }
 
-/// An answer as text: `deny p1,p2` or `allow because`.
+/// An answer as text: `deny p1,p2`, or `allow because` and ` by instrument` when one is
+/// behind it.
 fn answer(d: &str) -> String {
     format!(
         "CASE WHEN {d}['decision'] = 'deny' THEN 'deny ' || array_to_string({d}['prohibitions'], ',') \
-         WHEN {d}['decision'] = 'allow' THEN 'allow ' || {d}['because'] END"
+         WHEN {d}['decision'] = 'allow' THEN 'allow ' || {d}['because'] || coalesce(' by ' || {d}['by'], '') END"
     )
 }
 
@@ -112,8 +113,10 @@ fn decided_sql(spec: &ReplaySpec) -> String {
             "CASE WHEN line IS NOT NULL THEN file || ':' || CAST(line AS VARCHAR) END".to_owned(),
         ),
         Baseline::Served => (
-            "CASE WHEN served = 'allow' THEN 'allow ' || served_because \
-             WHEN served IS NOT NULL THEN 'deny ' || array_to_string(served_prohibitions, ',') END"
+            // A shadow deny was served: it stays apart from a deny, so that enforcing the
+            // same policy shows as a change.
+            "CASE WHEN served = 'allow' THEN 'allow ' || served_because || coalesce(' by ' || served_by, '') \
+             WHEN served IS NOT NULL THEN served || ' ' || array_to_string(served_prohibitions, ',') END"
                 .to_owned(),
             "CAST(NULL AS VARCHAR)".to_owned(),
             "CAST(NULL AS VARCHAR)".to_owned(),
@@ -131,7 +134,8 @@ fn decided_sql(spec: &ReplaySpec) -> String {
     format!(
         "SELECT *, \
            (problem IS NULL AND gap IS NULL AND new_answer IS DISTINCT FROM old_answer) AS changed \
-         FROM (SELECT file, line, app_id, action, at, {lost} AS gap, {example} AS example, \
+         FROM (SELECT file, line, app_platform, app_id, action, at, known_at, storefront, device_country, \
+             ip_country, billing_country, server_country, dnew['at'] AS first_at, {lost} AS gap, {example} AS example, \
              CASE WHEN {lost} IS NULL THEN coalesce(invalid, dnew['error']) END AS problem, \
              {new_answer} AS new_answer, {old_answer} AS old_answer, \
              dnew['decision'] AS new_decision, \
@@ -161,7 +165,7 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
            CASE WHEN problem IS NOT NULL THEN line END AS line, \
            count(*) AS requests, \
            CAST(sum(gap) AS BIGINT) AS lost, \
-           min(at) AS first_at, \
+           CAST(min(first_at) AS VARCHAR) AS first_at, \
            min(example) AS example \
          FROM ({decided}) \
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
@@ -175,25 +179,39 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
         },
         ..Report::default()
     };
-    let mut parquet_problems = 0u64;
+    let mut parquet_problems = BTreeMap::new();
     for batch in &batches {
         read_groups(batch, &mut report, &mut parquet_problems)?;
     }
-    report
-        .changes
-        .sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| a.app.cmp(&b.app)));
+    report.changes.sort_by(|a, b| {
+        let key = |c: &Change| {
+            (
+                c.app.clone(),
+                c.action.clone(),
+                c.region.clone(),
+                c.day.clone(),
+                c.old.clone(),
+                c.new.clone(),
+            )
+        };
+        b.requests
+            .cmp(&a.requests)
+            .then_with(|| key(a).cmp(&key(b)))
+    });
     report
         .malformed
         .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
+    if !parquet_problems.is_empty() {
+        // Parquet rows carry no position: find the malformed ones by reading the files
+        // that have some, in order.
+        let found = locate_parquet_problems(session, spec, &parquet_problems)?;
+        report.malformed.extend(found);
+        report
+            .malformed
+            .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
+    }
     if let Some(path) = &spec.changed_parquet {
         write_changed(session, &decided, path).await?;
-    }
-    if parquet_problems > 0 {
-        // Parquet rows carry no position: find the malformed ones by reading the files in
-        // order (only when there are some).
-        let found = locate_parquet_problems(session, spec)?;
-        report.malformed.retain(|m| m.file.is_some());
-        report.malformed.extend(found);
     }
     Ok(report)
 }
@@ -232,7 +250,13 @@ fn u64_at(batch: &RecordBatch, name: &str, row: usize) -> Option<u64> {
     }
 }
 
-fn read_groups(batch: &RecordBatch, report: &mut Report, parquet_problems: &mut u64) -> Result<()> {
+/// Adds a batch of the grouped query to the report; malformed Parquet rows (a file but no
+/// line) are counted by file in `parquet_problems`, to be located.
+fn read_groups(
+    batch: &RecordBatch,
+    report: &mut Report,
+    parquet_problems: &mut BTreeMap<String, u64>,
+) -> Result<()> {
     for row in 0..batch.num_rows() {
         let requests = u64_at(batch, "requests", row).unwrap_or(0);
         let kind = text_at(batch, "kind", row).unwrap_or_default();
@@ -245,14 +269,15 @@ fn read_groups(batch: &RecordBatch, report: &mut Report, parquet_problems: &mut 
             "malformed" => {
                 report.malformed_rows += requests;
                 let file = text_at(batch, "file", row);
-                if file.is_none() {
-                    *parquet_problems += requests;
+                let line = u64_at(batch, "line", row);
+                match (file, line) {
+                    (Some(file), None) => *parquet_problems.entry(file).or_default() += requests,
+                    (file, line) => report.malformed.push(Malformed {
+                        file,
+                        row: line,
+                        problem: text_at(batch, "problem", row).unwrap_or_default(),
+                    }),
                 }
-                report.malformed.push(Malformed {
-                    file,
-                    row: u64_at(batch, "line", row),
-                    problem: text_at(batch, "problem", row).unwrap_or_default(),
-                });
             }
             "same" => {
                 report.decided += requests;
@@ -273,11 +298,14 @@ fn read_groups(batch: &RecordBatch, report: &mut Report, parquet_problems: &mut 
                     first_at: text_at(batch, "first_at", row),
                     example: text_at(batch, "example", row),
                 };
+                // What the caller was told: a shadow deny was served.
                 let decision = |a: &Option<String>| {
-                    a.as_deref()
-                        .and_then(|a| a.split(' ').next())
-                        .unwrap_or("none")
-                        .to_owned()
+                    match a.as_deref().and_then(|a| a.split(' ').next()) {
+                        Some("shadow-deny") => "allow",
+                        Some(d) => d,
+                        None => "none",
+                    }
+                    .to_owned()
                 };
                 match (
                     decision(&change.old).as_str(),
@@ -295,8 +323,8 @@ fn read_groups(batch: &RecordBatch, report: &mut Report, parquet_problems: &mut 
                 report.changes.push(change);
             }
             other => {
-                return Err(DataFusionError::Internal(format!(
-                    "a replay group of unknown kind `{other}`"
+                return Err(DataFusionError::Execution(format!(
+                    "the replay's query gave a group of unknown kind `{other}`"
                 )));
             }
         }
@@ -309,8 +337,9 @@ async fn write_changed(session: &Session, decided: &str, path: &Path) -> Result<
     let df = session
         .ctx
         .sql(&format!(
-            "SELECT file, line, app_id, action, at, region, day, app, old_answer, new_answer \
-             FROM ({decided}) WHERE changed"
+            "SELECT file, line, app_platform, app_id, action, at, known_at, storefront, \
+             device_country, ip_country, billing_country, server_country, region, day, app, \
+             old_answer, new_answer FROM ({decided}) WHERE changed"
         ))
         .await?;
     df.write_parquet(
@@ -322,16 +351,29 @@ async fn write_changed(session: &Session, decided: &str, path: &Path) -> Result<
     Ok(())
 }
 
-/// The malformed rows of the Parquet inputs, with their file and 1-based row: each
-/// file read in order, its rows validated by the decision function's own reading.
-fn locate_parquet_problems(session: &Session, spec: &ReplaySpec) -> Result<Vec<Malformed>> {
+/// The malformed rows of the Parquet files named in `counts`, with their file and 1-based
+/// row: each file read in order, its rows read by the decision function's own code. The
+/// rows found in a file must be as many as the query counted there.
+fn locate_parquet_problems(
+    session: &Session,
+    spec: &ReplaySpec,
+    counts: &BTreeMap<String, u64>,
+) -> Result<Vec<Malformed>> {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let Some(named) = session.functions().iter().find(|f| f.name == spec.new) else {
-        return Ok(Vec::new());
+        return Err(DataFusionError::Execution(format!(
+            "no decision function `{}` to read the malformed rows with",
+            spec.new
+        )));
     };
     let mut found = Vec::new();
-    for file in session.parquet_files()? {
-        let reader = std::fs::File::open(&file).map_err(|e| {
+    for file in session.parquet_files() {
+        let name = file.display().to_string();
+        let Some(&expected) = counts.get(&name) else {
+            continue;
+        };
+        let before = found.len();
+        let reader = std::fs::File::open(file).map_err(|e| {
             DataFusionError::Execution(format!("opening `{}`: {e}", file.display()))
         })?;
         let batches = ParquetRecordBatchReaderBuilder::try_new(reader)?
@@ -367,6 +409,13 @@ fn locate_parquet_problems(session: &Session, spec: &ReplaySpec) -> Result<Vec<M
                 }
             }
             offset += batch.num_rows() as u64;
+        }
+        let located = (found.len() - before) as u64;
+        if located != expected {
+            return Err(DataFusionError::Execution(format!(
+                "`{name}`: the replay counted {expected} malformed rows, reading the file \
+                 in order found {located}"
+            )));
         }
     }
     Ok(found)

@@ -1,16 +1,18 @@
 //! A query session: DataFusion on this machine, or a Ballista cluster (in this process,
 //! or remote), with the decision functions and the input tables registered.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt as _, SessionContextExt as _};
+use datafusion::catalog::TableProvider as _;
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use datafusion::execution::FunctionRegistry as _;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use policy::Posture;
@@ -134,6 +136,15 @@ impl Session {
         posture: Posture,
     ) -> Result<Arc<NamedPolicy>> {
         check_name(name)?;
+        if self.functions.iter().all(|f| f.name != name)
+            && (self.ctx.udf(name).is_ok()
+                || self.ctx.udaf(name).is_ok()
+                || self.ctx.udwf(name).is_ok())
+        {
+            return Err(DataFusionError::Plan(format!(
+                "`{name}` is the name of a SQL function; give the decision function another"
+            )));
+        }
         if self.functions.iter().any(|f| f.name == name) {
             return Err(DataFusionError::Plan(format!(
                 "two decision functions are named `{name}`"
@@ -174,29 +185,56 @@ impl Session {
         };
         let mut parts = Vec::new();
         if !inputs.parquet.is_empty() {
+            // Every file by name (a folder's, walked in order): a path that does not exist
+            // or a folder without Parquet files is an error, not an empty input.
+            let files = parquet_files(&inputs.parquet)?;
             let state = self.ctx.state();
-            let urls = inputs
-                .parquet
-                .iter()
-                .map(|p| {
-                    let text = std::path::absolute(p)
-                        .unwrap_or_else(|_| p.clone())
-                        .display()
-                        .to_string();
-                    ListingTableUrl::parse(text)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                .with_file_extension(".parquet");
-            let config = ListingTableConfig::new_with_multi_paths(urls)
-                .with_listing_options(options)
-                .infer_schema(&state)
-                .await?;
-            let table = ListingTable::try_new(config)?;
+            let listing = |paths: &[PathBuf]| -> Result<ListingTableConfig> {
+                let urls = paths
+                    .iter()
+                    .map(|p| {
+                        let text = std::path::absolute(p)
+                            .unwrap_or_else(|_| p.clone())
+                            .display()
+                            .to_string();
+                        ListingTableUrl::parse(text)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(
+                    ListingTableConfig::new_with_multi_paths(urls).with_listing_options(
+                        ListingOptions::new(Arc::new(ParquetFormat::default()))
+                            .with_file_extension(".parquet"),
+                    ),
+                )
+            };
+            // All of them as they are, and each on its own, so that every row of the
+            // `requests` view knows its file (and a file may lack optional columns).
+            let all = listing(&files)?.infer_schema(&state).await?;
             self.ctx
-                .register_table("requests_parquet", Arc::new(table))?;
-            parts.push(view_part("requests_parquet", false, false));
-            self.parquet = inputs.parquet.clone();
+                .register_table("requests_parquet", Arc::new(ListingTable::try_new(all)?))?;
+            for (k, file) in files.iter().enumerate() {
+                let config = listing(std::slice::from_ref(file))?
+                    .infer_schema(&state)
+                    .await
+                    .map_err(|e| {
+                        DataFusionError::Plan(format!(
+                            "`{}` is not a Parquet file that can be read: {}",
+                            file.display(),
+                            e.find_root()
+                        ))
+                    })?;
+                let table = ListingTable::try_new(config)?;
+                let names: Vec<String> = table
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                let name = format!("requests_parquet_{k}");
+                self.ctx.register_table(name.as_str(), Arc::new(table))?;
+                parts.push(parquet_part(&name, file, &names)?);
+            }
+            self.parquet = files;
         }
         if !inputs.jsonl.is_empty() {
             local_only("JSON Lines")?;
@@ -226,25 +264,9 @@ impl Session {
         Ok(())
     }
 
-    /// Every Parquet file of the inputs, in order (a folder's `*.parquet` files by name).
-    pub fn parquet_files(&self) -> Result<Vec<PathBuf>> {
-        let mut files = Vec::new();
-        for p in &self.parquet {
-            if p.is_dir() {
-                let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                    .map_err(|e| {
-                        DataFusionError::Execution(format!("reading `{}`: {e}", p.display()))
-                    })?
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
-                    .collect();
-                found.sort();
-                files.extend(found);
-            } else {
-                files.push(p.clone());
-            }
-        }
-        Ok(files)
+    /// Every Parquet file of the inputs, in order.
+    pub fn parquet_files(&self) -> &[PathBuf] {
+        &self.parquet
     }
 
     /// The call of a decision function on the `requests` columns.
@@ -299,6 +321,88 @@ pub const TRAIL_COLUMNS: [&str; 9] = [
     "id",
     "lost",
 ];
+
+/// The files of Parquet inputs: a file as given, a folder's `*.parquet` files below it
+/// (folders walked in name order, as Hive-style `key=value` folders are); a path that does
+/// not exist, or a folder without any, is an error naming it.
+fn parquet_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| DataFusionError::Plan(format!("reading `{}`: {e}", dir.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            if e.is_dir() {
+                walk(&e, into)?;
+            } else if e.extension().is_some_and(|x| x == "parquet") {
+                into.push(e);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let before = files.len();
+            walk(p, &mut files)?;
+            if files.len() == before {
+                return Err(DataFusionError::Plan(format!(
+                    "`{}`: no `*.parquet` file in this folder",
+                    p.display()
+                )));
+            }
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(DataFusionError::Plan(format!(
+                "`{}`: no such file or folder",
+                p.display()
+            )));
+        }
+    }
+    Ok(files)
+}
+
+/// A text literal of SQL.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// One Parquet file's rows in the `requests` view: its name in `file`, no line, its
+/// request columns (a missing optional one is null; a missing `action` or `at` is an
+/// error naming the file).
+fn parquet_part(table: &str, file: &Path, columns: &[String]) -> Result<String> {
+    let has = |c: &str| columns.iter().any(|n| n == c);
+    for required in ["action", "at"] {
+        if !has(required) {
+            return Err(DataFusionError::Plan(format!(
+                "`{}` has no column `{required}`: a request log needs `action` and `at` (see \
+                 `replay::schema`)",
+                file.display()
+            )));
+        }
+    }
+    let mut cols = vec![
+        format!("{} AS file", literal(&file.display().to_string())),
+        "CAST(NULL AS BIGINT UNSIGNED) AS line".to_owned(),
+    ];
+    for c in TEXT_COLUMNS {
+        let name = c.name();
+        cols.push(if has(name) {
+            format!("CAST({name} AS VARCHAR) AS {name}")
+        } else {
+            format!("CAST(NULL AS VARCHAR) AS {name}")
+        });
+    }
+    cols.push(if has(CODE_SHA256) {
+        CODE_SHA256.to_owned()
+    } else {
+        format!("NULL AS {CODE_SHA256}")
+    });
+    cols.push("CAST(NULL AS VARCHAR) AS invalid".to_owned());
+    Ok(format!("SELECT {} FROM {table}", cols.join(", ")))
+}
 
 fn view_part(table: &str, jsonl: bool, trail: bool) -> String {
     let text = |c: &str, have: bool| {

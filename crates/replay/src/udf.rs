@@ -234,11 +234,14 @@ pub fn decide_arrays(named: &NamedPolicy, arrays: &[ArrayRef], rows: usize) -> R
             let items = l.values().as_string::<i32>();
             let offsets = l.value_offsets();
             let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
-            codes.extend(
-                (from..to)
-                    .filter(|&k| !items.is_null(k))
-                    .map(|k| items.value(k)),
-            );
+            if let Some(k) = (from..to).find(|&k| items.is_null(k)) {
+                out.error_owned(format!(
+                    "`code_sha256`: item {} is null, not a SHA-256 digest",
+                    k - from + 1
+                ));
+                continue;
+            }
+            codes.extend((from..to).map(|k| items.value(k)));
         }
         let at = inputs.get(3, row).unwrap_or_default();
         let record = RequestRecordRef {
@@ -313,6 +316,10 @@ impl Outputs {
             error: StringBuilder::new(),
             seen: Vec::new(),
         }
+    }
+
+    fn error_owned(&mut self, message: String) {
+        self.error(&message);
     }
 
     fn error(&mut self, message: &str) {
