@@ -177,7 +177,11 @@ pub(crate) fn timeline(
 }
 
 /// Writes a report to a file (whole or not at all) or to standard output.
-fn emit(output: Option<&Path>, text: &str, stdout: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn emit(
+    output: Option<&Path>,
+    text: &str,
+    stdout: &mut dyn Write,
+) -> anyhow::Result<()> {
     match output {
         Some(path) => {
             let dir = match path.parent() {

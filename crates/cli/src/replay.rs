@@ -231,8 +231,7 @@ pub(crate) fn replay(
     stdout.write_all(report.markdown(args.shown).as_bytes())?;
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)? + "\n";
-        write_whole(path, text.as_bytes())
-            .with_context(|| format!("writing the report `{}`", path.display()))?;
+        crate::maintain::emit(Some(path), &text, stdout)?;
     }
     Ok(u8::from(report.changed > 0 || report.malformed_rows > 0))
 }
@@ -299,19 +298,6 @@ pub(crate) fn sql(
 /// What went wrong, without DataFusion's wrapping ("Execution error: ...").
 fn said(e: &replay::datafusion::common::DataFusionError) -> String {
     e.find_root().message().into_owned()
-}
-
-/// Writes a file whole or not at all: beside it, then renamed over it.
-fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(bytes)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    Ok(())
 }
 
 fn datafusion_error(what: &str) -> replay::datafusion::common::DataFusionError {

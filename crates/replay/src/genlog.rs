@@ -354,21 +354,7 @@ pub fn batch_of(records: &[RequestRecord]) -> RecordBatch {
 impl Column {
     /// The column's value in a request record.
     pub fn of(self, r: &RequestRecord) -> Option<&str> {
-        match self {
-            Column::AppPlatform => r.app.as_ref().map(|a| a.platform.as_str()),
-            Column::AppId => r.app.as_ref().map(|a| a.id.as_str()),
-            Column::PublisherStore => r.publisher.as_ref().map(|p| p.store.as_str()),
-            Column::PublisherId => r.publisher.as_ref().map(|p| p.id.as_str()),
-            Column::Action => Some(&r.action),
-            Column::At => Some(&r.at),
-            Column::KnownAt => r.known_at.as_deref(),
-            Column::Storefront => r.storefront.as_deref(),
-            Column::DeviceCountry => r.device_country.as_deref(),
-            Column::IpCountry => r.ip_country.as_deref(),
-            Column::BillingCountry => r.billing_country.as_deref(),
-            Column::ServerCountry => r.server_country.as_deref(),
-            Column::SigningCert => r.signing_cert_sha256.as_deref(),
-        }
+        self.of_ref(&r.borrowed())
     }
 }
 
