@@ -38,6 +38,10 @@ struct Args {
     partitions: usize,
     runs: usize,
     memory_only: bool,
+    /// Only the throughput runs (no comparison with `check`, no memory run).
+    throughput_only: bool,
+    /// Only the Parquet query, `--runs` times (for a profiler).
+    parquet_only: bool,
 }
 
 fn args() -> Args {
@@ -49,6 +53,8 @@ fn args() -> Args {
         partitions: 2,
         runs: 5,
         memory_only: false,
+        throughput_only: false,
+        parquet_only: false,
     };
     let all: Vec<String> = std::env::args().skip(1).collect();
     let mut it = all.iter();
@@ -62,6 +68,11 @@ fn args() -> Args {
             "--partitions" => a.partitions = v().parse().expect("--partitions N"),
             "--runs" => a.runs = v().parse().expect("--runs N"),
             "--memory-only" => a.memory_only = true,
+            "--throughput-only" => a.throughput_only = true,
+            "--parquet-only" => {
+                a.throughput_only = true;
+                a.parquet_only = true;
+            }
             other => panic!("unknown argument `{other}`"),
         }
     }
@@ -458,7 +469,8 @@ fn main() {
     }
     // Correctness.
     let mut all_ok = true;
-    for s in SETS {
+    let checked: &[&str] = if a.throughput_only { &[] } else { &SETS };
+    for s in checked {
         let started = Instant::now();
         let expected = check_hashes(&set(s), &jsonl);
         let check_secs = started.elapsed().as_secs_f64();
@@ -506,7 +518,11 @@ fn main() {
         }
     }
     // Throughput, alternating, medians.
-    let loop_rows = a.rows.min(2_000_000) as usize;
+    let loop_rows = if a.parquet_only {
+        0
+    } else {
+        a.rows.min(2_000_000) as usize
+    };
     let records: Vec<policy::RequestRecord> = std::io::BufRead::lines(std::io::BufReader::new(
         std::fs::File::open(&jsonl).unwrap(),
     ))
@@ -522,6 +538,9 @@ fn main() {
         for _ in 0..a.runs {
             let (secs, n) = time_query(&local, "requests_parquet").await;
             pq.push(n as f64 / secs);
+            if a.parquet_only {
+                continue;
+            }
             let (secs, n) = time_loop(&courts, &records, a.partitions);
             let _ = n;
             lp.push(records.len() as f64 / secs);
@@ -529,6 +548,14 @@ fn main() {
             js.push(n as f64 / secs);
         }
     });
+    if a.parquet_only {
+        println!(
+            "Parquet {:.2} M decisions/s (median of {})",
+            median(pq) / 1e6,
+            a.runs
+        );
+        return;
+    }
     let (pq, js, lp) = (median(pq), median(js), median(lp));
     println!(
         "throughput ({} partitions, medians of {} alternating runs): Parquet {:.2} M decisions/s; JSON Lines {:.2} M/s; plain loop over {} in-memory records {:.2} M/s; Parquet / loop {:.2}",
@@ -540,6 +567,9 @@ fn main() {
         lp / 1e6,
         pq / lp
     );
+    if a.throughput_only {
+        return;
+    }
     // Memory: a replay (new and baseline policy) of the whole Parquet log, in a fresh process.
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(std::env::args().skip(1))

@@ -60,11 +60,19 @@ impl Store {
 
     /// The account id in its normal form (Apple team ids upper case), or why it is not one.
     pub fn normalize_account(self, id: &str) -> Result<String, String> {
+        self.check_account(id)?;
+        let mut out = String::with_capacity(id.len());
+        self.write_account(id, &mut out);
+        Ok(out)
+    }
+
+    /// What [`Store::normalize_account`] checks, allocating nothing when `id` is an
+    /// account id of this store.
+    pub(crate) fn check_account(self, id: &str) -> Result<(), String> {
         match self {
             Store::Apple => {
-                let upper = id.to_ascii_uppercase();
-                if upper.len() == 10 && upper.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    Ok(upper)
+                if id.len() == 10 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                    Ok(())
                 } else {
                     Err(format!(
                         "`{id}` is not an Apple team id (10 letters and digits)"
@@ -73,13 +81,23 @@ impl Store {
             }
             Store::Google => {
                 if (1..=25).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_digit()) {
-                    Ok(id.to_owned())
+                    Ok(())
                 } else {
                     Err(format!(
                         "`{id}` is not a Google Play developer account id (1 to 25 digits)"
                     ))
                 }
             }
+        }
+    }
+
+    /// Writes the normal form of an id [`Store::check_account`] accepts into `out`
+    /// (cleared first), reusing its memory.
+    pub(crate) fn write_account(self, id: &str, out: &mut String) {
+        out.clear();
+        out.push_str(id);
+        if self == Store::Apple {
+            out.make_ascii_uppercase();
         }
     }
 }
@@ -148,16 +166,21 @@ fn is_plain_app_id(id: &[u8]) -> bool {
         }
         class
     };
-    // A dot may not start, end or follow a dot.
-    let mut previous = 2;
+    let (Some(&first), Some(&last)) = (id.first(), id.last()) else {
+        return false;
+    };
+    if id.len() > MAX_APP_ID_LEN || first == b'.' || last == b'.' {
+        return false;
+    }
+    // Every byte of a class, no dot after a dot; without a branch per byte.
+    let mut bad = 0u8;
+    let mut previous = 0u8;
     for &b in id {
         let class = CLASS[usize::from(b)];
-        if class == 0 || (class & previous) == 2 {
-            return false;
-        }
-        previous = class;
+        bad |= u8::from(class == 0) | (class & previous);
+        previous = class & 2;
     }
-    previous == 1 && id.len() <= MAX_APP_ID_LEN
+    bad & 3 == 0
 }
 
 /// An app as a store names it.

@@ -1024,12 +1024,36 @@ fn made_under(instruments: &[Instrument], instrument: InstrumentIdx, root: Instr
 
 /// Lower-case hex without separators, when the text is a SHA-256 digest.
 pub fn normalize_sha256(text: &str) -> Option<String> {
-    let hex: String = text
-        .chars()
-        .filter(|c| *c != ':')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    (hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit())).then_some(hex)
+    is_sha256(text).then(|| {
+        let mut hex = String::with_capacity(64);
+        write_sha256(text, &mut hex);
+        hex
+    })
+}
+
+/// Whether [`normalize_sha256`] accepts `text`: 64 hex digits once `:` separators are
+/// left out. Allocates nothing.
+pub(crate) fn is_sha256(text: &str) -> bool {
+    let mut digits = 0usize;
+    for b in text.bytes() {
+        match b {
+            b':' => {}
+            b if b.is_ascii_hexdigit() => digits += 1,
+            _ => return false,
+        }
+    }
+    digits == 64
+}
+
+/// Writes the normal form of a digest [`is_sha256`] accepts into `out` (cleared first),
+/// reusing its memory: lower-case hex, no separators.
+pub(crate) fn write_sha256(text: &str, out: &mut String) {
+    out.clear();
+    out.extend(
+        text.bytes()
+            .filter(|&b| b != b':')
+            .map(|b| char::from(b.to_ascii_lowercase())),
+    );
 }
 
 fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>, what: &str) -> String {

@@ -17,7 +17,7 @@ use crate::instant::Instant;
 use crate::request::{
     AppRef, Platform, Publisher, Request, RequestError, Signal, Store, check_app_id,
 };
-use crate::validate::normalize_sha256;
+use crate::validate::{is_sha256, write_sha256};
 
 /// `{"platform":"android","id":"com.zhiliaoapp.musically"}`
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
@@ -70,16 +70,17 @@ fn field(field: &'static str, message: impl Into<String>) -> RequestError {
     }
 }
 
-fn digest(name: &'static str, text: &str) -> Result<String, RequestError> {
-    normalize_sha256(text).ok_or_else(|| {
-        field(
-            name,
-            format!(
-                "`{}` is not a SHA-256 digest (64 hex digits)",
-                text.escape_debug()
-            ),
-        )
-    })
+fn check_digest(name: &'static str, text: &str) -> Result<(), RequestError> {
+    if is_sha256(text) {
+        return Ok(());
+    }
+    Err(field(
+        name,
+        format!(
+            "`{}` is not a SHA-256 digest (64 hex digits)",
+            text.escape_debug()
+        ),
+    ))
 }
 
 impl RequestRecord {
@@ -164,10 +165,10 @@ impl RequestRecordRef<'_> {
     }
 
     /// Validates the record into `request`, the same checks and errors as
-    /// [`RequestRecordRef::into_request`], reusing the memory of the app id `request`
-    /// already holds: reading many requests one after another into one `Request` does not
-    /// allocate for the usual request (an app, signals, instants). On an error, `request`
-    /// is left as it was.
+    /// [`RequestRecordRef::into_request`], reusing the memory of the strings `request`
+    /// already holds (app id, publisher account, digests): reading many requests one after
+    /// another into one `Request` allocates only when a request carries more, or longer,
+    /// of them than any before it. On an error, `request` is left as it was.
     pub fn read_into(&self, request: &mut Request) -> Result<(), RequestError> {
         let app = match self.app {
             None => None,
@@ -201,8 +202,8 @@ impl RequestRecordRef<'_> {
                         ),
                     )
                 })?;
-                let id = store
-                    .normalize_account(p.id)
+                store
+                    .check_account(p.id)
                     .map_err(|e| field("publisher.id", e))?;
                 if let Some((platform, _)) = app {
                     let fits = matches!(
@@ -220,7 +221,7 @@ impl RequestRecordRef<'_> {
                         ));
                     }
                 }
-                Some(Publisher { store, id })
+                Some((store, p.id))
             }
         };
         let action = self
@@ -248,24 +249,19 @@ impl RequestRecordRef<'_> {
                     Some(parse_country(code).map_err(|e| field(signal.as_str(), e.to_string()))?);
             }
         }
-        let signing_cert_sha256 = self
-            .signing_cert_sha256
-            .map(|c| digest("signing_cert_sha256", c))
-            .transpose()?;
-        let code_sha256 = if self.code_sha256.is_empty() {
-            Vec::new()
-        } else {
-            self.code_sha256
-                .iter()
-                .map(|c| digest("code_sha256", c))
-                .collect::<Result<Vec<_>, _>>()?
-        };
+        if let Some(c) = self.signing_cert_sha256 {
+            check_digest("signing_cert_sha256", c)?;
+        }
+        for c in &self.code_sha256 {
+            check_digest("code_sha256", c)?;
+        }
         if signals.iter().all(Option::is_none) {
             return Err(RequestError::NoSignal);
         }
-        if app.is_none() && signing_cert_sha256.is_none() && code_sha256.is_empty() {
+        if app.is_none() && self.signing_cert_sha256.is_none() && self.code_sha256.is_empty() {
             return Err(RequestError::NoApp);
         }
+        // Valid: written into `request`, reusing the memory of what it held.
         match (app, &mut request.app) {
             (None, slot) => *slot = None,
             (Some((platform, id)), Some(kept)) => {
@@ -280,9 +276,39 @@ impl RequestRecordRef<'_> {
                 })
             }
         }
-        request.publisher = publisher;
-        request.signing_cert_sha256 = signing_cert_sha256;
-        request.code_sha256 = code_sha256;
+        match (publisher, &mut request.publisher) {
+            (None, slot) => *slot = None,
+            (Some((store, id)), Some(kept)) => {
+                kept.store = store;
+                store.write_account(id, &mut kept.id);
+            }
+            (Some((store, id)), slot) => {
+                let mut kept = String::new();
+                store.write_account(id, &mut kept);
+                *slot = Some(Publisher { store, id: kept });
+            }
+        }
+        match (self.signing_cert_sha256, &mut request.signing_cert_sha256) {
+            (None, slot) => *slot = None,
+            (Some(c), Some(kept)) => write_sha256(c, kept),
+            (Some(c), slot) => {
+                let mut kept = String::with_capacity(64);
+                write_sha256(c, &mut kept);
+                *slot = Some(kept);
+            }
+        }
+        let codes = &mut request.code_sha256;
+        codes.truncate(self.code_sha256.len());
+        for (i, c) in self.code_sha256.iter().enumerate() {
+            match codes.get_mut(i) {
+                Some(kept) => write_sha256(c, kept),
+                None => {
+                    let mut kept = String::with_capacity(64);
+                    write_sha256(c, &mut kept);
+                    codes.push(kept);
+                }
+            }
+        }
         request.action = action;
         request.at = at;
         request.known_at = known_at;
@@ -1487,7 +1513,41 @@ mod tests {
             text(
                 r#"{"app":{"platform":"ios","id":"x"},"action":"host","at":"2020-09-21T12:00:00.5Z","device_country":"CN"}"#,
             ),
+            text(
+                r#"{"app":{"platform":"android","id":"com.a"},"publisher":{"store":"google","id":"0123"},"code_sha256":["0000000000000000000000000000000000000000000000000000000000000001","00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:0B"],"action":"update","at":"2020-09-21T12:00:00Z","storefront":"US"}"#,
+            ),
+            text(
+                r#"{"app":{"platform":"ios","id":"com.a"},"publisher":{"store":"apple","id":"zz0123zz01"},"signing_cert_sha256":"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF","action":"update","at":"2020-09-21T12:00:00Z","storefront":"US"}"#,
+            ),
         ];
+        // The normal forms, written into the memory the request already held.
+        let mut kept = records[5].clone().into_request().unwrap();
+        for (r, publisher, cert, codes) in [
+            (
+                &records[1],
+                Some("ABCDE12345"),
+                Some("abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789"),
+                vec![],
+            ),
+            (
+                &records[4],
+                Some("0123"),
+                None,
+                vec![format!("{:064}", 1), format!("{:063}b", 0)],
+            ),
+            (&records[2], None, None, vec![format!("{:062}aa", 0)]),
+            (
+                &records[5],
+                Some("ZZ0123ZZ01"),
+                Some(&*"f".repeat(64)),
+                vec![],
+            ),
+        ] {
+            r.borrowed().read_into(&mut kept).unwrap();
+            assert_eq!(kept.publisher().map(|p| p.id.as_str()), publisher);
+            assert_eq!(kept.signing_cert_sha256.as_deref(), cert);
+            assert_eq!(kept.code_sha256, codes);
+        }
         let bad = [
             text(
                 r#"{"app":{"platform":"windows","id":"x"},"action":"download","at":"2020-09-21T12:00:00Z","storefront":"US"}"#,
@@ -1498,6 +1558,15 @@ mod tests {
             text(r#"{"action":"download","at":"2020-09-21T12:00:00Z","storefront":"US"}"#),
             text(
                 r#"{"app":{"platform":"ios","id":"x"},"action":"download","at":"2021-02-30T00:00:00Z","storefront":"US"}"#,
+            ),
+            text(
+                r#"{"app":{"platform":"ios","id":"x"},"code_sha256":["0000000000000000000000000000000000000000000000000000000000000001","00"],"action":"download","at":"2021-01-01T00:00:00Z","storefront":"US"}"#,
+            ),
+            text(
+                r#"{"publisher":{"store":"apple","id":"ABCDE1234"},"signing_cert_sha256":"0000000000000000000000000000000000000000000000000000000000000001","action":"download","at":"2021-01-01T00:00:00Z","storefront":"US"}"#,
+            ),
+            text(
+                r#"{"signing_cert_sha256":"000000000000000000000000000000000000000000000000000000000000000g","action":"download","at":"2021-01-01T00:00:00Z","storefront":"US"}"#,
             ),
         ];
         let mut kept = records[3].clone().into_request().unwrap();
