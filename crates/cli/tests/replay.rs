@@ -821,3 +821,90 @@ fn a_null_digest_in_a_list_is_an_error_and_function_names_do_not_shadow_sql() {
         assert!(err.contains("is the name of a SQL function"), "{err}");
     }
 }
+
+#[test]
+fn a_replay_read_a_file_at_a_time_reports_as_one_read_all_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (jsonl, parquet) = write_log(dir.path(), 3000, 29, 53);
+
+    // The log as 3 JSON Lines files and 4 Parquet files.
+    let parts = dir.path().join("parts");
+    std::fs::create_dir(&parts).unwrap();
+    let text = std::fs::read_to_string(&jsonl).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut inputs = Vec::new();
+    for (k, chunk) in lines.chunks(1000).enumerate() {
+        let path = parts.join(format!("log-{k}.jsonl"));
+        std::fs::write(&path, chunk.join("\n") + "\n").unwrap();
+        inputs.push(path);
+    }
+    let reader =
+        replay::datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&parquet).unwrap(),
+        )
+        .unwrap()
+        .with_batch_size(750)
+        .build()
+        .unwrap();
+    for (k, batch) in reader.enumerate() {
+        let batch = batch.unwrap();
+        let path = parts.join(format!("log-{k}.parquet"));
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batch.schema(), None)
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        inputs.push(path);
+    }
+    assert_eq!(inputs.len(), 7);
+    let mut reports = Vec::new();
+    for partitions in ["1", "2", "16"] {
+        let json = dir.path().join(format!("report-{partitions}.json"));
+        let changed = dir.path().join(format!("changed-{partitions}.parquet"));
+        let mut args = vec![
+            "replay",
+            "--policies",
+            set("us-2020-courts").to_str().unwrap(),
+            "--baseline",
+            set("us-2020").to_str().unwrap(),
+            "--partitions",
+            partitions,
+            "--json",
+            json.to_str().unwrap(),
+            "--changed",
+            changed.to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+        args.extend(inputs.iter().map(|p| p.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run_cli(&args);
+        assert_eq!(code, 1, "{out}{err}");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["rows"], 6000);
+        // Every changed row once in the Parquet output, whatever the parts.
+        let (code, out, err) = run_cli(&[
+            "sql",
+            "--format",
+            "csv",
+            changed.to_str().unwrap(),
+            "-q",
+            "SELECT count(*) AS n, count(DISTINCT file) AS files FROM requests_parquet",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("n,files\n{},7\n", report["changed"]));
+        reports.push(report);
+    }
+    // Read a file per query (7 of them), two, or all at once: the same report, to the
+    // first instant and the example of every group.
+    let changes = reports[0]["changes"].as_array().unwrap();
+    assert!(
+        changes.iter().any(|c| c["requests"].as_u64().unwrap() > 1),
+        "groups spanning several files"
+    );
+    assert!(reports[0]["malformed_rows"].as_u64().unwrap() > 50);
+    assert_eq!(reports[0], reports[1]);
+    assert_eq!(reports[0], reports[2]);
+}

@@ -9,11 +9,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray as _, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::parquet::arrow::ArrowWriter;
 use futures::StreamExt as _;
 use serde::Serialize;
 
@@ -101,9 +102,9 @@ fn answer(d: &str) -> String {
     )
 }
 
-/// The inner query: every row with its problem, its new and old answers, and the keys
-/// the report groups by.
-fn decided_sql(spec: &ReplaySpec) -> String {
+/// The inner query: every row of the table `source` (with the columns of the `requests`
+/// view) with its problem, its new and old answers, and the keys the report groups by.
+fn decided_sql(spec: &ReplaySpec, source: &str) -> String {
     let new = Session::call(&spec.new);
     let (old_answer, old_region, old_app, example) = match &spec.baseline {
         Baseline::Function(_) => (
@@ -142,15 +143,15 @@ fn decided_sql(spec: &ReplaySpec) -> String {
              coalesce(dnew['region'], {old_region}) AS region, \
              CAST(CAST(dnew['at'] AS DATE) AS VARCHAR) AS day, \
              coalesce(dnew['app'], {old_app}, app_id) AS app \
-           FROM (SELECT *, {new} AS dnew{old_call} FROM requests))",
+           FROM (SELECT *, {new} AS dnew{old_call} FROM {source}))",
         new_answer = answer("dnew"),
     )
 }
 
-/// Runs a replay in `session` (its functions and `requests` registered).
-pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
-    let decided = decided_sql(spec);
-    let grouped = format!(
+/// The query grouping the rows of `decided` by what changed: unchanged rows into a few
+/// groups, each malformed row its own.
+fn grouped_sql(decided: &str) -> String {
+    format!(
         "SELECT \
            CASE WHEN gap IS NOT NULL THEN 'gap' WHEN problem IS NOT NULL THEN 'malformed' \
                 WHEN changed THEN 'changed' ELSE 'same' END AS kind, \
@@ -169,8 +170,15 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
            min(example) AS example \
          FROM ({decided}) \
          GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"
-    );
-    let batches = session.ctx.sql(&grouped).await?.collect().await?;
+    )
+}
+
+/// Runs a replay in `session` (its functions and inputs registered).
+///
+/// The inputs are read a few files at a time (as many as the session has partitions),
+/// one query each, and the groups of the parts merged: memory does not grow with the
+/// number of files, as it would with every file of a large log scanned at once.
+pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
     let mut report = Report {
         new: spec.new.clone(),
         baseline: match &spec.baseline {
@@ -180,23 +188,41 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
         ..Report::default()
     };
     let mut parquet_problems = BTreeMap::new();
-    for batch in &batches {
-        read_groups(batch, &mut report, &mut parquet_problems)?;
+    let mut changed = match &spec.changed_parquet {
+        Some(path) => Some(ChangedWriter::create(path)?),
+        None => None,
+    };
+    for (k, part) in session
+        .requests_in_parts(session.partitions())
+        .iter()
+        .enumerate()
+    {
+        // Each part a view of its own, as `requests` is one.
+        let source = format!("requests_part_{k}");
+        session
+            .ctx
+            .sql(&format!("CREATE OR REPLACE VIEW {source} AS {part}"))
+            .await?;
+        let decided = decided_sql(spec, &source);
+        let mut groups = session
+            .ctx
+            .sql(&grouped_sql(&decided))
+            .await?
+            .execute_stream()
+            .await?;
+        while let Some(batch) = groups.next().await {
+            read_groups(&batch?, &mut report, &mut parquet_problems)?;
+        }
+        if let Some(writer) = &mut changed {
+            writer.write_part(session, &decided).await?;
+        }
+        session.ctx.sql(&format!("DROP VIEW {source}")).await?;
     }
+    report.changes = merge_changes(std::mem::take(&mut report.changes));
     report.changes.sort_by(|a, b| {
-        let key = |c: &Change| {
-            (
-                c.app.clone(),
-                c.action.clone(),
-                c.region.clone(),
-                c.day.clone(),
-                c.old.clone(),
-                c.new.clone(),
-            )
-        };
         b.requests
             .cmp(&a.requests)
-            .then_with(|| key(a).cmp(&key(b)))
+            .then_with(|| change_key(a).cmp(&change_key(b)))
     });
     report
         .malformed
@@ -210,10 +236,58 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
             .malformed
             .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
     }
-    if let Some(path) = &spec.changed_parquet {
-        write_changed(session, &decided, path).await?;
+    if let Some(writer) = changed {
+        writer.finish()?;
     }
     Ok(report)
+}
+
+type ChangeKey = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn change_key(c: &Change) -> ChangeKey {
+    (
+        c.app.clone(),
+        c.action.clone(),
+        c.region.clone(),
+        c.day.clone(),
+        c.old.clone(),
+        c.new.clone(),
+    )
+}
+
+/// The least of two optional texts, as SQL's `min` takes it (a null is no value).
+fn least(a: Option<String>, b: Option<String>) -> Option<String> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The groups of several parts as one: the same change in two parts adds up, with the
+/// first instant and the least example of both.
+fn merge_changes(changes: Vec<Change>) -> Vec<Change> {
+    let mut merged: BTreeMap<ChangeKey, Change> = BTreeMap::new();
+    for c in changes {
+        match merged.entry(change_key(&c)) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(c);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let m = e.get_mut();
+                m.requests += c.requests;
+                m.first_at = least(m.first_at.take(), c.first_at);
+                m.example = least(m.example.take(), c.example);
+            }
+        }
+    }
+    merged.into_values().collect()
 }
 
 fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
@@ -332,23 +406,86 @@ fn read_groups(
     Ok(())
 }
 
-/// Writes every changed decision (the request, its row, the old and new answers).
-async fn write_changed(session: &Session, decided: &str, path: &Path) -> Result<()> {
-    let df = session
-        .ctx
-        .sql(&format!(
-            "SELECT file, line, app_platform, app_id, action, at, known_at, storefront, \
-             device_country, ip_country, billing_country, server_country, region, day, app, \
-             old_answer, new_answer FROM ({decided}) WHERE changed"
-        ))
-        .await?;
-    df.write_parquet(
-        &path.display().to_string(),
-        DataFrameWriteOptions::new().with_single_file_output(true),
-        None,
-    )
-    .await?;
-    Ok(())
+/// Every changed decision (the request, its row, the old and new answers), written to
+/// one Parquet file part after part: to a temporary file beside it, renamed when whole.
+struct ChangedWriter {
+    path: PathBuf,
+    file: tempfile::NamedTempFile,
+    writer: Option<(
+        ArrowWriter<std::fs::File>,
+        datafusion::arrow::datatypes::SchemaRef,
+    )>,
+}
+
+impl ChangedWriter {
+    fn create(path: &Path) -> Result<ChangedWriter> {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".changed-").suffix(".tmp");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = builder.tempfile_in(dir).map_err(|e| {
+            DataFusionError::Execution(format!("writing `{}`: {e}", path.display()))
+        })?;
+        Ok(ChangedWriter {
+            path: path.to_owned(),
+            file,
+            writer: None,
+        })
+    }
+
+    async fn write_part(&mut self, session: &Session, decided: &str) -> Result<()> {
+        let df = session
+            .ctx
+            .sql(&format!(
+                "SELECT file, line, app_platform, app_id, action, at, known_at, storefront, \
+                 device_country, ip_country, billing_country, server_country, region, day, app, \
+                 old_answer, new_answer FROM ({decided}) WHERE changed"
+            ))
+            .await?;
+        if self.writer.is_none() {
+            let handle = self.file.as_file().try_clone().map_err(|e| {
+                DataFusionError::Execution(format!("writing `{}`: {e}", self.path.display()))
+            })?;
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            self.writer = Some((ArrowWriter::try_new(handle, schema.clone(), None)?, schema));
+        }
+        let mut rows = df.execute_stream().await?;
+        while let Some(batch) = rows.next().await {
+            let batch = batch?;
+            if let Some((w, schema)) = &mut self.writer {
+                // Every part has the view's columns; their types are made the first's.
+                let schema = schema.clone();
+                let columns = batch
+                    .columns()
+                    .iter()
+                    .zip(schema.fields())
+                    .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                w.write(&RecordBatch::try_new(schema, columns)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        let failed = |e: std::io::Error| {
+            DataFusionError::Execution(format!("writing `{}`: {e}", self.path.display()))
+        };
+        let Some((w, _)) = self.writer else {
+            return Err(DataFusionError::Execution(format!(
+                "`{}`: no part of the inputs was read",
+                self.path.display()
+            )));
+        };
+        w.close()?;
+        self.file.as_file().sync_all().map_err(failed)?;
+        self.file.persist(&self.path).map_err(|e| failed(e.error))?;
+        Ok(())
+    }
 }
 
 /// The malformed rows of the Parquet files named in `counts`, with their file and 1-based

@@ -83,6 +83,11 @@ pub struct Session {
     pub trail: Option<gatekeeper::audit::VerifyReport>,
     /// The Parquet inputs as given.
     parquet: Vec<PathBuf>,
+    /// The inputs as parts of the `requests` view a few files each (a file of Parquet or
+    /// JSON Lines, or the trail): a replay reads them a few at a time, so that its memory
+    /// does not grow with the number of files.
+    /// By input kind (0 Parquet, 1 JSON Lines, 2 trail): a part never mixes kinds.
+    units: Vec<(u8, String)>,
 }
 
 impl Session {
@@ -125,6 +130,7 @@ impl Session {
             functions: Vec::new(),
             trail: None,
             parquet: Vec::new(),
+            units: Vec::new(),
         })
     }
 
@@ -207,11 +213,8 @@ impl Session {
                     ),
                 )
             };
-            // All of them as they are, and each on its own, so that every row of the
-            // `requests` view knows its file (and a file may lack optional columns).
-            let all = listing(&files)?.infer_schema(&state).await?;
-            self.ctx
-                .register_table("requests_parquet", Arc::new(ListingTable::try_new(all)?))?;
+            // Each on its own, so that every row of the `requests` view knows its file (and
+            // a file may lack optional columns), then all of them as they are.
             for (k, file) in files.iter().enumerate() {
                 let config = listing(std::slice::from_ref(file))?
                     .infer_schema(&state)
@@ -232,8 +235,13 @@ impl Session {
                     .collect();
                 let name = format!("requests_parquet_{k}");
                 self.ctx.register_table(name.as_str(), Arc::new(table))?;
-                parts.push(parquet_part(&name, file, &names)?);
+                let part = parquet_part(&name, file, &names)?;
+                self.units.push((0, part.clone()));
+                parts.push(part);
             }
+            let all = listing(&files)?.infer_schema(&state).await?;
+            self.ctx
+                .register_table("requests_parquet", Arc::new(ListingTable::try_new(all)?))?;
             self.parquet = files;
         }
         if !inputs.jsonl.is_empty() {
@@ -243,6 +251,14 @@ impl Session {
                 Arc::new(tables::jsonl_table(&inputs.jsonl)?),
             )?;
             parts.push(view_part("requests_jsonl", true, false));
+            for (k, file) in inputs.jsonl.iter().enumerate() {
+                let name = format!("requests_jsonl_{k}");
+                self.ctx.register_table(
+                    name.as_str(),
+                    Arc::new(tables::jsonl_table(std::slice::from_ref(file))?),
+                )?;
+                self.units.push((1, view_part(&name, true, false)));
+            }
         }
         if !inputs.trail.is_empty() {
             local_only("Audit trail")?;
@@ -256,12 +272,36 @@ impl Session {
             self.ctx.register_table("requests_trail", Arc::new(table))?;
             self.trail = Some(report);
             parts.push(view_part("requests_trail", false, true));
+            self.units
+                .push((2, view_part("requests_trail", false, true)));
         }
         let view = parts.join("\nUNION ALL\n");
         self.ctx
             .sql(&format!("CREATE VIEW requests AS {view}"))
             .await?;
         Ok(())
+    }
+
+    /// The `requests` view in parts of at most `per` files of one kind (a trail: the
+    /// whole trail), in order: each a query with the view's columns. (A part mixing Parquet
+    /// and JSON Lines would union a literal's text with a column's, which DataFusion 55
+    /// plans with two string types when the changed rows are selected from it.)
+    pub fn requests_in_parts(&self, per: usize) -> Vec<String> {
+        self.units
+            .chunk_by(|a, b| a.0 == b.0)
+            .flat_map(|kind| kind.chunks(per.max(1)))
+            .map(|c| {
+                c.iter()
+                    .map(|(_, part)| part.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\nUNION ALL\n")
+            })
+            .collect()
+    }
+
+    /// How many partitions a query is planned over.
+    pub fn partitions(&self) -> usize {
+        self.ctx.state().config().target_partitions()
     }
 
     /// Every Parquet file of the inputs, in order.
@@ -384,7 +424,10 @@ fn parquet_part(table: &str, file: &Path, columns: &[String]) -> Result<String> 
         }
     }
     let mut cols = vec![
-        format!("{} AS file", literal(&file.display().to_string())),
+        format!(
+            "CAST({} AS VARCHAR) AS file",
+            literal(&file.display().to_string())
+        ),
         "CAST(NULL AS BIGINT UNSIGNED) AS line".to_owned(),
     ];
     for c in TEXT_COLUMNS {
