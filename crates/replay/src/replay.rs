@@ -230,7 +230,11 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
     if !parquet_problems.is_empty() {
         // Parquet rows carry no position: find the malformed ones by reading the files
         // that have some, in order.
-        let found = locate_parquet_problems(session, spec, &parquet_problems)?;
+        let found = locate_parquet_problems(
+            session.parquet_files(),
+            &parquet_problems,
+            session.partitions(),
+        )?;
         report.malformed.extend(found);
         report
             .malformed
@@ -489,71 +493,95 @@ impl ChangedWriter {
 }
 
 /// The malformed rows of the Parquet files named in `counts`, with their file and 1-based
-/// row: each file read in order, its rows read by the decision function's own code. The
-/// rows found in a file must be as many as the query counted there.
+/// row: each file read in order and its rows validated by the decision function's own
+/// reader (nothing decided), files shared out over `threads`. The rows found in a file
+/// must be as many as the query counted there.
 fn locate_parquet_problems(
-    session: &Session,
-    spec: &ReplaySpec,
+    files: &[PathBuf],
     counts: &BTreeMap<String, u64>,
+    threads: usize,
 ) -> Result<Vec<Malformed>> {
-    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let Some(named) = session.functions().iter().find(|f| f.name == spec.new) else {
-        return Err(DataFusionError::Execution(format!(
-            "no decision function `{}` to read the malformed rows with",
-            spec.new
-        )));
-    };
-    let mut found = Vec::new();
-    for file in session.parquet_files() {
-        let name = file.display().to_string();
-        let Some(&expected) = counts.get(&name) else {
-            continue;
-        };
-        let before = found.len();
-        let reader = std::fs::File::open(file).map_err(|e| {
-            DataFusionError::Execution(format!("opening `{}`: {e}", file.display()))
-        })?;
-        let batches = ParquetRecordBatchReaderBuilder::try_new(reader)?
-            .with_batch_size(crate::tables::BATCH_ROWS)
-            .build()?;
-        let mut offset = 0u64;
-        for batch in batches {
-            let batch = batch?;
-            let mut args = Vec::with_capacity(schema::ALL_ARGUMENTS);
-            for name in schema::argument_names() {
-                match batch.column_by_name(name) {
-                    Some(c) => args.push(c.clone()),
-                    None if name == schema::CODE_SHA256 => {}
-                    None => args.push(datafusion::arrow::array::new_null_array(
-                        &datafusion::arrow::datatypes::DataType::Utf8,
-                        batch.num_rows(),
-                    )),
-                }
-            }
-            let decided = crate::udf::decide_arrays(named, &args, batch.num_rows())?;
-            let errors = decided
-                .column_by_name("error")
-                .map(|e| e.as_string::<i32>().clone());
-            if let Some(errors) = errors {
-                for (i, e) in errors.iter().enumerate() {
-                    if let Some(e) = e {
-                        found.push(Malformed {
-                            file: Some(file.display().to_string()),
-                            row: Some(offset + i as u64 + 1),
-                            problem: e.to_owned(),
-                        });
+    let wanted: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| counts.contains_key(&f.display().to_string()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let per = wanted.len().div_ceil(threads.max(1));
+    let found: Vec<Result<Vec<Malformed>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = wanted
+            .chunks(per)
+            .map(|some| {
+                scope.spawn(move || {
+                    let mut found = Vec::new();
+                    for file in some {
+                        found.extend(locate_in_file(file, counts)?);
                     }
-                }
+                    Ok(found)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(DataFusionError::Execution(
+                        "reading the malformed rows of a Parquet file failed".to_owned(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut all = Vec::new();
+    for part in found {
+        all.extend(part?);
+    }
+    Ok(all)
+}
+
+/// [`locate_parquet_problems`] in one file.
+fn locate_in_file(file: &Path, counts: &BTreeMap<String, u64>) -> Result<Vec<Malformed>> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let name = file.display().to_string();
+    let expected = counts.get(&name).copied().unwrap_or(0);
+    let mut found = Vec::new();
+    let reader = std::fs::File::open(file)
+        .map_err(|e| DataFusionError::Execution(format!("opening `{name}`: {e}")))?;
+    let batches = ParquetRecordBatchReaderBuilder::try_new(reader)?
+        .with_batch_size(crate::tables::BATCH_ROWS)
+        .build()?;
+    let mut offset = 0u64;
+    for batch in batches {
+        let batch = batch?;
+        let mut args = Vec::with_capacity(schema::ALL_ARGUMENTS);
+        for column in schema::argument_names() {
+            match batch.column_by_name(column) {
+                Some(c) => args.push(c.clone()),
+                None if column == schema::CODE_SHA256 => {}
+                None => args.push(datafusion::arrow::array::new_null_array(
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                    batch.num_rows(),
+                )),
             }
-            offset += batch.num_rows() as u64;
         }
-        let located = (found.len() - before) as u64;
-        if located != expected {
-            return Err(DataFusionError::Execution(format!(
-                "`{name}`: the replay counted {expected} malformed rows, reading the file \
-                 in order found {located}"
-            )));
-        }
+        crate::udf::read_requests(&args, batch.num_rows(), |i, request| {
+            if let Err(problem) = request {
+                found.push(Malformed {
+                    file: Some(name.clone()),
+                    row: Some(offset + i as u64 + 1),
+                    problem: problem.into_owned(),
+                });
+            }
+        })?;
+        offset += batch.num_rows() as u64;
+    }
+    let located = found.len() as u64;
+    if located != expected {
+        return Err(DataFusionError::Execution(format!(
+            "`{name}`: the replay counted {expected} malformed rows, reading the file in \
+             order found {located}"
+        )));
     }
     Ok(found)
 }

@@ -217,14 +217,30 @@ fn shape_error(inputs: &Inputs, row: usize) -> Option<&'static str> {
 
 /// Decides every row of `arrays` (the function's arguments) under `named`.
 pub fn decide_arrays(named: &NamedPolicy, arrays: &[ArrayRef], rows: usize) -> Result<StructArray> {
-    let inputs = Inputs::new(arrays, rows)?;
     let mut out = Outputs::with_capacity(rows);
+    let policy = &named.loaded.policy;
+    read_requests(arrays, rows, |_, request| match request {
+        Ok(r) => out.decision(&policy.decide(r, named.posture)),
+        Err(problem) => out.error(&problem),
+    })?;
+    Ok(out.finish())
+}
+
+/// Reads every row of `arrays` (the decision function's arguments) as a request, in
+/// place, in order: `each(row, Ok(request))`, or `each(row, Err(problem))` in the words
+/// `gatekeeper check` uses. The usual request allocates nothing: every row is read into
+/// one `Request`.
+pub fn read_requests(
+    arrays: &[ArrayRef],
+    rows: usize,
+    mut each: impl FnMut(usize, std::result::Result<&Request, std::borrow::Cow<'_, str>>),
+) -> Result<()> {
+    let inputs = Inputs::new(arrays, rows)?;
     let mut request: Option<Request> = None;
     let mut codes: Vec<&str> = Vec::new();
-    let policy = &named.loaded.policy;
     for row in 0..rows {
         if let Some(e) = shape_error(&inputs, row) {
-            out.error(e);
+            each(row, Err(e.into()));
             continue;
         }
         codes.clear();
@@ -235,10 +251,14 @@ pub fn decide_arrays(named: &NamedPolicy, arrays: &[ArrayRef], rows: usize) -> R
             let offsets = l.value_offsets();
             let (from, to) = (offsets[row] as usize, offsets[row + 1] as usize);
             if let Some(k) = (from..to).find(|&k| items.is_null(k)) {
-                out.error_owned(format!(
-                    "`code_sha256`: item {} is null, not a SHA-256 digest",
-                    k - from + 1
-                ));
+                each(
+                    row,
+                    Err(format!(
+                        "`code_sha256`: item {} is null, not a SHA-256 digest",
+                        k - from + 1
+                    )
+                    .into()),
+                );
                 continue;
             }
             codes.extend((from..to).map(|k| items.value(k)));
@@ -272,12 +292,12 @@ pub fn decide_arrays(named: &NamedPolicy, arrays: &[ArrayRef], rows: usize) -> R
         };
         codes = record.code_sha256;
         match (read, &request) {
-            (Err(e), _) => out.error(&e.to_string()),
-            (Ok(()), Some(r)) => out.decision(&policy.decide(r, named.posture)),
-            (Ok(()), None) => out.error("the request was not kept"),
+            (Err(e), _) => each(row, Err(e.to_string().into())),
+            (Ok(()), Some(r)) => each(row, Ok(r)),
+            (Ok(()), None) => each(row, Err("the request was not kept".into())),
         }
     }
-    Ok(out.finish())
+    Ok(())
 }
 
 /// The builders of the result's fields.
@@ -316,10 +336,6 @@ impl Outputs {
             error: StringBuilder::new(),
             seen: Vec::new(),
         }
-    }
-
-    fn error_owned(&mut self, message: String) {
-        self.error(&message);
     }
 
     fn error(&mut self, message: &str) {
