@@ -907,4 +907,33 @@ fn a_replay_read_a_file_at_a_time_reports_as_one_read_all_at_once() {
     assert!(reports[0]["malformed_rows"].as_u64().unwrap() > 50);
     assert_eq!(reports[0], reports[1]);
     assert_eq!(reports[0], reports[2]);
+    // The same parts on a Ballista cluster in the process (Parquet: what executors read).
+    let parquet_only: Vec<String> = inputs
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut reported = Vec::new();
+    for engine in [None, Some("--standalone")] {
+        let json = dir.path().join("report-parquet.json");
+        let mut args = vec![
+            "replay".to_owned(),
+            "--policies".to_owned(),
+            set("us-2020-courts").display().to_string(),
+            "--baseline".to_owned(),
+            set("us-2020").display().to_string(),
+            "--partitions".to_owned(),
+            "2".to_owned(),
+            "--json".to_owned(),
+            json.display().to_string(),
+        ];
+        args.extend(engine.map(str::to_owned));
+        args.extend(parquet_only.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out, err) = run_cli(&args);
+        assert_eq!(code, 1, "{out}{err}");
+        reported.push(std::fs::read_to_string(&json).unwrap());
+    }
+    assert_eq!(reported[0], reported[1]);
+    assert!(reported[0].contains("\"rows\": 3000"), "{}", reported[0]);
 }
