@@ -426,6 +426,7 @@ fn main() {
         parquet: vec![parquet.clone()],
         jsonl: vec![jsonl.clone()],
         trail: vec![],
+        ..Inputs::default()
     };
     if a.memory_only {
         // A fresh process: a replay of the whole log, then its peak resident memory.

@@ -51,14 +51,8 @@ pub(crate) enum AuditCommand {
         /// Audit files or folders.
         #[arg(value_name = "PATH", required = true)]
         paths: Vec<PathBuf>,
-        /// A signed checkpoint kept outside the trail: records cut or rewritten since it was
-        /// written are found. Needs --key.
-        #[arg(long, value_name = "FILE", requires = "key")]
-        checkpoint: Option<PathBuf>,
-        /// The operator's public key (a file, or the key itself): the checkpoints must carry
-        /// its signature.
-        #[arg(long, value_name = "KEY")]
-        key: Option<String>,
+        #[command(flatten)]
+        trust: TrailTrust,
     },
     /// Print a proof, as JSON, that a record is in the trail's tree (--index or --id), or
     /// that an earlier tree is a prefix of a later one (--from).
@@ -96,6 +90,8 @@ pub(crate) enum AuditCommand {
         /// The Parquet file to write.
         #[arg(long, value_name = "FILE")]
         parquet: PathBuf,
+        #[command(flatten)]
+        trust: TrailTrust,
     },
     /// Check a proof from gatekeeper audit prove against signed checkpoints, without the
     /// trail.
@@ -124,17 +120,7 @@ pub(crate) fn run(
     stderr: &mut dyn Write,
 ) -> anyhow::Result<u8> {
     match command {
-        AuditCommand::Verify {
-            paths,
-            checkpoint,
-            key,
-        } => verify(
-            &paths,
-            checkpoint.as_deref(),
-            key.as_deref(),
-            stdout,
-            stderr,
-        ),
+        AuditCommand::Verify { paths, trust } => verify(&paths, &trust, stdout, stderr),
         AuditCommand::Prove {
             dir,
             index,
@@ -143,7 +129,11 @@ pub(crate) fn run(
             from,
             to,
         } => prove(&dir, index, id.as_deref(), size, from, to, stdout, stderr),
-        AuditCommand::Export { paths, parquet } => export(&paths, &parquet, stdout, stderr),
+        AuditCommand::Export {
+            paths,
+            parquet,
+            trust,
+        } => export(&paths, &parquet, &trust, stdout, stderr),
         AuditCommand::CheckProof {
             proof,
             checkpoint,
@@ -177,18 +167,44 @@ fn read_checkpoint(path: &Path, key: &VerifierKey) -> anyhow::Result<Checkpoint>
     Checkpoint::open(&note, key).with_context(|| format!("in `{}`", path.display()))
 }
 
+/// What a trail is verified against besides itself: a signed checkpoint kept elsewhere,
+/// and the operator's key.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub(crate) struct TrailTrust {
+    /// A signed checkpoint kept outside the trail: records cut or rewritten since it was
+    /// written are found. Needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    checkpoint: Option<PathBuf>,
+    /// The operator's public key (a file, or the key itself): the checkpoints must carry
+    /// its signature.
+    #[arg(long, value_name = "KEY")]
+    key: Option<String>,
+}
+
+impl TrailTrust {
+    /// Whether a checkpoint or a key was given.
+    pub(crate) fn given(&self) -> bool {
+        self.checkpoint.is_some() || self.key.is_some()
+    }
+
+    /// The checkpoints given and the key, read.
+    pub(crate) fn read(&self) -> anyhow::Result<(Vec<Checkpoint>, Option<VerifierKey>)> {
+        let key = self.key.as_deref().map(read_key).transpose()?;
+        let given = match (&self.checkpoint, &key) {
+            (Some(path), Some(key)) => vec![read_checkpoint(path, key)?],
+            _ => Vec::new(),
+        };
+        Ok((given, key))
+    }
+}
+
 fn verify(
     paths: &[PathBuf],
-    checkpoint: Option<&Path>,
-    key: Option<&str>,
+    trust: &TrailTrust,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<u8> {
-    let key = key.map(read_key).transpose()?;
-    let given = match (checkpoint, &key) {
-        (Some(path), Some(key)) => vec![read_checkpoint(path, key)?],
-        _ => Vec::new(),
-    };
+    let (given, key) = trust.read()?;
     match gatekeeper::audit::verify_with(paths, &given, key.as_ref()) {
         Ok(report) => {
             write!(
@@ -316,11 +332,13 @@ fn check_proof(
 fn export(
     paths: &[PathBuf],
     out: &Path,
+    trust: &TrailTrust,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> anyhow::Result<u8> {
+    let (given, key) = trust.read()?;
     // Verified first, apart, so that a trail that does not verify exits 1 with its reason.
-    if let Err(e) = gatekeeper::audit::verify(paths) {
+    if let Err(e) = gatekeeper::audit::verify_with(paths, &given, key.as_ref()) {
         writeln!(
             stderr,
             "error: the audit trail does not verify: {e}; nothing was written"
@@ -331,7 +349,7 @@ fn export(
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    match runtime.block_on(replay::export_trail(paths, out)) {
+    match runtime.block_on(replay::export_trail(paths, &given, key.as_ref(), out)) {
         Ok((report, rows)) => {
             writeln!(
                 stdout,

@@ -57,6 +57,8 @@ pub(crate) struct InputArgs {
     /// what was served.
     #[arg(long, value_name = "PATH")]
     trail: Vec<PathBuf>,
+    #[command(flatten)]
+    trust: crate::audit::TrailTrust,
 }
 
 impl InputArgs {
@@ -68,6 +70,10 @@ impl InputArgs {
                 .map_err(|e| anyhow::anyhow!("{}", said(&e)))?;
         }
         inputs.trail = self.trail.clone();
+        if self.trail.is_empty() && self.trust.given() {
+            anyhow::bail!("--checkpoint and --key verify an audit trail: give it with --trail");
+        }
+        (inputs.trail_checkpoints, inputs.trail_key) = self.trust.read()?;
         Ok(inputs)
     }
 }

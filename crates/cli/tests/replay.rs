@@ -277,6 +277,7 @@ fn datafusion_decides_every_row_as_check_does_under_every_set_and_posture() {
                         parquet: vec![parquet.clone()],
                         jsonl: vec![jsonl.clone()],
                         trail: vec![],
+                        ..Inputs::default()
                     })
                     .await
                     .unwrap();
@@ -936,4 +937,90 @@ fn a_replay_read_a_file_at_a_time_reports_as_one_read_all_at_once() {
     }
     assert_eq!(reported[0], reported[1]);
     assert!(reported[0].contains("\"rows\": 3000"), "{}", reported[0]);
+}
+
+#[test]
+fn a_trail_cut_since_a_checkpoint_kept_elsewhere_is_refused_by_replay_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let trail_dir = dir.path().join("trail");
+    let kept = dir.path().join("kept");
+    std::fs::create_dir(&kept).unwrap();
+    let key = gatekeeper::keys::SignerKey::generate("audit.example.org/store").unwrap();
+    let mut config = gatekeeper::audit::AuditConfig::new(&trail_dir);
+    config.checkpoint_key = Some(key.clone());
+    config.checkpoint_every = gatekeeper::audit::CheckpointEvery {
+        records: 10,
+        interval: std::time::Duration::from_secs(3600),
+    };
+    let gk = gatekeeper::Gatekeeper::builder()
+        .policy_dirs([set("us-2020")])
+        .audit(config)
+        .build()
+        .unwrap();
+    let request: policy::RequestRecord = serde_json::from_str(
+        r#"{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"update","at":"2020-09-21T12:00:00Z","storefront":"US"}"#,
+    )
+    .unwrap();
+    let request = request.into_request().unwrap();
+    for _ in 0..30 {
+        gk.check(&request).unwrap();
+    }
+    gk.close_audit().unwrap();
+    // The operator keeps the latest checkpoint (30 records) and the public key away.
+    let checkpoint = kept.join("checkpoint");
+    std::fs::copy(trail_dir.join("checkpoint"), &checkpoint).unwrap();
+    let public = kept.join("audit.pub");
+    std::fs::write(&public, key.verifier().to_string()).unwrap();
+    // Someone cuts the last five records at a line end and removes the folder's checkpoints.
+    let file = gatekeeper::audit::files_in(&trail_dir)
+        .unwrap()
+        .last()
+        .unwrap()
+        .1
+        .clone();
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&file, lines[..lines.len() - 5].join("\n") + "\n").unwrap();
+    std::fs::remove_file(trail_dir.join("checkpoint")).unwrap();
+    std::fs::remove_file(trail_dir.join("checkpoints.jsonl")).unwrap();
+    let t = trail_dir.to_str().unwrap();
+    let exported = dir.path().join("trail.parquet");
+    let e = exported.to_str().unwrap();
+    let trust = [
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
+    ];
+    // On its own the cut trail verifies: only the kept checkpoint tells.
+    let us = set("us-2020");
+    let replay_args = ["replay", "--policies", us.to_str().unwrap(), "--trail", t];
+    let (code, out, err) = run_cli(&replay_args);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("| 25 |"), "{out}");
+    let (code, _, err) = run_cli(&[&replay_args[..], &trust[..]].concat());
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the audit trail does not verify") && err.contains("30"),
+        "{err}"
+    );
+    let (code, _, err) =
+        run_cli(&[&["audit", "export", t, "--parquet", e][..], &trust[..]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(!exported.exists());
+    let (code, _, err) = run_cli(&["audit", "export", t, "--parquet", e]);
+    assert_eq!(code, 0, "{err}");
+    assert!(exported.exists());
+    // A checkpoint or key without a trail to verify is a usage error.
+    let (code, _, err) = run_cli(&[
+        "replay",
+        "--policies",
+        us.to_str().unwrap(),
+        e,
+        "--key",
+        public.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give it with --trail"), "{err}");
 }

@@ -36,15 +36,18 @@ pub fn load_policy(path: &Path) -> anyhow::Result<Arc<udf::LoadedRevision>> {
     }))
 }
 
-/// Writes a verified audit trail as one Parquet file ([`tables::trail_schema`]);
-/// returns the records written. A trail that does not verify is refused with the
+/// Writes a verified audit trail as one Parquet file ([`tables::trail_schema`]),
+/// verified against `checkpoints` and its folders' checkpoints (signatures checked with
+/// `key`); returns the records written. A trail that does not verify is refused with the
 /// reason, and nothing is written.
 pub async fn export_trail(
     trail: &[std::path::PathBuf],
+    checkpoints: &[gatekeeper::audit::Checkpoint],
+    key: Option<&gatekeeper::keys::VerifierKey>,
     out: &Path,
 ) -> Result<(gatekeeper::audit::VerifyReport, u64)> {
     use datafusion::parquet::arrow::ArrowWriter;
-    let (report, batches) = tables::read_trail(trail)?;
+    let (report, batches) = tables::read_trail(trail, checkpoints, key)?;
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -42,6 +42,10 @@ pub struct Inputs {
     pub jsonl: Vec<PathBuf>,
     /// Audit trail files or folders (verified before they are read).
     pub trail: Vec<PathBuf>,
+    /// Signed checkpoints kept outside the trail, and the key of the trail's own: what the
+    /// trail is verified against (see `gatekeeper::audit::verify_with`).
+    pub trail_checkpoints: Vec<gatekeeper::audit::Checkpoint>,
+    pub trail_key: Option<gatekeeper::keys::VerifierKey>,
 }
 
 impl Inputs {
@@ -267,7 +271,11 @@ impl Session {
                     "an audit trail is replayed on its own, not with request logs".to_owned(),
                 ));
             }
-            let (report, batches) = tables::read_trail(&inputs.trail)?;
+            let (report, batches) = tables::read_trail(
+                &inputs.trail,
+                &inputs.trail_checkpoints,
+                inputs.trail_key.as_ref(),
+            )?;
             let table = MemTable::try_new(tables::trail_schema(), vec![batches])?;
             self.ctx.register_table("requests_trail", Arc::new(table))?;
             self.trail = Some(report);

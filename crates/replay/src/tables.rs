@@ -291,8 +291,10 @@ pub fn trail_schema() -> SchemaRef {
 /// not verify is refused with the reason), then read record by record.
 pub fn read_trail(
     paths: &[PathBuf],
+    checkpoints: &[gatekeeper::audit::Checkpoint],
+    key: Option<&gatekeeper::keys::VerifierKey>,
 ) -> Result<(gatekeeper::audit::VerifyReport, Vec<RecordBatch>)> {
-    let report = gatekeeper::audit::verify(paths)
+    let report = gatekeeper::audit::verify_with(paths, checkpoints, key)
         .map_err(|e| DataFusionError::Execution(format!("the audit trail does not verify: {e}")))?;
     let records = gatekeeper::audit::read_records(paths)
         .map_err(|e| DataFusionError::Execution(format!("the audit trail does not read: {e}")))?;
