@@ -143,11 +143,16 @@ pub(crate) struct SqlArgs {
     engine: EngineArgs,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// Runs `work` on a query runtime, then shuts the runtime down, giving what it still
+/// runs (a Ballista cluster's servers in this process) a bounded time to stop.
+fn on_runtime<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the query runtime")
+        .context("starting the query runtime")?;
+    let out = runtime.block_on(work);
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    Ok(out)
 }
 
 fn posture_of(
@@ -214,7 +219,7 @@ pub(crate) fn replay(
         changed_parquet: args.changed.clone(),
         shown: args.shown,
     };
-    let report = runtime()?.block_on(async {
+    let report = on_runtime(async {
         let mut session = Session::new(args.engine.engine(), args.engine.partitions).await?;
         session.add_policy("decide", new.clone(), posture)?;
         if !served {
@@ -226,7 +231,7 @@ pub(crate) fn replay(
         }
         session.add_inputs(&inputs).await?;
         replay::replay::replay(&session, &spec).await
-    });
+    })?;
     let report = match report {
         Ok(r) => r,
         Err(e) => {
@@ -264,7 +269,7 @@ pub(crate) fn sql(
     }
     let inputs = args.inputs.inputs()?;
     let format = args.format;
-    let result = runtime()?.block_on(async {
+    let result = on_runtime(async {
         let mut session = Session::new(args.engine.engine(), args.engine.partitions).await?;
         for (name, loaded) in &functions {
             session.add_policy(name, loaded.clone(), posture)?;
@@ -288,7 +293,7 @@ pub(crate) fn sql(
             Some(io) => anyhow::Error::new(io).context("writing the rows"),
             None => anyhow::Error::new(e),
         })
-    });
+    })?;
     match result {
         Ok(()) => Ok(0),
         Err(e) => {
