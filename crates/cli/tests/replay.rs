@@ -781,10 +781,71 @@ fn parquet_inputs_are_files_or_folders_and_what_is_missing_is_named() {
     w.write(&RecordBatch::try_new(schema, vec![text(&[Some("2020-09-21T12:00:00Z")])]).unwrap())
         .unwrap();
     w.close().unwrap();
+    // Instants as timestamps: with a zone they read as RFC 3339; without one, the file is
+    // refused by name (the instant it names is not said).
+    let stamped = |name: &str, zone: Option<&str>| {
+        use replay::datafusion::arrow::array::TimestampMillisecondArray;
+        let path = dir.path().join(name);
+        let at_type = DataType::Timestamp(
+            replay::datafusion::arrow::datatypes::TimeUnit::Millisecond,
+            zone.map(Into::into),
+        );
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("app_platform", DataType::Utf8, true),
+            Field::new("app_id", DataType::Utf8, true),
+            Field::new("action", DataType::Utf8, true),
+            Field::new("at", at_type, true),
+            Field::new("storefront", DataType::Utf8, true),
+        ]));
+        // 2020-09-21T12:00:00Z, then 2020-09-19T12:00:00Z.
+        let at = TimestampMillisecondArray::from(vec![1_600_689_600_000, 1_600_516_800_000]);
+        let at: ArrayRef = match zone {
+            Some(z) => Arc::new(at.with_timezone(z)),
+            None => Arc::new(at),
+        };
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                text(&[Some("ios"), Some("ios")]),
+                text(&[Some("com.tencent.xin"), Some("com.tencent.xin")]),
+                text(&[Some("update"), Some("update")]),
+                at,
+                text(&[Some("US"), Some("US")]),
+            ],
+        )
+        .unwrap();
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        path
+    };
+    let zoned = stamped("zoned.parquet", Some("UTC"));
+    let q = format!(
+        "SELECT {}['decision'] AS d FROM requests ORDER BY at",
+        Session::call("decide")
+    );
+    let (code, out, err) = run_cli(&[
+        "sql",
+        "--policies",
+        set("us-2020").to_str().unwrap(),
+        "--format",
+        "csv",
+        zoned.to_str().unwrap(),
+        "-q",
+        &q,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "d\nallow\ndeny\n");
+    let zoneless = stamped("zoneless.parquet", None);
     for (input, says) in [
         (&missing, "no such file or folder".to_owned()),
         (&empty, "no `*.parquet` file in this folder".to_owned()),
         (&no_action, "has no column `action`".to_owned()),
+        (
+            &zoneless,
+            "column `at` is a timestamp without a time zone".to_owned(),
+        ),
     ] {
         let (code, _, err) = run_cli(&[
             "replay",

@@ -231,15 +231,10 @@ impl Session {
                         ))
                     })?;
                 let table = ListingTable::try_new(config)?;
-                let names: Vec<String> = table
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect();
+                let schema = table.schema();
                 let name = format!("requests_parquet_{k}");
                 self.ctx.register_table(name.as_str(), Arc::new(table))?;
-                let part = parquet_part(&name, file, &names)?;
+                let part = parquet_part(&name, file, &schema)?;
                 self.units.push((0, part.clone()));
                 parts.push(part);
             }
@@ -420,13 +415,30 @@ fn literal(text: &str) -> String {
 /// One Parquet file's rows in the `requests` view: its name in `file`, no line, its
 /// request columns (a missing optional one is null; a missing `action` or `at` is an
 /// error naming the file).
-fn parquet_part(table: &str, file: &Path, columns: &[String]) -> Result<String> {
-    let has = |c: &str| columns.iter().any(|n| n == c);
+fn parquet_part(
+    table: &str,
+    file: &Path,
+    schema: &datafusion::arrow::datatypes::Schema,
+) -> Result<String> {
+    let has = |c: &str| schema.field_with_name(c).is_ok();
     for required in ["action", "at"] {
         if !has(required) {
             return Err(DataFusionError::Plan(format!(
                 "`{}` has no column `{required}`: a request log needs `action` and `at` (see \
                  `replay::schema`)",
+                file.display()
+            )));
+        }
+    }
+    // An instant is text (RFC 3339) or a timestamp with its time zone, which reads as
+    // RFC 3339; one without a zone does not say which instant it is.
+    for instant in ["at", "known_at"] {
+        if let Ok(f) = schema.field_with_name(instant)
+            && let datafusion::arrow::datatypes::DataType::Timestamp(_, None) = f.data_type()
+        {
+            return Err(DataFusionError::Plan(format!(
+                "`{}`: column `{instant}` is a timestamp without a time zone, which does not \
+                 say which instant it is: write it with its zone (UTC) or as RFC 3339 text",
                 file.display()
             )));
         }
