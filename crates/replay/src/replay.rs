@@ -188,6 +188,7 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
         ..Report::default()
     };
     let mut parquet_problems = BTreeMap::new();
+    let mut merged = BTreeMap::new();
     let mut changed = match &spec.changed_parquet {
         Some(path) => Some(ChangedWriter::create(path)?),
         None => None,
@@ -213,12 +214,14 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
         while let Some(batch) = groups.next().await {
             read_groups(&batch?, &mut report, &mut parquet_problems)?;
         }
+        // Merged part by part: the same change in every part is kept once.
+        merge_changes(&mut merged, std::mem::take(&mut report.changes));
         if let Some(writer) = &mut changed {
             writer.write_part(session, &decided).await?;
         }
         session.ctx.sql(&format!("DROP VIEW {source}")).await?;
     }
-    report.changes = merge_changes(std::mem::take(&mut report.changes));
+    report.changes = merged.into_values().collect();
     report.changes.sort_by(|a, b| {
         b.requests
             .cmp(&a.requests)
@@ -274,10 +277,9 @@ fn least(a: Option<String>, b: Option<String>) -> Option<String> {
     }
 }
 
-/// The groups of several parts as one: the same change in two parts adds up, with the
+/// Adds a part's groups to `merged`: the same change in two parts adds up, with the
 /// first instant and the least example of both.
-fn merge_changes(changes: Vec<Change>) -> Vec<Change> {
-    let mut merged: BTreeMap<ChangeKey, Change> = BTreeMap::new();
+fn merge_changes(merged: &mut BTreeMap<ChangeKey, Change>, changes: Vec<Change>) {
     for c in changes {
         match merged.entry(change_key(&c)) {
             std::collections::btree_map::Entry::Vacant(e) => {
@@ -291,7 +293,6 @@ fn merge_changes(changes: Vec<Change>) -> Vec<Change> {
             }
         }
     }
-    merged.into_values().collect()
 }
 
 fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
