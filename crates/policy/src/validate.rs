@@ -1078,3 +1078,32 @@ fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>, what: &str) -> 
         None => format!("no {what} with that id is defined in the loaded files"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{is_sha256, normalize_sha256, write_sha256};
+
+    #[test]
+    fn digests_are_64_hex_digits_in_lower_case_with_colons_left_out() {
+        let upper = "AB".repeat(32);
+        assert_eq!(normalize_sha256(&upper), Some("ab".repeat(32)));
+        let colons = vec!["Ab"; 32].join(":");
+        assert_eq!(normalize_sha256(&colons), Some("ab".repeat(32)));
+        let mut kept = "stale".to_owned();
+        write_sha256(&colons, &mut kept);
+        assert_eq!(kept, "ab".repeat(32));
+        let a = |n: usize| "a".repeat(n);
+        for bad in [
+            String::new(),
+            a(63),
+            a(65),
+            a(63) + "g",
+            a(62) + "é",
+            a(64) + " ",
+            a(63) + ":",
+        ] {
+            assert!(!is_sha256(&bad), "{bad:?}");
+            assert_eq!(normalize_sha256(&bad), None, "{bad:?}");
+        }
+    }
+}
