@@ -1903,7 +1903,11 @@ mod tests {
             COUNTRIES[(seed % COUNTRIES.len() as u64) as usize].map(str::to_owned)
         };
         let mut out = Vec::new();
-        while out.len() < count {
+        // Bounded: a reader that refuses every record fails here, not by hanging.
+        for _ in 0..count * 100 {
+            if out.len() == count {
+                break;
+            }
             let record = RequestRecord {
                 app: Some(AppRecord {
                     platform: "android".into(),
@@ -1922,6 +1926,11 @@ mod tests {
                 out.push(r);
             }
         }
+        assert_eq!(
+            out.len(),
+            count,
+            "the records made were not read as requests"
+        );
         out
     }
 
