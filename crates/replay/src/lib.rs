@@ -23,7 +23,7 @@ pub mod udf;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::Result;
 
 /// Loads a policy set (a folder or file of policy files, or a bundle) for a decision
 /// function.
@@ -46,28 +46,14 @@ pub async fn export_trail(
     key: Option<&gatekeeper::keys::VerifierKey>,
     out: &Path,
 ) -> Result<(gatekeeper::audit::VerifyReport, u64)> {
-    use datafusion::parquet::arrow::ArrowWriter;
     let (report, batches) = tables::read_trail(trail, checkpoints, key)?;
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let io =
-        |e: std::io::Error| DataFusionError::Execution(format!("writing `{}`: {e}", out.display()));
     // Written beside the target, then renamed: a failed export leaves no half file.
-    let file = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    let mut writer = ArrowWriter::try_new(
-        file.as_file().try_clone().map_err(io)?,
-        tables::trail_schema(),
-        None,
-    )?;
+    let mut file = tables::WholeParquet::create(out, tables::trail_schema())?;
     let mut rows = 0;
     for b in &batches {
-        writer.write(b)?;
+        file.write(b)?;
         rows += b.num_rows() as u64;
     }
-    writer.close()?;
-    file.as_file().sync_all().map_err(io)?;
-    file.persist(out).map_err(|e| io(e.error))?;
+    file.finish()?;
     Ok((report, rows))
 }

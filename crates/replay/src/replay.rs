@@ -14,7 +14,6 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray as _, RecordBatch};
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::common::{DataFusionError, Result};
-use datafusion::parquet::arrow::ArrowWriter;
 use futures::StreamExt as _;
 use serde::Serialize;
 
@@ -189,10 +188,7 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
     };
     let mut parquet_problems = BTreeMap::new();
     let mut merged = BTreeMap::new();
-    let mut changed = match &spec.changed_parquet {
-        Some(path) => Some(ChangedWriter::create(path)?),
-        None => None,
-    };
+    let mut changed = None;
     for (k, part) in session
         .requests_in_parts(session.partitions())
         .iter()
@@ -216,8 +212,8 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
         }
         // Merged part by part: the same change in every part is kept once.
         merge_changes(&mut merged, std::mem::take(&mut report.changes));
-        if let Some(writer) = &mut changed {
-            writer.write_part(session, &decided).await?;
+        if let Some(path) = &spec.changed_parquet {
+            write_changed(session, &decided, path, &mut changed).await?;
         }
         session.ctx.sql(&format!("DROP VIEW {source}")).await?;
     }
@@ -227,9 +223,6 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
             .cmp(&a.requests)
             .then_with(|| change_key(a).cmp(&change_key(b)))
     });
-    report
-        .malformed
-        .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
     if !parquet_problems.is_empty() {
         // Parquet rows carry no position: find the malformed ones by reading the files
         // that have some, in order.
@@ -239,12 +232,12 @@ pub async fn replay(session: &Session, spec: &ReplaySpec) -> Result<Report> {
             session.partitions(),
         )?;
         report.malformed.extend(found);
-        report
-            .malformed
-            .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
     }
-    if let Some(writer) = changed {
-        writer.finish()?;
+    report
+        .malformed
+        .sort_by(|a, b| (&a.file, a.row).cmp(&(&b.file, b.row)));
+    if let Some(file) = changed {
+        file.finish()?;
     }
     Ok(report)
 }
@@ -411,86 +404,34 @@ fn read_groups(
     Ok(())
 }
 
-/// Every changed decision (the request, its row, the old and new answers), written to
-/// one Parquet file part after part: to a temporary file beside it, renamed when whole.
-struct ChangedWriter {
-    path: PathBuf,
-    file: tempfile::NamedTempFile,
-    writer: Option<(
-        ArrowWriter<std::fs::File>,
-        datafusion::arrow::datatypes::SchemaRef,
-    )>,
-}
-
-impl ChangedWriter {
-    fn create(path: &Path) -> Result<ChangedWriter> {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".changed-").suffix(".tmp");
-        #[cfg(unix)]
-        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
-        let file = builder.tempfile_in(dir).map_err(|e| {
-            DataFusionError::Execution(format!("writing `{}`: {e}", path.display()))
-        })?;
-        Ok(ChangedWriter {
-            path: path.to_owned(),
-            file,
-            writer: None,
-        })
+/// Writes the changed decisions of a part (the request, its row, the old and new
+/// answers) to `out`, the file of every part, created with the first part's columns.
+async fn write_changed(
+    session: &Session,
+    decided: &str,
+    path: &Path,
+    out: &mut Option<crate::tables::WholeParquet>,
+) -> Result<()> {
+    let df = session
+        .ctx
+        .sql(&format!(
+            "SELECT file, line, app_platform, app_id, action, at, known_at, storefront, \
+             device_country, ip_country, billing_country, server_country, region, day, app, \
+             old_answer, new_answer FROM ({decided}) WHERE changed"
+        ))
+        .await?;
+    let file = match out {
+        Some(file) => file,
+        None => out.insert(crate::tables::WholeParquet::create(
+            path,
+            Arc::new(df.schema().as_arrow().clone()),
+        )?),
+    };
+    let mut rows = df.execute_stream().await?;
+    while let Some(batch) = rows.next().await {
+        file.write(&batch?)?;
     }
-
-    async fn write_part(&mut self, session: &Session, decided: &str) -> Result<()> {
-        let df = session
-            .ctx
-            .sql(&format!(
-                "SELECT file, line, app_platform, app_id, action, at, known_at, storefront, \
-                 device_country, ip_country, billing_country, server_country, region, day, app, \
-                 old_answer, new_answer FROM ({decided}) WHERE changed"
-            ))
-            .await?;
-        if self.writer.is_none() {
-            let handle = self.file.as_file().try_clone().map_err(|e| {
-                DataFusionError::Execution(format!("writing `{}`: {e}", self.path.display()))
-            })?;
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            self.writer = Some((ArrowWriter::try_new(handle, schema.clone(), None)?, schema));
-        }
-        let mut rows = df.execute_stream().await?;
-        while let Some(batch) = rows.next().await {
-            let batch = batch?;
-            if let Some((w, schema)) = &mut self.writer {
-                // Every part has the view's columns; their types are made the first's.
-                let schema = schema.clone();
-                let columns = batch
-                    .columns()
-                    .iter()
-                    .zip(schema.fields())
-                    .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
-                    .collect::<std::result::Result<Vec<_>, _>>()?;
-                w.write(&RecordBatch::try_new(schema, columns)?)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(self) -> Result<()> {
-        let failed = |e: std::io::Error| {
-            DataFusionError::Execution(format!("writing `{}`: {e}", self.path.display()))
-        };
-        let Some((w, _)) = self.writer else {
-            return Err(DataFusionError::Execution(format!(
-                "`{}`: no part of the inputs was read",
-                self.path.display()
-            )));
-        };
-        w.close()?;
-        self.file.as_file().sync_all().map_err(failed)?;
-        self.file.persist(&self.path).map_err(|e| failed(e.error))?;
-        Ok(())
-    }
+    Ok(())
 }
 
 /// The malformed rows of the Parquet files named in `counts`, with their file and 1-based

@@ -77,6 +77,14 @@ impl Inputs {
     }
 }
 
+/// The kind of an input file: a part of a replay never mixes two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InputKind {
+    Parquet,
+    JsonLines,
+    Trail,
+}
+
 /// A session with decision functions registered.
 pub struct Session {
     pub ctx: SessionContext,
@@ -87,11 +95,10 @@ pub struct Session {
     pub trail: Option<gatekeeper::audit::VerifyReport>,
     /// The Parquet inputs as given.
     parquet: Vec<PathBuf>,
-    /// The inputs as parts of the `requests` view a few files each (a file of Parquet or
-    /// JSON Lines, or the trail): a replay reads them a few at a time, so that its memory
-    /// does not grow with the number of files.
-    /// By input kind (0 Parquet, 1 JSON Lines, 2 trail): a part never mixes kinds.
-    units: Vec<(u8, String)>,
+    /// The parts of the `requests` view, one per input file (the trail: one), with their
+    /// kind: a replay reads them a few at a time, so that its memory does not grow with the
+    /// number of files.
+    units: Vec<(InputKind, String)>,
 }
 
 impl Session {
@@ -193,7 +200,6 @@ impl Session {
             }
             Ok(())
         };
-        let mut parts = Vec::new();
         if !inputs.parquet.is_empty() {
             // Every file by name (a folder's, walked in order): a path that does not exist
             // or a folder without Parquet files is an error, not an empty input.
@@ -234,9 +240,8 @@ impl Session {
                 let schema = table.schema();
                 let name = format!("requests_parquet_{k}");
                 self.ctx.register_table(name.as_str(), Arc::new(table))?;
-                let part = parquet_part(&name, file, &schema)?;
-                self.units.push((0, part.clone()));
-                parts.push(part);
+                self.units
+                    .push((InputKind::Parquet, parquet_part(&name, file, &schema)?));
             }
             let all = listing(&files)?.infer_schema(&state).await?;
             self.ctx
@@ -249,19 +254,19 @@ impl Session {
                 "requests_jsonl",
                 Arc::new(tables::jsonl_table(&inputs.jsonl)?),
             )?;
-            parts.push(view_part("requests_jsonl", true, false));
             for (k, file) in inputs.jsonl.iter().enumerate() {
                 let name = format!("requests_jsonl_{k}");
                 self.ctx.register_table(
                     name.as_str(),
                     Arc::new(tables::jsonl_table(std::slice::from_ref(file))?),
                 )?;
-                self.units.push((1, view_part(&name, true, false)));
+                self.units
+                    .push((InputKind::JsonLines, view_part(&name, true, false)));
             }
         }
         if !inputs.trail.is_empty() {
             local_only("Audit trail")?;
-            if !parts.is_empty() {
+            if !self.units.is_empty() {
                 return Err(DataFusionError::Plan(
                     "an audit trail is replayed on its own, not with request logs".to_owned(),
                 ));
@@ -274,11 +279,15 @@ impl Session {
             let table = MemTable::try_new(tables::trail_schema(), vec![batches])?;
             self.ctx.register_table("requests_trail", Arc::new(table))?;
             self.trail = Some(report);
-            parts.push(view_part("requests_trail", false, true));
             self.units
-                .push((2, view_part("requests_trail", false, true)));
+                .push((InputKind::Trail, view_part("requests_trail", false, true)));
         }
-        let view = parts.join("\nUNION ALL\n");
+        let view = self
+            .units
+            .iter()
+            .map(|(_, part)| part.as_str())
+            .collect::<Vec<_>>()
+            .join("\nUNION ALL\n");
         self.ctx
             .sql(&format!("CREATE VIEW requests AS {view}"))
             .await?;

@@ -356,3 +356,63 @@ pub fn read_trail(
     }
     Ok((report, batches))
 }
+
+/// A Parquet file written whole or not at all: into a temporary file beside `path`
+/// (readable, mode 0644), renamed over it by [`WholeParquet::finish`]; dropped before,
+/// it leaves nothing. Every batch is written with the first schema's types.
+pub(crate) struct WholeParquet {
+    path: std::path::PathBuf,
+    file: tempfile::NamedTempFile,
+    writer: datafusion::parquet::arrow::ArrowWriter<std::fs::File>,
+    schema: SchemaRef,
+}
+
+impl WholeParquet {
+    pub(crate) fn create(path: &std::path::Path, schema: SchemaRef) -> Result<WholeParquet> {
+        let failed = |e: std::io::Error| {
+            DataFusionError::Execution(format!("writing `{}`: {e}", path.display()))
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".gatekeeper-").suffix(".tmp");
+        #[cfg(unix)]
+        builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let file = builder.tempfile_in(dir).map_err(failed)?;
+        let handle = file.as_file().try_clone().map_err(failed)?;
+        let writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(handle, schema.clone(), None)?;
+        Ok(WholeParquet {
+            path: path.to_owned(),
+            file,
+            writer,
+            schema,
+        })
+    }
+
+    /// Writes `batch`, its columns cast to the file's types (parts of one view may plan
+    /// the same column with two string types).
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| datafusion::arrow::compute::cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        self.writer
+            .write(&RecordBatch::try_new(self.schema.clone(), columns)?)?;
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Result<()> {
+        let failed = |e: std::io::Error| {
+            DataFusionError::Execution(format!("writing `{}`: {e}", self.path.display()))
+        };
+        self.writer.close()?;
+        self.file.as_file().sync_all().map_err(failed)?;
+        self.file.persist(&self.path).map_err(|e| failed(e.error))?;
+        Ok(())
+    }
+}
