@@ -262,52 +262,38 @@ impl RequestRecordRef<'_> {
             return Err(RequestError::NoApp);
         }
         // Valid: written into `request`, reusing the memory of what it held.
-        match (app, &mut request.app) {
-            (None, slot) => *slot = None,
-            (Some((platform, id)), Some(kept)) => {
+        match app {
+            None => request.app = None,
+            Some((platform, id)) => {
+                let kept = request.app.get_or_insert_with(|| AppRef {
+                    platform,
+                    id: String::new(),
+                });
                 kept.platform = platform;
                 kept.id.clear();
                 kept.id.push_str(id);
             }
-            (Some((platform, id)), slot) => {
-                *slot = Some(AppRef {
-                    platform,
-                    id: id.to_owned(),
-                })
-            }
         }
-        match (publisher, &mut request.publisher) {
-            (None, slot) => *slot = None,
-            (Some((store, id)), Some(kept)) => {
+        match publisher {
+            None => request.publisher = None,
+            Some((store, id)) => {
+                let kept = request.publisher.get_or_insert_with(|| Publisher {
+                    store,
+                    id: String::new(),
+                });
                 kept.store = store;
                 store.write_account(id, &mut kept.id);
             }
-            (Some((store, id)), slot) => {
-                let mut kept = String::new();
-                store.write_account(id, &mut kept);
-                *slot = Some(Publisher { store, id: kept });
-            }
         }
-        match (self.signing_cert_sha256, &mut request.signing_cert_sha256) {
-            (None, slot) => *slot = None,
-            (Some(c), Some(kept)) => write_sha256(c, kept),
-            (Some(c), slot) => {
-                let mut kept = String::with_capacity(64);
-                write_sha256(c, &mut kept);
-                *slot = Some(kept);
-            }
+        match self.signing_cert_sha256 {
+            None => request.signing_cert_sha256 = None,
+            Some(c) => write_sha256(c, request.signing_cert_sha256.get_or_insert_default()),
         }
-        let codes = &mut request.code_sha256;
-        codes.truncate(self.code_sha256.len());
-        for (i, c) in self.code_sha256.iter().enumerate() {
-            match codes.get_mut(i) {
-                Some(kept) => write_sha256(c, kept),
-                None => {
-                    let mut kept = String::with_capacity(64);
-                    write_sha256(c, &mut kept);
-                    codes.push(kept);
-                }
-            }
+        request
+            .code_sha256
+            .resize_with(self.code_sha256.len(), String::new);
+        for (c, kept) in self.code_sha256.iter().zip(&mut request.code_sha256) {
+            write_sha256(c, kept);
         }
         request.action = action;
         request.at = at;
