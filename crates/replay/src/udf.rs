@@ -5,24 +5,29 @@
 //! its own (`decide`, `decide_old`, ...), so that several versions of a policy set
 //! answer side by side in one query. It is called with the request columns in the order
 //! of [`crate::schema::argument_names`] (the first nine at least) and returns a struct
-//! ([`crate::schema::decision_fields`]). A batch is decided row by row into Arrow
-//! builders, reading the request in place: the usual request allocates nothing.
+//! ([`crate::schema::decision_fields`]). A batch is decided row by row, reading the
+//! request in place: the usual request allocates nothing. The texts a decision names
+//! (its answer, reason, instruments, region, app and owner) come from the policy: each
+//! row writes their keys into the policy's texts (built once with the function), and a
+//! finished batch takes its text columns from those texts in one pass each.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray as _, ListArray, ListBuilder, StringBuilder, StringViewArray,
-    StructArray, TimestampNanosecondBuilder,
+    Array, ArrayBuilder as _, ArrayRef, AsArray as _, ListArray, StringArray, StringBuilder,
+    StringViewArray, StructArray, TimestampNanosecondArray,
 };
+use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err, plan_err};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use policy::{
-    AppRecordRef, Policy, Posture, PublisherRecordRef, Request, RequestRecordRef, Verdict,
+    AllowReason, AppRecordRef, Policy, Posture, PublisherRecordRef, Request, RequestRecordRef,
+    Verdict,
 };
 
 use crate::schema::{self, ALL_ARGUMENTS, REQUIRED_ARGUMENTS, TEXT_COLUMNS};
@@ -50,6 +55,7 @@ pub struct NamedPolicy {
 #[derive(Debug)]
 pub struct Decide {
     policy: Arc<NamedPolicy>,
+    texts: Texts,
     signature: Signature,
 }
 
@@ -74,6 +80,7 @@ impl Decide {
     /// The function deciding under `policy`.
     pub fn new(policy: Arc<NamedPolicy>) -> Decide {
         Decide {
+            texts: Texts::new(&policy.loaded.policy),
             policy,
             signature: Signature::user_defined(Volatility::Immutable),
         }
@@ -102,6 +109,81 @@ fn is_text_list(t: &DataType) -> bool {
         DataType::List(f) | DataType::LargeList(f) => is_text(f.data_type()),
         DataType::Null => true,
         _ => false,
+    }
+}
+
+impl Decide {
+    /// Decides every row of `arrays` (the function's arguments).
+    fn decide_arrays(&self, arrays: &[ArrayRef], rows: usize) -> Result<StructArray> {
+        let named = &self.policy;
+        let policy = &named.loaded.policy;
+        let mut out = Outputs::with_capacity(&self.texts, rows);
+        read_requests(arrays, rows, |_, request| match request {
+            Ok(r) => out.decision(&policy.decide(r, named.posture)),
+            Err(problem) => out.error(&problem),
+        })?;
+        out.finish()
+    }
+}
+
+/// Every text a decision under one policy can name, each once. A text's key is its
+/// place: the answers, then the
+/// reasons of an allow (in the order of their discriminants), then the policy's
+/// instruments, regions, entities and apps, each in the policy's order.
+struct Texts {
+    values: StringArray,
+    instruments: u32,
+    regions: u32,
+    entities: u32,
+    apps: u32,
+}
+
+impl std::fmt::Debug for Texts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Texts({} values)", self.values.len())
+    }
+}
+
+/// The keys of the answers and of the first reason.
+const DENY: u32 = 0;
+const ALLOW: u32 = 1;
+const REASONS: u32 = 2;
+
+/// The place of `item` in `all`, the slice it was borrowed from.
+fn place_in<T>(all: &[T], item: &T) -> u32 {
+    let at = (std::ptr::from_ref(item).addr() - all.as_ptr().addr()) / size_of::<T>().max(1);
+    debug_assert!(at < all.len(), "an item borrowed from elsewhere");
+    at as u32
+}
+
+impl Texts {
+    fn new(policy: &Policy) -> Texts {
+        let answers = ["deny", "allow"].into_iter();
+        let reasons = AllowReason::ALL.iter().map(|r| r.as_str());
+        let instruments = policy.instruments().iter().map(|i| i.id.as_str());
+        let regions = policy.regions().iter().map(|r| r.id.as_str());
+        let entities = policy.entities().iter().map(|e| e.id.as_str());
+        let apps = policy.apps().iter().map(|a| a.id.as_str());
+        let first = REASONS + AllowReason::ALL.len() as u32;
+        let instruments_at = first;
+        let regions_at = instruments_at + policy.instruments().len() as u32;
+        let entities_at = regions_at + policy.regions().len() as u32;
+        let apps_at = entities_at + policy.entities().len() as u32;
+        let values: StringArray = answers
+            .chain(reasons)
+            .chain(instruments)
+            .chain(regions)
+            .chain(entities)
+            .chain(apps)
+            .map(Some)
+            .collect();
+        Texts {
+            values,
+            instruments: instruments_at,
+            regions: regions_at,
+            entities: entities_at,
+            apps: apps_at,
+        }
     }
 }
 
@@ -157,7 +239,7 @@ impl ScalarUDFImpl for Decide {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let batch = decide_arrays(&self.policy, &arrays, rows)?;
+        let batch = self.decide_arrays(&arrays, rows)?;
         Ok(ColumnarValue::Array(Arc::new(batch)))
     }
 }
@@ -213,17 +295,6 @@ fn shape_error(inputs: &Inputs, row: usize) -> Option<&'static str> {
         return Some("missing field `at`");
     }
     None
-}
-
-/// Decides every row of `arrays` (the function's arguments) under `named`.
-pub fn decide_arrays(named: &NamedPolicy, arrays: &[ArrayRef], rows: usize) -> Result<StructArray> {
-    let mut out = Outputs::with_capacity(rows);
-    let policy = &named.loaded.policy;
-    read_requests(arrays, rows, |_, request| match request {
-        Ok(r) => out.decision(&policy.decide(r, named.posture)),
-        Err(problem) => out.error(&problem),
-    })?;
-    Ok(out.finish())
 }
 
 /// Reads every row of `arrays` (the decision function's arguments) as a request, in
@@ -300,116 +371,208 @@ pub fn read_requests(
     Ok(())
 }
 
-/// The builders of the result's fields.
-struct Outputs {
-    decision: StringBuilder,
-    because: StringBuilder,
-    by: StringBuilder,
-    prohibitions: ListBuilder<StringBuilder>,
-    instruments: ListBuilder<StringBuilder>,
-    region: StringBuilder,
-    app: StringBuilder,
-    owner: StringBuilder,
-    at: TimestampNanosecondBuilder,
-    error: StringBuilder,
+/// A key no text has: the field is null.
+const NONE: u32 = u32::MAX;
+
+/// The text fields of the result, by their place in [`Outputs::keys`].
+const TEXT_FIELDS: usize = 6;
+const DECISION: usize = 0;
+const BECAUSE: usize = 1;
+const BY: usize = 2;
+const REGION: usize = 3;
+const APP: usize = 4;
+const OWNER: usize = 5;
+
+/// The result's fields, written a row at a time: plain vectors of keys and instants
+/// (a row's validity follows from them when the batch is finished), the lists as ends
+/// and items, the rare error apart.
+struct Outputs<'t> {
+    texts: &'t Texts,
+    /// The keys of the decision, because, by, region, app and owner, a row each; [`NONE`]
+    /// for null. A row without a decision is malformed.
+    keys: [TextColumn<'t>; TEXT_FIELDS],
+    at: Vec<i64>,
+    prohibitions: Lists,
+    instruments: Lists,
+    /// The malformed rows, in order, with why.
+    errors: Vec<(usize, String)>,
     /// The instruments of a deny written so far (kept between rows for its memory).
     seen: Vec<u32>,
 }
 
-impl Outputs {
-    fn with_capacity(rows: usize) -> Outputs {
-        let text = |bytes: usize| StringBuilder::with_capacity(rows, rows * bytes);
-        let list = || {
-            ListBuilder::with_capacity(StringBuilder::new(), rows)
-                .with_field(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+/// A list of ids a row: where each row's ids end, and the ids.
+struct Lists {
+    ends: Vec<i32>,
+    items: StringBuilder,
+}
+
+impl Lists {
+    fn with_capacity(rows: usize) -> Lists {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        Lists {
+            ends,
+            items: StringBuilder::new(),
+        }
+    }
+
+    /// Ends the row: its items are those written since the last end.
+    fn end_row(&mut self) {
+        self.ends.push(self.items.len() as i32);
+    }
+
+    fn finish(mut self, rows: &NullBuffer) -> Result<ArrayRef> {
+        let DataType::List(field) = schema::text_list() else {
+            return exec_err!("the list of ids is not a list");
         };
+        let ends = OffsetBuffer::new(ScalarBuffer::from(self.ends));
+        let items = Arc::new(self.items.finish());
+        Ok(Arc::new(ListArray::try_new(
+            field,
+            ends,
+            items,
+            Some(rows.clone()),
+        )?))
+    }
+}
+
+/// A text field: the texts of its rows, copied from the policy's by key as they come.
+struct TextColumn<'t> {
+    texts: &'t StringArray,
+    ends: Vec<i32>,
+    bytes: Vec<u8>,
+}
+
+impl<'t> TextColumn<'t> {
+    fn with_capacity(texts: &'t StringArray, rows: usize) -> TextColumn<'t> {
+        let mut ends = Vec::with_capacity(rows + 1);
+        ends.push(0);
+        TextColumn {
+            texts,
+            ends,
+            bytes: Vec::with_capacity(rows * 8),
+        }
+    }
+
+    /// Writes the text of `key`, or a null for [`NONE`] (no text is empty).
+    #[inline]
+    fn push(&mut self, key: u32) {
+        if key != NONE {
+            self.bytes
+                .extend_from_slice(self.texts.value(key as usize).as_bytes());
+        }
+        self.ends.push(self.bytes.len() as i32);
+    }
+
+    fn finish(self) -> Result<(ArrayRef, NullBuffer)> {
+        let ends = &self.ends;
+        let valid = NullBuffer::new(BooleanBuffer::collect_bool(ends.len() - 1, |i| {
+            ends[i + 1] > ends[i]
+        }));
+        let ends = OffsetBuffer::new(ScalarBuffer::from(self.ends));
+        let array = StringArray::try_new(ends, self.bytes.into(), Some(valid.clone()))?;
+        Ok((Arc::new(array), valid))
+    }
+}
+
+impl<'t> Outputs<'t> {
+    fn with_capacity(texts: &'t Texts, rows: usize) -> Outputs<'t> {
         Outputs {
-            decision: text(5),
-            because: text(8),
-            by: text(8),
-            prohibitions: list(),
-            instruments: list(),
-            region: text(4),
-            app: text(6),
-            owner: text(6),
-            at: TimestampNanosecondBuilder::with_capacity(rows).with_timezone("UTC"),
-            error: StringBuilder::new(),
+            texts,
+            keys: std::array::from_fn(|_| TextColumn::with_capacity(&texts.values, rows)),
+            at: Vec::with_capacity(rows),
+            prohibitions: Lists::with_capacity(rows),
+            instruments: Lists::with_capacity(rows),
+            errors: Vec::new(),
             seen: Vec::new(),
         }
     }
 
     fn error(&mut self, message: &str) {
-        self.decision.append_null();
-        self.because.append_null();
-        self.by.append_null();
-        self.prohibitions.append_null();
-        self.instruments.append_null();
-        self.region.append_null();
-        self.app.append_null();
-        self.owner.append_null();
-        self.at.append_null();
-        self.error.append_value(message);
+        self.errors.push((self.at.len(), message.to_owned()));
+        for k in &mut self.keys {
+            k.push(NONE);
+        }
+        self.at.push(0);
+        self.prohibitions.end_row();
+        self.instruments.end_row();
     }
 
     fn decision(&mut self, d: &policy::Decision<'_>) {
-        let policy = d.policy;
+        let (policy, texts) = (d.policy, self.texts);
+        let keys = &mut self.keys;
         match &d.verdict {
             Verdict::Deny { prohibitions, .. } => {
-                self.decision.append_value("deny");
-                self.because.append_null();
-                self.by.append_null();
+                keys[DECISION].push(DENY);
+                keys[BECAUSE].push(NONE);
+                keys[BY].push(NONE);
                 self.seen.clear();
                 for &p in prohibitions.iter() {
                     let pr = policy.prohibition(p);
-                    self.prohibitions.values().append_value(&pr.id);
+                    self.prohibitions.items.append_value(&pr.id);
                     if !self.seen.contains(&pr.instrument) {
                         self.seen.push(pr.instrument);
                         self.instruments
-                            .values()
+                            .items
                             .append_value(&policy.instrument(pr.instrument).id);
                     }
                 }
-                self.prohibitions.append(true);
-                self.instruments.append(true);
             }
             Verdict::Allow { because, by, .. } => {
-                self.decision.append_value("allow");
-                self.because.append_value(because.as_str());
-                match by {
-                    Some(b) => {
-                        let id = &policy.instrument(*b).id;
-                        self.by.append_value(id);
-                        self.instruments.values().append_value(id);
-                    }
-                    None => self.by.append_null(),
+                keys[DECISION].push(ALLOW);
+                keys[BECAUSE].push(REASONS + *because as u32);
+                keys[BY].push(by.map_or(NONE, |b| texts.instruments + b));
+                if let Some(b) = by {
+                    self.instruments
+                        .items
+                        .append_value(&policy.instrument(*b).id);
                 }
-                self.prohibitions.append(true);
-                self.instruments.append(true);
             }
         }
-        self.region
-            .append_option(d.jurisdiction.as_ref().map(|j| j.region.id.as_str()));
-        self.app
-            .append_option(d.matched.and_then(|m| m.app).map(|a| a.id.as_str()));
-        self.owner
-            .append_option(d.matched.map(|m| m.owner.id.as_str()));
-        self.at.append_value(d.at.as_nanos());
-        self.error.append_null();
+        self.prohibitions.end_row();
+        self.instruments.end_row();
+        keys[REGION].push(d.jurisdiction.as_ref().map_or(NONE, |j| {
+            texts.regions + place_in(policy.regions(), j.region)
+        }));
+        let matched = d.matched.as_ref();
+        keys[APP].push(
+            matched
+                .and_then(|m| m.app)
+                .map_or(NONE, |a| texts.apps + place_in(policy.apps(), a)),
+        );
+        keys[OWNER].push(matched.map_or(NONE, |m| {
+            texts.entities + place_in(policy.entities(), m.owner)
+        }));
+        self.at.push(d.at.as_nanos());
     }
 
-    fn finish(mut self) -> StructArray {
+    fn finish(self) -> Result<StructArray> {
+        let text = TextColumn::finish;
+        let rows = self.at.len();
+        let [decision, because, by, region, app, owner] = self.keys;
+        let (decision, decided) = text(decision)?;
+        let mut errors = self.errors.into_iter().peekable();
+        let error: StringArray = (0..rows)
+            .map(|row| errors.next_if(|(at, _)| *at == row).map(|(_, e)| e))
+            .collect();
+        let at = TimestampNanosecondArray::new(ScalarBuffer::from(self.at), Some(decided.clone()))
+            .with_timezone("UTC");
         let arrays: Vec<ArrayRef> = vec![
-            Arc::new(self.decision.finish()),
-            Arc::new(self.because.finish()),
-            Arc::new(self.by.finish()),
-            Arc::new(self.prohibitions.finish()),
-            Arc::new(self.instruments.finish()),
-            Arc::new(self.region.finish()),
-            Arc::new(self.app.finish()),
-            Arc::new(self.owner.finish()),
-            Arc::new(self.at.finish()),
-            Arc::new(self.error.finish()),
+            decision,
+            text(because)?.0,
+            text(by)?.0,
+            self.prohibitions.finish(&decided)?,
+            self.instruments.finish(&decided)?,
+            text(region)?.0,
+            text(app)?.0,
+            text(owner)?.0,
+            Arc::new(at),
+            Arc::new(error),
         ];
-        StructArray::new(schema::decision_fields(), arrays, None)
+        Ok(StructArray::try_new(
+            schema::decision_fields(),
+            arrays,
+            None,
+        )?)
     }
 }
