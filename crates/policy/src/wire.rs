@@ -1515,6 +1515,56 @@ mod tests {
     use super::*;
     use crate::{Policy, Posture, Source};
 
+    #[test]
+    fn a_plain_utc_instant_is_read_on_the_fast_path_as_chrono_reads_it() {
+        // Every hour, minute and second digit, days across leap and century years.
+        let start = chrono::DateTime::parse_from_rfc3339("1700-01-01T00:00:00Z").unwrap();
+        let mut t = start.timestamp();
+        let end = chrono::DateTime::parse_from_rfc3339("2199-12-31T23:59:59Z")
+            .unwrap()
+            .timestamp();
+        let mut read = 0;
+        while t <= end {
+            let when = chrono::DateTime::from_timestamp(t, 0).unwrap();
+            let text = when.format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            assert_eq!(
+                plain_utc_instant(text.as_bytes()),
+                Some(Instant::from_nanos(t * 1_000_000_000)),
+                "{text}"
+            );
+            read += 1;
+            // A week, an hour, a minute and 19 seconds: every second of the minute in turn.
+            t += 86_400 * 7 + 3_661 + 18;
+        }
+        assert!(read > 20_000);
+        for other in [
+            "2021-02-29T00:00:00Z",
+            "2100-02-29T00:00:00Z",
+            "2021-04-31T00:00:00Z",
+            "2021-13-01T00:00:00Z",
+            "2021-00-01T00:00:00Z",
+            "2021-01-01T24:00:00Z",
+            "2021-01-01T23:60:00Z",
+            "2021-01-01T23:59:60Z",
+            "1699-12-31T23:59:59Z",
+            "2200-01-01T00:00:00Z",
+            "2021-01-01T0a:00:00Z",
+            "2021-01-01 00:00:00Z",
+            "2021-01-01T00:00:00+00:00",
+            "2021-01-01T00:00:00.5Z",
+        ] {
+            assert_eq!(plain_utc_instant(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(
+            plain_utc_instant(b"2000-02-29T12:34:56Z"),
+            Some(Instant::from_nanos(951_827_696 * 1_000_000_000))
+        );
+        assert_eq!(
+            plain_utc_instant(b"2199-12-31T23:59:59Z"),
+            Some(Instant::from_nanos(end * 1_000_000_000))
+        );
+    }
+
     /// A string escaped by [`write_json_str`].
     fn escaped(s: &str) -> String {
         let mut out = Vec::new();
