@@ -15,8 +15,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayBuilder as _, ArrayRef, AsArray as _, ListArray, StringArray, StringBuilder,
-    StringViewArray, StructArray, TimestampNanosecondArray,
+    Array, ArrayBuilder as _, ArrayRef, AsArray as _, BooleanBufferBuilder, ListArray, StringArray,
+    StringBuilder, StringViewArray, StructArray, TimestampNanosecondArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
@@ -278,10 +278,13 @@ impl Inputs {
     }
 }
 
+/// A row's text columns, in the order of [`TEXT_COLUMNS`].
+type Row<'a> = [Option<&'a str>; TEXT_COLUMNS.len()];
+
 /// What a row needs besides the borrowed request: a malformed shape found before
 /// validation.
-fn shape_error(inputs: &Inputs, row: usize) -> Option<&'static str> {
-    let has = |c: usize| inputs.get(c, row).is_some();
+fn shape_error(row: &Row<'_>) -> Option<&'static str> {
+    let has = |c: usize| row[c].is_some();
     if has(0) != has(1) {
         return Some("`app_platform` and `app_id` are given together or not at all");
     }
@@ -310,7 +313,8 @@ pub fn read_requests(
     let mut request: Option<Request> = None;
     let mut codes: Vec<&str> = Vec::new();
     for row in 0..rows {
-        if let Some(e) = shape_error(&inputs, row) {
+        let v: Row<'_> = std::array::from_fn(|c| inputs.get(c, row));
+        if let Some(e) = shape_error(&v) {
             each(row, Err(e.into()));
             continue;
         }
@@ -334,25 +338,22 @@ pub fn read_requests(
             }
             codes.extend((from..to).map(|k| items.value(k)));
         }
-        let at = inputs.get(3, row).unwrap_or_default();
         let record = RequestRecordRef {
-            app: inputs
-                .get(0, row)
-                .zip(inputs.get(1, row))
+            app: v[0]
+                .zip(v[1])
                 .map(|(platform, id)| AppRecordRef { platform, id }),
-            publisher: inputs
-                .get(10, row)
-                .zip(inputs.get(11, row))
+            publisher: v[10]
+                .zip(v[11])
                 .map(|(store, id)| PublisherRecordRef { store, id }),
-            action: inputs.get(2, row).unwrap_or_default(),
-            at,
-            known_at: inputs.get(9, row),
-            storefront: inputs.get(4, row),
-            device_country: inputs.get(5, row),
-            ip_country: inputs.get(6, row),
-            billing_country: inputs.get(7, row),
-            server_country: inputs.get(8, row),
-            signing_cert_sha256: inputs.get(12, row),
+            action: v[2].unwrap_or_default(),
+            at: v[3].unwrap_or_default(),
+            known_at: v[9],
+            storefront: v[4],
+            device_country: v[5],
+            ip_country: v[6],
+            billing_country: v[7],
+            server_country: v[8],
+            signing_cert_sha256: v[12],
             code_sha256: std::mem::take(&mut codes),
         };
         let read = match &mut request {
@@ -434,6 +435,25 @@ impl Lists {
             Some(rows.clone()),
         )?))
     }
+}
+
+/// The error column of `rows` rows: null but for `errors` (in the order of their rows).
+fn errors(rows: usize, errors: Vec<(usize, String)>) -> Result<StringArray> {
+    let mut ends = Vec::with_capacity(rows + 1);
+    ends.push(0);
+    let mut bytes = Vec::new();
+    let mut valid = BooleanBufferBuilder::new(rows);
+    valid.append_n(rows, false);
+    for (row, e) in errors {
+        ends.resize(row + 1, bytes.len() as i32);
+        bytes.extend_from_slice(e.as_bytes());
+        ends.push(bytes.len() as i32);
+        valid.set_bit(row, true);
+    }
+    ends.resize(rows + 1, bytes.len() as i32);
+    let ends = OffsetBuffer::new(ScalarBuffer::from(ends));
+    let valid = NullBuffer::new(valid.finish());
+    Ok(StringArray::try_new(ends, bytes.into(), Some(valid))?)
 }
 
 /// A text field: the texts of its rows, copied from the policy's by key as they come.
@@ -551,10 +571,7 @@ impl<'t> Outputs<'t> {
         let rows = self.at.len();
         let [decision, because, by, region, app, owner] = self.keys;
         let (decision, decided) = text(decision)?;
-        let mut errors = self.errors.into_iter().peekable();
-        let error: StringArray = (0..rows)
-            .map(|row| errors.next_if(|(at, _)| *at == row).map(|(_, e)| e))
-            .collect();
+        let error = errors(rows, self.errors)?;
         let at = TimestampNanosecondArray::new(ScalarBuffer::from(self.at), Some(decided.clone()))
             .with_timezone("UTC");
         let arrays: Vec<ArrayRef> = vec![
