@@ -8,11 +8,11 @@
 //! ([`crate::schema::decision_fields`]). A batch is decided row by row, reading the
 //! request in place: the usual request allocates nothing. The texts a decision names
 //! (its answer, reason, instruments, region, app and owner) come from the policy: each
-//! row writes their keys into the policy's texts (built once with the function), and a
+//! row writes their keys into the policy's texts (built once per loaded policy), and a
 //! finished batch takes its text columns from those texts in one pass each.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
     Array, ArrayBuilder as _, ArrayRef, AsArray as _, BooleanBufferBuilder, ListArray, StringArray,
@@ -40,6 +40,27 @@ pub struct LoadedRevision {
     pub policy: Policy,
     /// Where it was loaded from, for messages.
     pub source: String,
+    /// The texts its decisions name, built with the first function that decides under it
+    /// (a cluster's executor builds a function for every plan it decodes).
+    texts: OnceLock<Arc<Texts>>,
+}
+
+impl LoadedRevision {
+    /// A loaded policy, its revision and where it came from.
+    pub fn new(revision: String, policy: Policy, source: String) -> LoadedRevision {
+        LoadedRevision {
+            revision,
+            policy,
+            source,
+            texts: OnceLock::new(),
+        }
+    }
+
+    fn texts(&self) -> Arc<Texts> {
+        self.texts
+            .get_or_init(|| Arc::new(Texts::new(&self.policy)))
+            .clone()
+    }
 }
 
 /// A loaded policy under a name, with the posture it answers under.
@@ -55,7 +76,7 @@ pub struct NamedPolicy {
 #[derive(Debug)]
 pub struct Decide {
     policy: Arc<NamedPolicy>,
-    texts: Texts,
+    texts: Arc<Texts>,
     signature: Signature,
 }
 
@@ -80,7 +101,7 @@ impl Decide {
     /// The function deciding under `policy`.
     pub fn new(policy: Arc<NamedPolicy>) -> Decide {
         Decide {
-            texts: Texts::new(&policy.loaded.policy),
+            texts: policy.loaded.texts(),
             policy,
             signature: Signature::user_defined(Volatility::Immutable),
         }
@@ -591,5 +612,57 @@ impl<'t> Outputs<'t> {
             arrays,
             None,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn functions_under_one_loaded_policy_share_its_texts_in_its_order() -> anyhow::Result<()> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/us-2020");
+        let loaded = crate::load_policy(&root)?;
+        let named = |name: &str| {
+            Arc::new(NamedPolicy {
+                name: name.to_owned(),
+                loaded: loaded.clone(),
+                posture: Posture::default(),
+            })
+        };
+        let (a, b) = (Decide::new(named("decide")), Decide::new(named("again")));
+        assert!(Arc::ptr_eq(&a.texts, &b.texts));
+        let texts = &a.texts;
+        let policy = &loaded.policy;
+        let at = |key: u32| texts.values.value(key as usize).to_owned();
+        assert_eq!(
+            (at(DENY), at(ALLOW)),
+            ("deny".to_owned(), "allow".to_owned())
+        );
+        for r in AllowReason::ALL {
+            assert_eq!(at(REASONS + r as u32), r.as_str());
+        }
+        for (i, x) in policy.instruments().iter().enumerate() {
+            assert_eq!(at(texts.instruments + i as u32), x.id);
+        }
+        for (i, x) in policy.regions().iter().enumerate() {
+            assert_eq!(at(texts.regions + i as u32), x.id);
+            assert_eq!(place_in(policy.regions(), x), i as u32);
+        }
+        for (i, x) in policy.entities().iter().enumerate() {
+            assert_eq!(at(texts.entities + i as u32), x.id);
+            assert_eq!(place_in(policy.entities(), x), i as u32);
+        }
+        for (i, x) in policy.apps().iter().enumerate() {
+            assert_eq!(at(texts.apps + i as u32), x.id);
+            assert_eq!(place_in(policy.apps(), x), i as u32);
+        }
+        assert_eq!(
+            texts.values.len(),
+            texts.apps as usize + policy.apps().len(),
+            "every text once"
+        );
+        assert!(!policy.apps().is_empty() && !policy.regions().is_empty());
+        Ok(())
     }
 }
