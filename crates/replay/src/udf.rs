@@ -405,13 +405,13 @@ const REGION: usize = 3;
 const APP: usize = 4;
 const OWNER: usize = 5;
 
-/// The result's fields, written a row at a time: plain vectors of keys and instants
-/// (a row's validity follows from them when the batch is finished), the lists as ends
-/// and items, the rare error apart.
+/// The result's fields, written a row at a time into plain vectors: the texts the
+/// policy names copied by key, the instants (a row's validity follows from them when the
+/// batch is finished), the lists as ends and items, the rare error apart.
 struct Outputs<'t> {
     texts: &'t Texts,
-    /// The keys of the decision, because, by, region, app and owner, a row each; [`NONE`]
-    /// for null. A row without a decision is malformed.
+    /// The decision, because, by, region, app and owner, a row each, written by key
+    /// ([`NONE`] for null). A row without a decision is malformed.
     keys: [TextColumn<'t>; TEXT_FIELDS],
     at: Vec<i64>,
     prohibitions: Lists,
