@@ -895,6 +895,33 @@ fn a_null_digest_in_a_list_is_an_error_and_function_names_do_not_shadow_sql() {
 }
 
 #[test]
+fn columns_given_in_a_shape_no_request_has_are_errors_in_checks_words() {
+    let us = set("us-2020");
+    let p = format!("d={}", us.display());
+    let q = "SELECT n, d(ap, ai, a, t, 'US', NULL, NULL, NULL, NULL, NULL, ps, pi)['error'] AS e \
+             FROM (VALUES \
+               (1, 'ios', NULL, 'download', '2020-09-21T12:00:00Z', NULL, NULL), \
+               (2, NULL, 'com.tencent.xin', 'download', '2020-09-21T12:00:00Z', NULL, NULL), \
+               (3, 'ios', 'com.tencent.xin', 'download', '2020-09-21T12:00:00Z', 'apple', NULL), \
+               (4, 'ios', 'com.tencent.xin', 'download', '2020-09-21T12:00:00Z', NULL, 'ABCDE12345'), \
+               (5, 'ios', 'com.tencent.xin', NULL, '2020-09-21T12:00:00Z', NULL, NULL), \
+               (6, 'ios', 'com.tencent.xin', 'download', NULL, NULL, NULL), \
+               (7, 'ios', 'com.tencent.xin', 'download', '2020-09-21T12:00:00Z', NULL, NULL) \
+             ) AS v(n, ap, ai, a, t, ps, pi) ORDER BY n";
+    let (code, out, err) = run_cli(&["sql", "--policies", &p, "--format", "csv", "-q", q]);
+    assert_eq!(code, 0, "{err}");
+    let app = "`app_platform` and `app_id` are given together or not at all";
+    let publisher = "`publisher_store` and `publisher_id` are given together or not at all";
+    assert_eq!(
+        out,
+        format!(
+            "n,e\n1,{app}\n2,{app}\n3,{publisher}\n4,{publisher}\n\
+             5,missing field `action`\n6,missing field `at`\n7,\n"
+        )
+    );
+}
+
+#[test]
 fn a_replay_read_a_file_at_a_time_reports_as_one_read_all_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let (jsonl, parquet) = write_log(dir.path(), 3000, 29, 53);
