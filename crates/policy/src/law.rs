@@ -169,19 +169,6 @@ pub enum AllowReason {
 }
 
 impl AllowReason {
-    /// Every reason, in the order of their discriminants (`ALL[r as usize] == r`).
-    pub const ALL: [AllowReason; 9] = [
-        AllowReason::NotCovered,
-        AllowReason::ActionNotProhibited,
-        AllowReason::OutsideJurisdiction,
-        AllowReason::NotYetInForce,
-        AllowReason::NotEnforced,
-        AllowReason::Enjoined,
-        AllowReason::Lapsed,
-        AllowReason::Exempt,
-        AllowReason::Revoked,
-    ];
-
     /// The spelling in decisions.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -891,28 +878,4 @@ pub(crate) fn authority(model: &Model, p: ProhibitionIdx) -> Vec<InstrumentIdx> 
         i += 1;
     }
     chain
-}
-
-#[cfg(test)]
-mod tests {
-    use super::AllowReason;
-
-    #[test]
-    fn every_allow_reason_is_listed_at_its_discriminant() {
-        // Without a wildcard: a new reason does not compile until it is placed here.
-        let place = |r: AllowReason| match r {
-            AllowReason::NotCovered => 0,
-            AllowReason::ActionNotProhibited => 1,
-            AllowReason::OutsideJurisdiction => 2,
-            AllowReason::NotYetInForce => 3,
-            AllowReason::NotEnforced => 4,
-            AllowReason::Enjoined => 5,
-            AllowReason::Lapsed => 6,
-            AllowReason::Exempt => 7,
-            AllowReason::Revoked => 8,
-        };
-        for (i, r) in AllowReason::ALL.into_iter().enumerate() {
-            assert_eq!((r as usize, place(r)), (i, i), "{r:?}");
-        }
-    }
 }

@@ -29,11 +29,11 @@ use datafusion::common::Result;
 /// function.
 pub fn load_policy(path: &Path) -> anyhow::Result<Arc<udf::LoadedRevision>> {
     let loaded = authoring::load(path)?;
-    Ok(Arc::new(udf::LoadedRevision::new(
-        loaded.revision.to_string(),
-        loaded.policy,
-        path.display().to_string(),
-    )))
+    Ok(Arc::new(udf::LoadedRevision {
+        revision: loaded.revision.to_string(),
+        policy: loaded.policy,
+        source: path.display().to_string(),
+    }))
 }
 
 /// Writes a verified audit trail as one Parquet file ([`tables::trail_schema`]),

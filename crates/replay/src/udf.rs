@@ -6,17 +6,16 @@
 //! answer side by side in one query. It is called with the request columns in the order
 //! of [`crate::schema::argument_names`] (the first nine at least) and returns a struct
 //! ([`crate::schema::decision_fields`]). A batch is decided row by row, reading the
-//! request in place: the usual request allocates nothing. The texts a decision names
-//! (its answer, reason, instruments, region, app and owner) come from the policy: each
-//! row writes their keys into the policy's texts (built once per loaded policy), and a
-//! finished batch takes its text columns from those texts in one pass each.
+//! request in place: the usual request allocates nothing. The answer is written into
+//! plain vectors (the texts it names copied from the policy it borrows them from), not
+//! through an Arrow builder per field.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayBuilder as _, ArrayRef, AsArray as _, BooleanBufferBuilder, ListArray, StringArray,
-    StringBuilder, StringViewArray, StructArray, TimestampNanosecondArray,
+    Array, ArrayBuilder as _, ArrayRef, AsArray as _, ListArray, StringArray, StringBuilder,
+    StringViewArray, StructArray, TimestampNanosecondArray,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
@@ -26,8 +25,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use policy::{
-    AllowReason, AppRecordRef, Policy, Posture, PublisherRecordRef, Request, RequestRecordRef,
-    Verdict,
+    AppRecordRef, Policy, Posture, PublisherRecordRef, Request, RequestRecordRef, Verdict,
 };
 
 use crate::schema::{self, ALL_ARGUMENTS, REQUIRED_ARGUMENTS, TEXT_COLUMNS};
@@ -40,27 +38,6 @@ pub struct LoadedRevision {
     pub policy: Policy,
     /// Where it was loaded from, for messages.
     pub source: String,
-    /// The texts its decisions name, built with the first function that decides under it
-    /// (a cluster's executor builds a function for every plan it decodes).
-    texts: OnceLock<Arc<Texts>>,
-}
-
-impl LoadedRevision {
-    /// A loaded policy, its revision and where it came from.
-    pub fn new(revision: String, policy: Policy, source: String) -> LoadedRevision {
-        LoadedRevision {
-            revision,
-            policy,
-            source,
-            texts: OnceLock::new(),
-        }
-    }
-
-    fn texts(&self) -> Arc<Texts> {
-        self.texts
-            .get_or_init(|| Arc::new(Texts::new(&self.policy)))
-            .clone()
-    }
 }
 
 /// A loaded policy under a name, with the posture it answers under.
@@ -76,7 +53,6 @@ pub struct NamedPolicy {
 #[derive(Debug)]
 pub struct Decide {
     policy: Arc<NamedPolicy>,
-    texts: Arc<Texts>,
     signature: Signature,
 }
 
@@ -101,7 +77,6 @@ impl Decide {
     /// The function deciding under `policy`.
     pub fn new(policy: Arc<NamedPolicy>) -> Decide {
         Decide {
-            texts: policy.loaded.texts(),
             policy,
             signature: Signature::user_defined(Volatility::Immutable),
         }
@@ -115,6 +90,18 @@ impl Decide {
     /// The policy it decides under.
     pub fn policy(&self) -> &Arc<NamedPolicy> {
         &self.policy
+    }
+
+    /// Decides every row of `arrays` (the function's arguments).
+    fn decide_arrays(&self, arrays: &[ArrayRef], rows: usize) -> Result<StructArray> {
+        let named = &self.policy;
+        let policy = &named.loaded.policy;
+        let mut out = Outputs::with_capacity(rows);
+        read_requests(arrays, rows, |_, request| match request {
+            Ok(r) => out.decision(&policy.decide(r, named.posture)),
+            Err(problem) => out.error(&problem),
+        })?;
+        out.finish()
     }
 }
 
@@ -130,81 +117,6 @@ fn is_text_list(t: &DataType) -> bool {
         DataType::List(f) | DataType::LargeList(f) => is_text(f.data_type()),
         DataType::Null => true,
         _ => false,
-    }
-}
-
-impl Decide {
-    /// Decides every row of `arrays` (the function's arguments).
-    fn decide_arrays(&self, arrays: &[ArrayRef], rows: usize) -> Result<StructArray> {
-        let named = &self.policy;
-        let policy = &named.loaded.policy;
-        let mut out = Outputs::with_capacity(&self.texts, rows);
-        read_requests(arrays, rows, |_, request| match request {
-            Ok(r) => out.decision(&policy.decide(r, named.posture)),
-            Err(problem) => out.error(&problem),
-        })?;
-        out.finish()
-    }
-}
-
-/// Every text a decision under one policy can name, each once. A text's key is its
-/// place: the answers, then the
-/// reasons of an allow (in the order of their discriminants), then the policy's
-/// instruments, regions, entities and apps, each in the policy's order.
-struct Texts {
-    values: StringArray,
-    instruments: u32,
-    regions: u32,
-    entities: u32,
-    apps: u32,
-}
-
-impl std::fmt::Debug for Texts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Texts({} values)", self.values.len())
-    }
-}
-
-/// The keys of the answers and of the first reason.
-const DENY: u32 = 0;
-const ALLOW: u32 = 1;
-const REASONS: u32 = 2;
-
-/// The place of `item` in `all`, the slice it was borrowed from.
-fn place_in<T>(all: &[T], item: &T) -> u32 {
-    let at = (std::ptr::from_ref(item).addr() - all.as_ptr().addr()) / size_of::<T>().max(1);
-    debug_assert!(at < all.len(), "an item borrowed from elsewhere");
-    at as u32
-}
-
-impl Texts {
-    fn new(policy: &Policy) -> Texts {
-        let answers = ["deny", "allow"].into_iter();
-        let reasons = AllowReason::ALL.iter().map(|r| r.as_str());
-        let instruments = policy.instruments().iter().map(|i| i.id.as_str());
-        let regions = policy.regions().iter().map(|r| r.id.as_str());
-        let entities = policy.entities().iter().map(|e| e.id.as_str());
-        let apps = policy.apps().iter().map(|a| a.id.as_str());
-        let first = REASONS + AllowReason::ALL.len() as u32;
-        let instruments_at = first;
-        let regions_at = instruments_at + policy.instruments().len() as u32;
-        let entities_at = regions_at + policy.regions().len() as u32;
-        let apps_at = entities_at + policy.entities().len() as u32;
-        let values: StringArray = answers
-            .chain(reasons)
-            .chain(instruments)
-            .chain(regions)
-            .chain(entities)
-            .chain(apps)
-            .map(Some)
-            .collect();
-        Texts {
-            values,
-            instruments: instruments_at,
-            regions: regions_at,
-            entities: entities_at,
-            apps: apps_at,
-        }
     }
 }
 
@@ -393,31 +305,20 @@ pub fn read_requests(
     Ok(())
 }
 
-/// A key no text has: the field is null.
-const NONE: u32 = u32::MAX;
-
-/// The text fields of the result, by their place in [`Outputs::keys`].
-const TEXT_FIELDS: usize = 6;
-const DECISION: usize = 0;
-const BECAUSE: usize = 1;
-const BY: usize = 2;
-const REGION: usize = 3;
-const APP: usize = 4;
-const OWNER: usize = 5;
-
-/// The result's fields, written a row at a time into plain vectors: the texts the
-/// policy names copied by key, the instants (a row's validity follows from them when the
-/// batch is finished), the lists as ends and items, the rare error apart.
-struct Outputs<'t> {
-    texts: &'t Texts,
-    /// The decision, because, by, region, app and owner, a row each, written by key
-    /// ([`NONE`] for null). A row without a decision is malformed.
-    keys: [TextColumn<'t>; TEXT_FIELDS],
+/// The result's fields, written a row at a time into plain vectors: the texts (their
+/// validity follows from them when the batch is finished), the instants, the lists as
+/// ends and items.
+struct Outputs {
+    decision: TextColumn,
+    because: TextColumn,
+    by: TextColumn,
+    region: TextColumn,
+    app: TextColumn,
+    owner: TextColumn,
+    error: TextColumn,
     at: Vec<i64>,
     prohibitions: Lists,
     instruments: Lists,
-    /// The malformed rows, in order, with why.
-    errors: Vec<(usize, String)>,
     /// The instruments of a deny written so far (kept between rows for its memory).
     seen: Vec<u32>,
 }
@@ -458,49 +359,27 @@ impl Lists {
     }
 }
 
-/// The error column of `rows` rows: null but for `errors` (in the order of their rows).
-fn errors(rows: usize, errors: Vec<(usize, String)>) -> Result<StringArray> {
-    let mut ends = Vec::with_capacity(rows + 1);
-    ends.push(0);
-    let mut bytes = Vec::new();
-    let mut valid = BooleanBufferBuilder::new(rows);
-    valid.append_n(rows, false);
-    for (row, e) in errors {
-        ends.resize(row + 1, bytes.len() as i32);
-        bytes.extend_from_slice(e.as_bytes());
-        ends.push(bytes.len() as i32);
-        valid.set_bit(row, true);
-    }
-    ends.resize(rows + 1, bytes.len() as i32);
-    let ends = OffsetBuffer::new(ScalarBuffer::from(ends));
-    let valid = NullBuffer::new(valid.finish());
-    Ok(StringArray::try_new(ends, bytes.into(), Some(valid))?)
-}
-
-/// A text field: the texts of its rows, copied from the policy's by key as they come.
-struct TextColumn<'t> {
-    texts: &'t StringArray,
+/// A text field: its rows' texts end to end. No text it is given is empty (ids, answers
+/// and messages never are), so an empty row is a null.
+struct TextColumn {
     ends: Vec<i32>,
     bytes: Vec<u8>,
 }
 
-impl<'t> TextColumn<'t> {
-    fn with_capacity(texts: &'t StringArray, rows: usize) -> TextColumn<'t> {
+impl TextColumn {
+    fn with_capacity(rows: usize, bytes: usize) -> TextColumn {
         let mut ends = Vec::with_capacity(rows + 1);
         ends.push(0);
         TextColumn {
-            texts,
             ends,
-            bytes: Vec::with_capacity(rows * 8),
+            bytes: Vec::with_capacity(bytes),
         }
     }
 
-    /// Writes the text of `key`, or a null for [`NONE`] (no text is empty).
     #[inline]
-    fn push(&mut self, key: u32) {
-        if key != NONE {
-            self.bytes
-                .extend_from_slice(self.texts.value(key as usize).as_bytes());
+    fn push(&mut self, text: Option<&str>) {
+        if let Some(t) = text {
+            self.bytes.extend_from_slice(t.as_bytes());
         }
         self.ends.push(self.bytes.len() as i32);
     }
@@ -516,37 +395,48 @@ impl<'t> TextColumn<'t> {
     }
 }
 
-impl<'t> Outputs<'t> {
-    fn with_capacity(texts: &'t Texts, rows: usize) -> Outputs<'t> {
+impl Outputs {
+    fn with_capacity(rows: usize) -> Outputs {
+        let text = |bytes: usize| TextColumn::with_capacity(rows, rows * bytes);
         Outputs {
-            texts,
-            keys: std::array::from_fn(|_| TextColumn::with_capacity(&texts.values, rows)),
+            decision: text(5),
+            because: text(8),
+            by: text(8),
+            region: text(4),
+            app: text(6),
+            owner: text(6),
+            error: text(0),
             at: Vec::with_capacity(rows),
             prohibitions: Lists::with_capacity(rows),
             instruments: Lists::with_capacity(rows),
-            errors: Vec::new(),
             seen: Vec::new(),
         }
     }
 
     fn error(&mut self, message: &str) {
-        self.errors.push((self.at.len(), message.to_owned()));
-        for k in &mut self.keys {
-            k.push(NONE);
+        for c in [
+            &mut self.decision,
+            &mut self.because,
+            &mut self.by,
+            &mut self.region,
+            &mut self.app,
+            &mut self.owner,
+        ] {
+            c.push(None);
         }
+        self.error.push(Some(message));
         self.at.push(0);
         self.prohibitions.end_row();
         self.instruments.end_row();
     }
 
     fn decision(&mut self, d: &policy::Decision<'_>) {
-        let (policy, texts) = (d.policy, self.texts);
-        let keys = &mut self.keys;
+        let policy = d.policy;
         match &d.verdict {
             Verdict::Deny { prohibitions, .. } => {
-                keys[DECISION].push(DENY);
-                keys[BECAUSE].push(NONE);
-                keys[BY].push(NONE);
+                self.decision.push(Some("deny"));
+                self.because.push(None);
+                self.by.push(None);
                 self.seen.clear();
                 for &p in prohibitions.iter() {
                     let pr = policy.prohibition(p);
@@ -560,109 +450,47 @@ impl<'t> Outputs<'t> {
                 }
             }
             Verdict::Allow { because, by, .. } => {
-                keys[DECISION].push(ALLOW);
-                keys[BECAUSE].push(REASONS + *because as u32);
-                keys[BY].push(by.map_or(NONE, |b| texts.instruments + b));
-                if let Some(b) = by {
-                    self.instruments
-                        .items
-                        .append_value(&policy.instrument(*b).id);
+                self.decision.push(Some("allow"));
+                self.because.push(Some(because.as_str()));
+                let by = by.map(|b| policy.instrument(b).id.as_str());
+                self.by.push(by);
+                if let Some(id) = by {
+                    self.instruments.items.append_value(id);
                 }
             }
         }
         self.prohibitions.end_row();
         self.instruments.end_row();
-        keys[REGION].push(d.jurisdiction.as_ref().map_or(NONE, |j| {
-            texts.regions + place_in(policy.regions(), j.region)
-        }));
-        let matched = d.matched.as_ref();
-        keys[APP].push(
-            matched
-                .and_then(|m| m.app)
-                .map_or(NONE, |a| texts.apps + place_in(policy.apps(), a)),
-        );
-        keys[OWNER].push(matched.map_or(NONE, |m| {
-            texts.entities + place_in(policy.entities(), m.owner)
-        }));
+        self.region
+            .push(d.jurisdiction.as_ref().map(|j| j.region.id.as_str()));
+        self.app
+            .push(d.matched.and_then(|m| m.app).map(|a| a.id.as_str()));
+        self.owner.push(d.matched.map(|m| m.owner.id.as_str()));
+        self.error.push(None);
         self.at.push(d.at.as_nanos());
     }
 
     fn finish(self) -> Result<StructArray> {
-        let text = TextColumn::finish;
-        let rows = self.at.len();
-        let [decision, because, by, region, app, owner] = self.keys;
-        let (decision, decided) = text(decision)?;
-        let error = errors(rows, self.errors)?;
+        let text = |c: TextColumn| c.finish().map(|(array, _)| array);
+        let (decision, decided) = self.decision.finish()?;
         let at = TimestampNanosecondArray::new(ScalarBuffer::from(self.at), Some(decided.clone()))
             .with_timezone("UTC");
         let arrays: Vec<ArrayRef> = vec![
             decision,
-            text(because)?.0,
-            text(by)?.0,
+            text(self.because)?,
+            text(self.by)?,
             self.prohibitions.finish(&decided)?,
             self.instruments.finish(&decided)?,
-            text(region)?.0,
-            text(app)?.0,
-            text(owner)?.0,
+            text(self.region)?,
+            text(self.app)?,
+            text(self.owner)?,
             Arc::new(at),
-            Arc::new(error),
+            text(self.error)?,
         ];
         Ok(StructArray::try_new(
             schema::decision_fields(),
             arrays,
             None,
         )?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn functions_under_one_loaded_policy_share_its_texts_in_its_order() -> anyhow::Result<()> {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/us-2020");
-        let loaded = crate::load_policy(&root)?;
-        let named = |name: &str| {
-            Arc::new(NamedPolicy {
-                name: name.to_owned(),
-                loaded: loaded.clone(),
-                posture: Posture::default(),
-            })
-        };
-        let (a, b) = (Decide::new(named("decide")), Decide::new(named("again")));
-        assert!(Arc::ptr_eq(&a.texts, &b.texts));
-        let texts = &a.texts;
-        let policy = &loaded.policy;
-        let at = |key: u32| texts.values.value(key as usize).to_owned();
-        assert_eq!(
-            (at(DENY), at(ALLOW)),
-            ("deny".to_owned(), "allow".to_owned())
-        );
-        for r in AllowReason::ALL {
-            assert_eq!(at(REASONS + r as u32), r.as_str());
-        }
-        for (i, x) in policy.instruments().iter().enumerate() {
-            assert_eq!(at(texts.instruments + i as u32), x.id);
-        }
-        for (i, x) in policy.regions().iter().enumerate() {
-            assert_eq!(at(texts.regions + i as u32), x.id);
-            assert_eq!(place_in(policy.regions(), x), i as u32);
-        }
-        for (i, x) in policy.entities().iter().enumerate() {
-            assert_eq!(at(texts.entities + i as u32), x.id);
-            assert_eq!(place_in(policy.entities(), x), i as u32);
-        }
-        for (i, x) in policy.apps().iter().enumerate() {
-            assert_eq!(at(texts.apps + i as u32), x.id);
-            assert_eq!(place_in(policy.apps(), x), i as u32);
-        }
-        assert_eq!(
-            texts.values.len(),
-            texts.apps as usize + policy.apps().len(),
-            "every text once"
-        );
-        assert!(!policy.apps().is_empty() && !policy.regions().is_empty());
-        Ok(())
     }
 }
