@@ -6,7 +6,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use arc_swap::ArcSwapOption;
 use policy::{
@@ -104,6 +104,18 @@ impl DecisionId {
     pub fn as_u128(&self) -> u128 {
         (u128::from(self.prefix) << 64) | u128::from(self.seq)
     }
+
+    /// The id's text, as its `Display` writes it (32 lower-case hex digits), without
+    /// formatting: for a header or a body written by hand.
+    pub fn hex(&self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 32];
+        for (k, byte) in self.as_u128().to_be_bytes().into_iter().enumerate() {
+            text[2 * k] = HEX[usize::from(byte >> 4)];
+            text[2 * k + 1] = HEX[usize::from(byte & 0xf)];
+        }
+        text
+    }
 }
 
 /// The active policy and what it was loaded from.
@@ -189,6 +201,36 @@ impl Verdict {
             Judgement::Decided { active, parts } => Some(active.active.policy.view(parts.clone())),
             Judgement::NoPolicy | Judgement::Expired { .. } => None,
         }
+    }
+
+    /// Appends the verdict's JSON: the bytes its `Serialize` gives (`decision_id`,
+    /// `revision`, `mode`, `gate`, then the decision's fields), written straight from the
+    /// decision, with what every verdict of its policy shares rendered once per policy
+    /// (the revision, each reason's texts). A verdict without a decision (no policy) is
+    /// written by `Serialize` itself.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let Judgement::Decided { active, parts } = &self.judgement else {
+            let start = out.len();
+            // Writing into a vector fails only if `Serialize` does, which it does not.
+            if serde_json::to_writer(&mut *out, self).is_err() {
+                out.truncate(start);
+            }
+            return;
+        };
+        let rendered = active.rendered();
+        out.extend_from_slice(b"{\"decision_id\":\"");
+        out.extend_from_slice(&self.decision_id.hex());
+        out.extend_from_slice(b"\",\"revision\":");
+        out.extend_from_slice(&rendered.revision);
+        out.extend_from_slice(match self.mode {
+            Mode::Enforce => b",\"mode\":\"enforce\",\"gate\":\"",
+            Mode::Shadow => b",\"mode\":\"shadow\",\"gate\":\"",
+        });
+        out.extend_from_slice(self.gate.as_str().as_bytes());
+        out.extend_from_slice(b"\",");
+        let decision = active.active.policy.view(parts.clone());
+        rendered.decisions.write_fields(&decision, out);
+        out.push(b'}');
     }
 
     /// The verdict as JSON.
@@ -397,6 +439,41 @@ struct Installed {
     expires: Option<Instant>,
     /// Whether its expiry has been logged and counted.
     expiry_noted: AtomicBool,
+    /// What its verdicts' JSON shares, made when first written.
+    rendered: OnceLock<Rendered>,
+}
+
+/// What the JSON of one policy's verdicts shares: the revision as a JSON string, and the
+/// policy's [`policy::DecisionJson`] (each reason's texts escaped once).
+#[derive(Debug)]
+struct Rendered {
+    revision: Vec<u8>,
+    decisions: policy::DecisionJson,
+}
+
+impl Installed {
+    fn new(active: Active) -> Installed {
+        Installed {
+            expires: active.expires,
+            active: Arc::new(active),
+            expiry_noted: AtomicBool::new(false),
+            rendered: OnceLock::new(),
+        }
+    }
+
+    fn rendered(&self) -> &Rendered {
+        self.rendered.get_or_init(|| {
+            let mut revision = Vec::with_capacity(self.active.revision.0.len() + 2);
+            // Writing a string into a vector cannot fail.
+            if serde_json::to_writer(&mut revision, &self.active.revision.0).is_err() {
+                revision = b"null".to_vec();
+            }
+            Rendered {
+                revision,
+                decisions: policy::DecisionJson::new(&self.active.policy),
+            }
+        })
+    }
 }
 
 pub(crate) struct Inner {
@@ -956,12 +1033,10 @@ impl Gatekeeper {
         telemetry
             .expires_at
             .set(active.expires.map_or(0.0, |e| e.as_nanos() as f64 / 1e9));
-        let expires = active.expires;
-        let previous = self.inner.active.swap(Some(Arc::new(Installed {
-            active: Arc::new(active),
-            expires,
-            expiry_noted: AtomicBool::new(false),
-        })));
+        let previous = self
+            .inner
+            .active
+            .swap(Some(Arc::new(Installed::new(active))));
         // After the swap, so that a check that sees the new number finds the new policy;
         // raised, never lowered, so that of two installs in a race the later number stays.
         self.inner
@@ -1238,5 +1313,60 @@ mod tests {
         });
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    /// `write_json` writes the bytes `Serialize` gives: allows and denies, enforce and
+    /// shadow, a policy installed after another, an expired bundle and no policy at all.
+    #[test]
+    fn verdicts_are_written_as_serde_writes_them() {
+        let written = |verdict: &Verdict| {
+            let mut out = b"[".to_vec();
+            verdict.write_json(&mut out);
+            assert_eq!(out[1..], serde_json::to_vec(verdict).unwrap()[..]);
+            out
+        };
+        let at = |text: &str| Instant::parse_rfc3339(text).unwrap();
+        let allowed = {
+            let mut r = update();
+            r.set_at(at("2019-06-01T00:00:00Z"));
+            r
+        };
+        let clock = crate::clock::ManualClock::new(at("2021-01-01T00:00:00Z"));
+        for mode in [Mode::Enforce, Mode::Shadow] {
+            let gk = Gatekeeper::builder()
+                .mode(mode)
+                .clock(Arc::new(clock.clone()))
+                .start_empty(true)
+                .build()
+                .unwrap();
+            let none = gk.check(&update()).unwrap();
+            assert!(
+                String::from_utf8(written(&none))
+                    .unwrap()
+                    .contains(NO_POLICY)
+            );
+            for lapsed in [false, true] {
+                install(&gk, acme(lapsed));
+                let deny = gk.check(&update()).unwrap();
+                assert_eq!(deny.gate == Gate::Allow, lapsed);
+                written(&deny);
+                written(&gk.check(&allowed).unwrap());
+            }
+            let (policy, revision) = acme(false);
+            gk.install(Active {
+                policy,
+                revision,
+                bundle_revision: Some(7),
+                expires: Some(at("2020-06-01T00:00:00Z")),
+                signed_by: Vec::new(),
+                origin: "test".to_owned(),
+            });
+            let expired = gk.check(&update()).unwrap();
+            assert!(
+                String::from_utf8(written(&expired))
+                    .unwrap()
+                    .contains("expired")
+            );
+        }
     }
 }

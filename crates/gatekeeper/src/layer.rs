@@ -7,7 +7,7 @@
 //! answers a refusal itself and calls the wrapped service straight away (boxing only that
 //! service's future, to name the verdict on its answer); the decision id is written on the
 //! stack; the revision header's value is made once per policy; a refusal's body is
-//! serialized from the verdict itself, not from a [`VerdictRecord`] built for it.
+//! written by [`Verdict::write_json`], each reason's texts escaped once per policy.
 
 use std::fmt;
 use std::future::Future;
@@ -155,6 +155,11 @@ fn json_response<B>(
     if serde_json::to_writer(&mut bytes, body).is_err() {
         bytes.clear();
     }
+    json_body(status, bytes)
+}
+
+/// A response of JSON already written.
+fn json_body<B>(status: StatusCode, bytes: Vec<u8>) -> http::Response<GatedBody<B>> {
     let mut response = http::Response::new(Either::Right(Full::new(Bytes::from(bytes))));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -168,16 +173,9 @@ fn error_response<B>(status: StatusCode, error: &str) -> http::Response<GatedBod
     json_response(status, &ErrorBody { error }, 32 + error.len())
 }
 
-/// A decision id's text, its 32 hex digits (as its `Display` writes them), written on
-/// the stack rather than formatted into a `String`.
+/// A decision id's header value, its 32 hex digits.
 fn decision_id_value(verdict: &Verdict) -> Option<HeaderValue> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let id = verdict.decision_id.as_u128();
-    let mut text = [0u8; 32];
-    for (i, digit) in text.iter_mut().rev().enumerate() {
-        *digit = HEX[((id >> (4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&text).ok()
+    HeaderValue::from_bytes(&verdict.decision_id.hex()).ok()
 }
 
 /// The revision header's value for the policy that decided last, made once per policy
@@ -301,7 +299,9 @@ pub fn deny_status_of(verdict: &Verdict) -> StatusCode {
 /// A denying verdict's answer: 451 (or 503) with the verdict as JSON, a `Link` for each
 /// reason, and the verdict named.
 fn refusal<B>(verdict: &Verdict, revision: Option<HeaderValue>) -> http::Response<GatedBody<B>> {
-    let mut response = json_response(deny_status_of(verdict), verdict, VERDICT_BODY_CAPACITY);
+    let mut body = Vec::with_capacity(VERDICT_BODY_CAPACITY);
+    verdict.write_json(&mut body);
+    let mut response = json_body(deny_status_of(verdict), body);
     link_reasons_of(response.headers_mut(), verdict);
     Named::new(verdict, revision).apply(response.headers_mut());
     response

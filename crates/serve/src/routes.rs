@@ -1,6 +1,5 @@
 //! The HTTP routes.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use gatekeeper::layer::{deny_status, link_reasons, name_verdict};
-use gatekeeper::{Gate, Gatekeeper, Mode, Readiness, ReloadError, Reloaded};
+use gatekeeper::{Gate, Gatekeeper, Readiness, ReloadError, Reloaded};
 use http_body_util::BodyExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use policy::RequestRecord;
@@ -376,100 +375,6 @@ fn parse_batch(text: &str, max: usize) -> Result<Vec<Result<policy::Request, Str
     Ok(items)
 }
 
-/// What the answers of one policy revision share, rendered once: the revision as JSON and
-/// the policy's [`policy::DecisionJson`].
-#[derive(Debug)]
-struct Rendered {
-    /// Which policy: its allocation stays while this is kept, so that the address is
-    /// never another's.
-    active: std::sync::Weak<gatekeeper::Active>,
-    revision: Vec<u8>,
-    decisions: policy::DecisionJson,
-}
-
-impl Rendered {
-    fn new(active: &Arc<gatekeeper::Active>) -> Rendered {
-        let mut revision = Vec::with_capacity(active.revision.0.len() + 2);
-        if serde_json::to_writer(&mut revision, &active.revision.0).is_err() {
-            revision = b"null".to_vec();
-        }
-        Rendered {
-            active: Arc::downgrade(active),
-            revision,
-            decisions: policy::DecisionJson::new(&active.policy),
-        }
-    }
-
-    fn is_for(&self, active: &Arc<gatekeeper::Active>) -> bool {
-        std::ptr::eq(self.active.as_ptr(), Arc::as_ptr(active))
-    }
-}
-
-thread_local! {
-    /// The [`Rendered`] of the policy this thread last answered with: found without a lock
-    /// (a policy's is made again on each thread that answers with it).
-    static RENDERED: RefCell<Option<Arc<Rendered>>> = const { RefCell::new(None) };
-}
-
-/// The [`Rendered`] of `active`.
-fn rendered_for(active: &Arc<gatekeeper::Active>) -> Arc<Rendered> {
-    let kept = |cell: &RefCell<Option<Arc<Rendered>>>| {
-        let mut kept = cell.borrow_mut();
-        match kept.as_ref() {
-            Some(r) if r.is_for(active) => r.clone(),
-            _ => kept.insert(Arc::new(Rendered::new(active))).clone(),
-        }
-    };
-    RENDERED
-        .try_with(kept)
-        // On a thread-local's destructor: not kept.
-        .unwrap_or_else(|_| Arc::new(Rendered::new(active)))
-}
-
-/// A verdict's JSON as its `Serialize` writes it (`decision_id`, `revision`, `mode`,
-/// `gate`, then the decision's fields), appended to `out` from what is kept for its policy
-/// (`last`, or [`rendered_for`]). A verdict without a decision (no policy) is written by
-/// `Serialize` itself.
-fn write_verdict(
-    out: &mut Vec<u8>,
-    verdict: &gatekeeper::Verdict,
-    last: &mut Option<Arc<Rendered>>,
-) -> Result<(), serde_json::Error> {
-    let (Some(active), Some(decision)) = (verdict.active(), verdict.decision()) else {
-        return serde_json::to_writer(&mut *out, verdict);
-    };
-    let rendered = match last {
-        Some(r) if r.is_for(active) => r,
-        _ => last.insert(rendered_for(active)),
-    };
-    out.reserve(ANSWER_BYTES);
-    out.extend_from_slice(b"{\"decision_id\":\"");
-    // The id's `Display`: 32 lower-case hex digits.
-    let mut id = [0u8; 32];
-    for (k, byte) in verdict
-        .decision_id
-        .as_u128()
-        .to_be_bytes()
-        .into_iter()
-        .enumerate()
-    {
-        id[2 * k] = b"0123456789abcdef"[usize::from(byte >> 4)];
-        id[2 * k + 1] = b"0123456789abcdef"[usize::from(byte & 0xf)];
-    }
-    out.extend_from_slice(&id);
-    out.extend_from_slice(b"\",\"revision\":");
-    out.extend_from_slice(&rendered.revision);
-    out.extend_from_slice(match verdict.mode {
-        Mode::Enforce => b",\"mode\":\"enforce\",\"gate\":\"",
-        Mode::Shadow => b",\"mode\":\"shadow\",\"gate\":\"",
-    });
-    out.extend_from_slice(verdict.gate.as_str().as_bytes());
-    out.extend_from_slice(b"\",");
-    rendered.decisions.write_fields(&decision, out);
-    out.push(b'}');
-    Ok(())
-}
-
 /// A 200 with a JSON body already written.
 fn json_body(body: Vec<u8>) -> Response {
     (
@@ -534,10 +439,8 @@ fn one_answer(settled: Result<gatekeeper::Verdict, gatekeeper::CheckError>) -> R
     match settled {
         Ok(v) => {
             let mut out = Vec::with_capacity(ANSWER_BYTES);
-            match write_verdict(&mut out, &v, &mut None) {
-                Ok(()) => json_body(out),
-                Err(e) => writing_failed(&e),
-            }
+            v.write_json(&mut out);
+            json_body(out)
         }
         Err(e) => {
             tracing::error!(error = %e, "request refused: the audit trail is unavailable");
@@ -551,7 +454,6 @@ struct BatchAnswer {
     out: Vec<u8>,
     /// Items answered so far.
     items: usize,
-    last: Option<Arc<Rendered>>,
     /// The audit trail refused a record: the whole batch fails (after every pending
     /// record is settled), as it is not the request's fault.
     refused: Option<String>,
@@ -565,7 +467,6 @@ impl BatchAnswer {
         BatchAnswer {
             out,
             items: 0,
-            last: None,
             refused: None,
             failed: None,
         }
@@ -577,7 +478,10 @@ impl BatchAnswer {
         }
         self.items += 1;
         let written = match item {
-            Ok(Ok(v)) => write_verdict(&mut self.out, &v, &mut self.last),
+            Ok(Ok(v)) => {
+                v.write_json(&mut self.out);
+                Ok(())
+            }
             Ok(Err(e)) => {
                 self.refused = Some(e.to_string());
                 Ok(())
@@ -943,6 +847,7 @@ async fn reload(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatekeeper::Mode;
 
     /// How a body was read before batches were read in place: an array of `RawValue`s,
     /// then each item by `serde_json`. The answers must not change.
@@ -1157,12 +1062,11 @@ mod tests {
             (&["us-2024-pafaca"][..], Mode::Shadow),
         ] {
             let gk = gatekeeper_of(dirs, mode);
-            let mut last = None;
             for request in requests() {
                 let verdict = gk.check(&request).unwrap();
                 denies += usize::from(verdict.gate != Gate::Allow);
                 let mut out = Vec::new();
-                write_verdict(&mut out, &verdict, &mut last).unwrap();
+                verdict.write_json(&mut out);
                 assert_eq!(out, serde_json::to_vec(&verdict).unwrap());
                 assert_eq!(
                     serde_json::from_slice::<Value>(&out).unwrap(),
@@ -1173,7 +1077,7 @@ mod tests {
             gk.reload().unwrap();
             let verdict = gk.check(&requests()[0]).unwrap();
             let mut out = Vec::new();
-            write_verdict(&mut out, &verdict, &mut last).unwrap();
+            verdict.write_json(&mut out);
             assert_eq!(out, serde_json::to_vec(&verdict).unwrap());
         }
         assert!(denies > 100, "{denies}");
@@ -1185,7 +1089,7 @@ mod tests {
             .unwrap();
         let verdict = empty.check(&requests()[0]).unwrap();
         let mut out = Vec::new();
-        write_verdict(&mut out, &verdict, &mut None).unwrap();
+        verdict.write_json(&mut out);
         assert_eq!(out, serde_json::to_vec(&verdict).unwrap());
         // The gate and mode spellings are serde's.
         for gate in [Gate::Allow, Gate::Deny, Gate::ShadowDeny] {
