@@ -63,9 +63,76 @@ const BUCKET: usize = 256;
 /// it is reached. Four lines to a bucket: of some 400,000 identifiers at the fill below,
 /// more than nine in ten are in the bucket their hash chooses, and most others in the
 /// next.
-#[derive(Clone, Copy, Debug)]
-#[repr(align(256))]
-struct Bucket([u8; BUCKET]);
+type Bucket = [u8; BUCKET];
+
+/// A table at least this large (bytes) has pages of its own, which Linux is advised to
+/// back with huge pages (`MADV_HUGEPAGE`, honoured where transparent huge pages are
+/// enabled, as by default, for regions so advised): a lookup in a table of tens of
+/// megabytes then also finds its page's address in the processor's translation cache
+/// instead of walking the page tables, which in a virtual machine is a walk of two sets.
+/// Smaller tables, or where no such memory can be had, are on the heap.
+const OWN_PAGES: usize = 2 << 20;
+
+/// The buckets' memory, each bucket aligned to its size (so that it spans four lines,
+/// not five): zeroed, then written as entries are inserted.
+#[derive(Debug)]
+struct Buckets {
+    memory: Memory,
+    /// Where the first bucket starts in `memory`, and how many there are.
+    start: usize,
+    count: usize,
+}
+
+#[derive(Debug)]
+enum Memory {
+    Pages(memmap2::MmapMut),
+    Heap(Vec<u8>),
+}
+
+impl Buckets {
+    fn zeroed(count: usize) -> Buckets {
+        let bytes = count * BUCKET + BUCKET - 1;
+        let pages = (bytes >= OWN_PAGES)
+            .then(|| memmap2::MmapMut::map_anon(bytes).ok())
+            .flatten();
+        let memory = match pages {
+            Some(pages) => {
+                // Advice only: without huge pages the table works the same.
+                #[cfg(target_os = "linux")]
+                let _ = pages.advise(memmap2::Advice::HugePage);
+                Memory::Pages(pages)
+            }
+            None => Memory::Heap(vec![0; bytes]),
+        };
+        let start = match &memory {
+            Memory::Pages(m) => m.as_ptr().align_offset(BUCKET),
+            Memory::Heap(v) => v.as_ptr().align_offset(BUCKET),
+        };
+        Buckets {
+            memory,
+            start,
+            count,
+        }
+    }
+
+    #[inline]
+    fn all(&self) -> &[Bucket] {
+        let bytes: &[u8] = match &self.memory {
+            Memory::Pages(m) => m,
+            Memory::Heap(v) => v,
+        };
+        bytes[self.start..][..self.count * BUCKET].as_chunks().0
+    }
+
+    #[inline]
+    fn all_mut(&mut self) -> &mut [Bucket] {
+        let bytes: &mut [u8] = match &mut self.memory {
+            Memory::Pages(m) => m,
+            Memory::Heap(v) => v,
+        };
+        bytes[self.start..][..self.count * BUCKET].as_chunks_mut().0
+    }
+}
 
 const OVERFLOW: usize = 0;
 const COUNT: usize = 1;
@@ -98,7 +165,7 @@ const SMALL: usize = 1 << 20;
 /// The identifiers of a policy.
 #[derive(Debug)]
 pub(crate) struct IdTable {
-    buckets: Vec<Bucket>,
+    buckets: Buckets,
     /// Keys (and spellings) of entries too long for a bucket.
     long: Vec<u8>,
     /// The bytes of the buckets' entries.
@@ -123,7 +190,7 @@ impl IdTable {
             buckets = (buckets * 4).min(SMALL / BUCKET);
         }
         IdTable {
-            buckets: vec![Bucket([0; BUCKET]); buckets],
+            buckets: Buckets::zeroed(buckets),
             long: Vec::new(),
             used: 0,
         }
@@ -144,7 +211,7 @@ impl IdTable {
             return;
         };
         if let Some((b, at, _)) = self.find(key) {
-            self.buckets[b].0[at] = DEAD;
+            self.buckets.all_mut()[b][at] = DEAD;
         }
         let spelling = spelling(kind, id.as_bytes());
         let bytes = key.len() + spelling.as_ref().map_or(0, Vec::len);
@@ -153,7 +220,7 @@ impl IdTable {
         } else {
             (LONG | spelling.as_ref().map_or(0, |_| SPELLED), HEADER + 4)
         };
-        if (self.used + size) * 100 > self.buckets.len() * (END - FIRST) * MAX_FILL {
+        if (self.used + size) * 100 > self.buckets.count * (END - FIRST) * MAX_FILL {
             self.grow();
         }
         let mut entry = Vec::with_capacity(size);
@@ -176,8 +243,8 @@ impl IdTable {
             entry.extend_from_slice(&rest);
         }
         let mut b = self.home(key.hash);
-        for _ in 0..self.buckets.len() {
-            let bucket = &mut self.buckets[b].0;
+        for _ in 0..self.buckets.count {
+            let bucket = &mut self.buckets.all_mut()[b];
             let (count, used) = (usize::from(bucket[COUNT]), usize::from(bucket[END]));
             if count < ENTRIES && FIRST + used + size <= END {
                 let at = FIRST + used;
@@ -224,7 +291,7 @@ impl IdTable {
         let Some((b, at, exact)) = self.find(key) else {
             return Hit(0, 0);
         };
-        let entry = &self.buckets[b].0[at..];
+        let entry = &self.buckets.all()[b][at..];
         let differs = if entry[1] & SPELLED != 0 {
             let n = key.len();
             let capitals = if entry[1] & LONG != 0 {
@@ -250,8 +317,9 @@ impl IdTable {
         let mut b = self.home(key.hash);
         let n = key.len();
         let tags = ONES * u64::from(tag(key.hash));
-        for _ in 0..self.buckets.len() {
-            let bucket = &self.buckets[b].0;
+        let buckets = self.buckets.all();
+        for _ in 0..buckets.len() {
+            let bucket = &buckets[b];
             // The last byte first (see `Bucket`); no entry reaches past it.
             let end = FIRST + usize::from(bucket[END]);
             let count = usize::from(bucket[COUNT]);
@@ -296,13 +364,13 @@ impl IdTable {
     /// The bucket a hash starts at: from its high bits (the tag is its low byte).
     #[inline]
     fn home(&self, hash: u64) -> usize {
-        ((u128::from(hash) * self.buckets.len() as u128) >> 64) as usize
+        ((u128::from(hash) * self.buckets.count as u128) >> 64) as usize
     }
 
     /// The bucket after `b`, the first after the last.
     #[inline]
     fn next(&self, b: usize) -> usize {
-        if b + 1 == self.buckets.len() {
+        if b + 1 == self.buckets.count {
             0
         } else {
             b + 1
@@ -311,13 +379,13 @@ impl IdTable {
 
     /// Twice the buckets, every live entry placed again.
     fn grow(&mut self) {
-        let twice = vec![Bucket([0; BUCKET]); self.buckets.len() * 2];
+        let twice = Buckets::zeroed(self.buckets.count * 2);
         let old = std::mem::replace(&mut self.buckets, twice);
         let long = std::mem::take(&mut self.long);
         self.used = 0;
-        for bucket in &old {
-            for i in 0..usize::from(bucket.0[COUNT]) {
-                let entry = &bucket.0[usize::from(bucket.0[OFFSETS + i])..];
+        for bucket in old.all() {
+            for i in 0..usize::from(bucket[COUNT]) {
+                let entry = &bucket[usize::from(bucket[OFFSETS + i])..];
                 let (flags, len) = (
                     entry[1],
                     usize::from(u16::from_le_bytes([entry[2], entry[3]])),
@@ -600,14 +668,14 @@ fn hash(kind: Kind, bytes: &[u8]) -> u64 {
 /// copies bytes; nothing is hashed again.
 impl serde::Serialize for IdTable {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(self.used + self.buckets.len() * (FIRST + 1));
-        for bucket in &self.buckets {
-            let used = usize::from(bucket.0[END]);
-            bytes.push(bucket.0[END]);
-            bytes.extend_from_slice(&bucket.0[..FIRST + used.min(END - FIRST)]);
+        let mut bytes = Vec::with_capacity(self.used + self.buckets.count * (FIRST + 1));
+        for bucket in self.buckets.all() {
+            let used = usize::from(bucket[END]);
+            bytes.push(bucket[END]);
+            bytes.extend_from_slice(&bucket[..FIRST + used.min(END - FIRST)]);
         }
         serde::Serialize::serialize(
-            &(self.buckets.len() as u64, Bytes(&bytes), Bytes(&self.long)),
+            &(self.buckets.count as u64, Bytes(&bytes), Bytes(&self.long)),
             serializer,
         )
     }
@@ -627,10 +695,10 @@ impl<'de> serde::Deserialize<'de> for IdTable {
                 packed.0.len()
             )));
         }
-        let mut buckets = vec![Bucket([0; BUCKET]); count];
+        let mut buckets = Buckets::zeroed(count);
         let mut rest: &[u8] = &packed.0;
         let mut used_total = 0;
-        for (b, bucket) in buckets.iter_mut().enumerate() {
+        for (b, bucket) in buckets.all_mut().iter_mut().enumerate() {
             let Some((&used, after)) = rest.split_first() else {
                 return Err(D::Error::custom(format!(
                     "identifier table ends at bucket {b}"
@@ -642,8 +710,8 @@ impl<'de> serde::Deserialize<'de> for IdTable {
                     "identifier table bucket {b}: {used} bytes of entries do not fit"
                 )));
             }
-            bucket.0[..FIRST + used].copy_from_slice(&after[..FIRST + used]);
-            bucket.0[END] = used as u8;
+            bucket[..FIRST + used].copy_from_slice(&after[..FIRST + used]);
+            bucket[END] = used as u8;
             used_total += used;
             rest = &after[FIRST + used..];
         }
@@ -703,8 +771,7 @@ impl IdTable {
     /// side arena), of a known kind and key length, each leading where `leads` allows;
     /// so that no lookup reads out of bounds. Says what is wrong where.
     pub(crate) fn check(&self, leads: &dyn Fn(Target) -> Result<(), String>) -> Result<(), String> {
-        for (b, bucket) in self.buckets.iter().enumerate() {
-            let bucket = &bucket.0;
+        for (b, bucket) in self.buckets.all().iter().enumerate() {
             let count = usize::from(bucket[COUNT]);
             let end = FIRST + usize::from(bucket[END]);
             if count > ENTRIES || end > END {
@@ -922,6 +989,38 @@ mod tests {
             assert_eq!(table.get(Kind::Ios, &id(i)), None);
             assert_eq!(
                 table.get(Kind::CodeSha256, &digest(i)),
+                Some((to(i as u32 + 1), false))
+            );
+        }
+        // Grown past `OWN_PAGES`: pages of its own (on Linux), each bucket aligned to its
+        // size, as a small table's on the heap.
+        assert!(table.buckets.count * BUCKET >= OWN_PAGES);
+        #[cfg(target_os = "linux")]
+        assert!(matches!(table.buckets.memory, Memory::Pages(_)));
+        let small = IdTable::with_capacity(10, 100);
+        assert!(matches!(small.buckets.memory, Memory::Heap(_)));
+        for t in [&table, &small] {
+            assert!(
+                t.buckets
+                    .all()
+                    .iter()
+                    .all(|b| b.as_ptr().addr() % BUCKET == 0)
+            );
+            assert_eq!(t.buckets.all().len(), t.buckets.count);
+        }
+        // Read back from an image, it answers alike.
+        let image = postcard::to_allocvec(&table).unwrap();
+        let read: IdTable = postcard::from_bytes(&image).unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(matches!(read.buckets.memory, Memory::Pages(_)));
+        for i in 0..20_000 {
+            let lower = id(i).to_ascii_lowercase();
+            assert_eq!(
+                read.get(Kind::Android, &lower),
+                Some((to(i as u32), i % 70 != 0))
+            );
+            assert_eq!(
+                read.get(Kind::CodeSha256, &digest(i)),
                 Some((to(i as u32 + 1), false))
             );
         }
