@@ -67,11 +67,13 @@ type Bucket = [u8; BUCKET];
 
 /// A table at least this large (bytes) has pages of its own, which Linux is advised to
 /// back with huge pages (`MADV_HUGEPAGE`, honoured where transparent huge pages are
-/// enabled, as by default, for regions so advised): a lookup in a table of tens of
-/// megabytes then also finds its page's address in the processor's translation cache
+/// enabled, as by default, for regions so advised): where they are, a lookup in a table of
+/// tens of megabytes mostly finds its page's address in the processor's translation cache
 /// instead of walking the page tables, which in a virtual machine is a walk of two sets.
 /// Smaller tables, or where no such memory can be had, are on the heap.
 const OWN_PAGES: usize = 2 << 20;
+/// The size of a huge page on x86-64 and most other processors Linux runs on.
+const HUGE_PAGE: usize = 2 << 20;
 
 /// The buckets' memory, each bucket aligned to its size (so that it spans four lines,
 /// not five): zeroed, then written as entries are inserted.
@@ -91,23 +93,27 @@ enum Memory {
 
 impl Buckets {
     fn zeroed(count: usize) -> Buckets {
-        let bytes = count * BUCKET + BUCKET - 1;
+        let bytes = count * BUCKET;
+        // A huge page backs a whole aligned stretch of its size: the map is made larger by
+        // one, and the buckets start at the first such boundary in it.
         let pages = (bytes >= OWN_PAGES)
-            .then(|| memmap2::MmapMut::map_anon(bytes).ok())
-            .flatten();
-        let memory = match pages {
+            .then(|| memmap2::MmapMut::map_anon(bytes.next_multiple_of(HUGE_PAGE) + HUGE_PAGE))
+            .and_then(Result::ok);
+        let (memory, align) = match pages {
             Some(pages) => {
                 // Advice only: without huge pages the table works the same.
                 #[cfg(target_os = "linux")]
                 let _ = pages.advise(memmap2::Advice::HugePage);
-                Memory::Pages(pages)
+                (Memory::Pages(pages), HUGE_PAGE)
             }
-            None => Memory::Heap(vec![0; bytes]),
+            None => (Memory::Heap(vec![0; bytes + BUCKET - 1]), BUCKET),
         };
+        // (`align_offset` may say it cannot align: the buckets then work unaligned.)
         let start = match &memory {
-            Memory::Pages(m) => m.as_ptr().align_offset(BUCKET),
-            Memory::Heap(v) => v.as_ptr().align_offset(BUCKET),
-        };
+            Memory::Pages(m) => m.as_ptr().align_offset(align),
+            Memory::Heap(v) => v.as_ptr().align_offset(align),
+        }
+        .min(align - 1);
         Buckets {
             memory,
             start,
