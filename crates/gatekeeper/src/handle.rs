@@ -6,7 +6,7 @@ use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwapOption;
 use policy::{
@@ -206,8 +206,8 @@ impl Verdict {
     /// Appends the verdict's JSON: the bytes its `Serialize` gives (`decision_id`,
     /// `revision`, `mode`, `gate`, then the decision's fields), written straight from the
     /// decision, with what every verdict of its policy shares rendered once per policy
-    /// (the revision, each reason's texts). A verdict without a decision (no policy) is
-    /// written by `Serialize` itself.
+    /// (the revision, each reason's texts). A verdict without a decision (no policy, or an
+    /// expired bundle) is written by `Serialize` itself.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let Judgement::Decided { active, parts } = &self.judgement else {
             let start = out.len();
@@ -217,7 +217,7 @@ impl Verdict {
             }
             return;
         };
-        let rendered = active.rendered();
+        let rendered = &active.rendered;
         out.extend_from_slice(b"{\"decision_id\":\"");
         out.extend_from_slice(&self.decision_id.hex());
         out.extend_from_slice(b"\",\"revision\":");
@@ -439,8 +439,8 @@ struct Installed {
     expires: Option<Instant>,
     /// Whether its expiry has been logged and counted.
     expiry_noted: AtomicBool,
-    /// What its verdicts' JSON shares, made when first written.
-    rendered: OnceLock<Rendered>,
+    /// What its verdicts' JSON shares.
+    rendered: Rendered,
 }
 
 /// What the JSON of one policy's verdicts shares: the revision as a JSON string, and the
@@ -453,26 +453,29 @@ struct Rendered {
 
 impl Installed {
     fn new(active: Active) -> Installed {
+        let active = Arc::new(active);
         Installed {
             expires: active.expires,
-            active: Arc::new(active),
+            rendered: Rendered::of(&active),
+            active,
             expiry_noted: AtomicBool::new(false),
-            rendered: OnceLock::new(),
         }
     }
+}
 
-    fn rendered(&self) -> &Rendered {
-        self.rendered.get_or_init(|| {
-            let mut revision = Vec::with_capacity(self.active.revision.0.len() + 2);
-            // Writing a string into a vector cannot fail.
-            if serde_json::to_writer(&mut revision, &self.active.revision.0).is_err() {
-                revision = b"null".to_vec();
-            }
-            Rendered {
-                revision,
-                decisions: policy::DecisionJson::new(&self.active.policy),
-            }
-        })
+impl Rendered {
+    /// Made when a policy is installed (on the thread that installs it), not by the first
+    /// verdict written: `DecisionJson::new` reads every id of the policy.
+    fn of(active: &Active) -> Rendered {
+        let mut revision = Vec::with_capacity(active.revision.0.len() + 2);
+        // Writing a string into a vector cannot fail.
+        if serde_json::to_writer(&mut revision, &active.revision.0).is_err() {
+            revision = b"null".to_vec();
+        }
+        Rendered {
+            revision,
+            decisions: policy::DecisionJson::new(&active.policy),
+        }
     }
 }
 

@@ -458,3 +458,78 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use http_body_util::BodyExt as _;
+    use policy::{Policy, RequestRecord};
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::handle::{Active, Mode};
+    use crate::revision::Revision;
+
+    fn active(expires: Option<Instant>) -> Active {
+        let text = "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"An \\\"order\\\"\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n\n[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\ntext = \"No updates\\n(see \\\"the order\\\")\"\n";
+        Active {
+            policy: Policy::from_sources([policy::Source::new("order.toml", text)]).unwrap(),
+            revision: Revision::of_texts([text]),
+            bundle_revision: expires.map(|_| 3),
+            expires,
+            signed_by: Vec::new(),
+            origin: "test".to_owned(),
+        }
+    }
+
+    async fn answer(verdict: &Verdict) -> (StatusCode, Vec<u8>) {
+        let response = refusal::<()>(verdict, None);
+        let status = response.status();
+        let Either::Right(body) = response.into_body() else {
+            panic!("a refusal's body is the layer's own");
+        };
+        (status, body.collect().await.unwrap().to_bytes().to_vec())
+    }
+
+    /// A refusal's body is the verdict's JSON as serde writes it, byte for byte: a deny
+    /// (451, its reason's texts escaped), and without a policy or with an expired bundle
+    /// (503), enforcing and in shadow mode.
+    #[tokio::test]
+    async fn refusals_carry_the_verdict_as_serde_writes_it() {
+        let at = |text: &str| Instant::parse_rfc3339(text).unwrap();
+        let request = serde_json::from_str::<RequestRecord>(
+            r#"{"app":{"platform":"android","id":"com.acme.chat"},"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}"#,
+        )
+        .unwrap()
+        .into_request()
+        .unwrap();
+        for mode in [Mode::Enforce, Mode::Shadow] {
+            let clock = ManualClock::new(at("2021-01-01T00:00:00Z"));
+            let gk = Gatekeeper::builder()
+                .mode(mode)
+                .clock(Arc::new(clock))
+                .start_empty(true)
+                .build()
+                .unwrap();
+            let mut statuses = Vec::new();
+            for installed in [None, Some(None), Some(Some(at("2020-06-01T00:00:00Z")))] {
+                if let Some(expires) = installed {
+                    gk.install(active(expires));
+                }
+                let verdict = gk.check(&request).unwrap();
+                let (status, body) = answer(&verdict).await;
+                assert_eq!(body, serde_json::to_vec(&verdict).unwrap());
+                statuses.push(status);
+            }
+            assert_eq!(
+                statuses,
+                [
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+                    StatusCode::SERVICE_UNAVAILABLE
+                ]
+            );
+        }
+    }
+}
