@@ -18,6 +18,9 @@
 //! cargo run --release --manifest-path crates/peers/Cargo.toml -- --report  # report.md again, from
 //!                                                  # report.json and run.json, then README
 //! cargo run --release --manifest-path crates/peers/Cargo.toml -- --only 1000x100 shipped
+//! cargo run --release --manifest-path crates/peers/Cargo.toml -- --compare 1000 1000x1000 \
+//!     --rounds 100 --requests 4000             # two policies side by side (see
+//!                                              # `measure::compare`)
 //! ```
 
 mod encode;
@@ -115,6 +118,23 @@ fn main() -> anyhow::Result<()> {
     {
         return measure::child(engine, Case::from_label(case)?);
     }
+    if let Some((flag, rest)) = args.split_first()
+        && flag == "--compare"
+    {
+        let usage = "usage: peers --compare POLICY POLICY [--rounds N] [--requests K]";
+        let [a, b, options @ ..] = rest else {
+            bail!(usage);
+        };
+        let (mut rounds, mut requests) = (100, usize::MAX);
+        for pair in options.chunks(2) {
+            match pair {
+                [name, value] if name == "--rounds" => rounds = value.parse()?,
+                [name, value] if name == "--requests" => requests = value.parse()?,
+                _ => bail!(usage),
+            }
+        }
+        return measure::compare(Case::from_label(a)?, Case::from_label(b)?, rounds, requests);
+    }
     if let [flag] = &args[..]
         && flag == "--readme"
     {
@@ -143,7 +163,9 @@ fn main() -> anyhow::Result<()> {
             .iter()
             .map(|l| Case::from_label(l))
             .collect::<anyhow::Result<_>>()?,
-        Some(_) => bail!("usage: peers [--readme | --report | --only POLICY...]"),
+        Some(_) => bail!(
+            "usage: peers [--readme | --report | --only POLICY... | --compare POLICY POLICY [--rounds N] [--requests K]]"
+        ),
     };
     let started = Clock::now();
     let load_before = report::load_average();

@@ -258,3 +258,67 @@ fn time<E: Engine>(e: &mut E, inputs: &[E::Input]) -> anyhow::Result<Timing> {
         passes,
     })
 }
+
+/// `--compare A B [--rounds N] [--requests K]`: Gatekeeper on two policies in one process,
+/// whole passes over each policy's warm and cold request sets (their first `K` requests),
+/// the two policies in turn, round after round; the median nanoseconds per decision of
+/// each, and the median of the rounds' ratios (B over A). Side by side, the ratio holds
+/// where a shared machine moves the absolute figures; fewer requests tell what a decision
+/// costs once its data is in the processor's caches from what it costs to fetch it. Reads
+/// the inputs a run (or `--only A B`) wrote under `target/bench/inputs`.
+pub fn compare(a: Case, b: Case, rounds: usize, requests: usize) -> anyhow::Result<()> {
+    const PASSES: usize = 5;
+    let load = |case: Case| -> anyhow::Result<(Ours, Vec<Vec<policy::Request>>)> {
+        let dir = inputs_dir(case);
+        let (engine, _) = Ours::load(read_sources(&dir.join("gatekeeper"))?)?;
+        let sets = Cache::ALL
+            .iter()
+            .map(|&cache| {
+                let set = requests::read(&requests_file(case, cache))?;
+                Ok(set.into_iter().take(requests).map(|p| p.ours).collect())
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok((engine, sets))
+    };
+    let mut both = [load(a)?, load(b)?];
+    // Per policy, per request set: nanoseconds per decision of each round.
+    let mut ns = vec![vec![Vec::with_capacity(rounds); Cache::ALL.len()]; 2];
+    for _ in 0..rounds.max(1) {
+        for ((engine, sets), ns) in both.iter_mut().zip(&mut ns) {
+            for (set, ns) in sets.iter().zip(ns.iter_mut()) {
+                // The set's start again, so that the pass finds the policy's data as the
+                // set leaves it, not as the other policy's passes left the caches.
+                for r in set.iter().take(500) {
+                    black_box(engine.allows(r)?);
+                }
+                let t = Clock::now();
+                let mut allowed = 0usize;
+                for _ in 0..PASSES {
+                    for r in set {
+                        allowed += usize::from(engine.allows(r)?);
+                    }
+                }
+                black_box(allowed);
+                ns.push(t.elapsed().as_nanos() as f64 / (PASSES * set.len().max(1)) as f64);
+            }
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    for (k, cache) in Cache::ALL.iter().enumerate() {
+        let (x, y) = (&ns[0][k], &ns[1][k]);
+        let ratios = x.iter().zip(y).map(|(x, y)| y / x).collect();
+        println!(
+            "{} {}: {:.1} vs {:.1} ns per decision (medians of {} rounds), median ratio {:.2}",
+            cache.as_str(),
+            both[0].1[k].len(),
+            median(x.clone()),
+            median(y.clone()),
+            x.len(),
+            median(ratios)
+        );
+    }
+    Ok(())
+}
