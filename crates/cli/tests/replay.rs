@@ -275,6 +275,56 @@ async fn answers(session: &Session, table: &str, key: &str, function: &str) -> V
     out
 }
 
+/// The `decision` field alone (`f(...)['decision']`, which the session's optimizer gives
+/// a function writing only that field), by `seq` or `line`, with the plan's text.
+async fn decisions(
+    session: &Session,
+    table: &str,
+    key: &str,
+    function: &str,
+) -> (Vec<(u64, Option<String>)>, String) {
+    let sql = format!(
+        "SELECT {key} AS k, {call}['decision'] AS d FROM {table} ORDER BY {key}",
+        call = Session::call(function)
+    );
+    let frame = session.ctx.sql(&sql).await.unwrap();
+    let plan = format!("{}", frame.logical_plan().display_indent());
+    let optimized = frame.clone().into_optimized_plan().unwrap();
+    let plan = format!("{plan}\n{}", optimized.display_indent());
+    let batches = frame.collect().await.unwrap();
+    let mut out = Vec::new();
+    for b in &batches {
+        let k = replay::datafusion::arrow::compute::cast(b.column(0), &DataType::UInt64).unwrap();
+        let k = k.as_primitive::<UInt64Type>();
+        assert_eq!(b.schema().field(1).name(), "d");
+        let d = b.column(1).as_string::<i32>();
+        for row in 0..b.num_rows() {
+            out.push((
+                k.value(row),
+                (!d.is_null(row)).then(|| d.value(row).to_owned()),
+            ));
+        }
+    }
+    (out, plan)
+}
+
+/// The decision alone answers as the whole answer's `decision` (null for a malformed row),
+/// through the function that writes only it.
+fn assert_same_decisions(
+    expected: &[String],
+    got: &(Vec<(u64, Option<String>)>, String),
+    what: &str,
+) {
+    let (rows, plan) = got;
+    assert!(plan.contains("decide.decision("), "{what}: {plan}");
+    assert_eq!(expected.len(), rows.len(), "{what}: rows");
+    for (n, (e, (k, d))) in expected.iter().zip(rows).enumerate() {
+        assert_eq!(*k, n as u64 + 1, "{what}: row order");
+        let decision = e.split('|').next().filter(|d| *d != "error");
+        assert_eq!(decision, d.as_deref(), "{what}: row {k}: {e}");
+    }
+}
+
 fn assert_same(expected: &[String], got: &[(u64, String)], what: &str) {
     assert_eq!(expected.len(), got.len(), "{what}: rows");
     for (n, (e, (k, g))) in expected.iter().zip(got).enumerate() {
@@ -323,6 +373,10 @@ fn datafusion_decides_every_row_as_check_does_under_every_set_and_posture() {
                 assert_same(&expected, &got, &format!("{what} parquet"));
                 let got = answers(&session, "requests_jsonl", "line", "decide").await;
                 assert_same(&expected, &got, &format!("{what} jsonl"));
+                let got = decisions(&session, "requests_parquet", "seq", "decide").await;
+                assert_same_decisions(&expected, &got, &format!("{what} parquet, decision"));
+                let got = decisions(&session, "requests_jsonl", "line", "decide").await;
+                assert_same_decisions(&expected, &got, &format!("{what} jsonl, decision"));
             });
         }
     }
@@ -1091,4 +1145,97 @@ fn a_trail_cut_since_a_checkpoint_kept_elsewhere_is_refused_by_replay_and_export
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("give it with --trail"), "{err}");
+}
+
+/// A query reading only the answer's `decision` is given a function writing only it (the
+/// usual filter, in an aggregate, counts what the whole answer counts); a query reading
+/// another field, or the whole answer, is not; the column keeps its name; a Ballista codec
+/// carries the function that writes the decision alone, and what it needs.
+#[test]
+fn the_decision_alone_is_written_by_a_function_of_its_own_where_only_it_is_read() {
+    use replay::cluster::{LogicalCodec, PolicyRegistry};
+    use replay::datafusion::logical_expr::ScalarUDF;
+    use replay::datafusion_proto::logical_plan::LogicalExtensionCodec as _;
+    use replay::udf::{Decide, NamedPolicy};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (jsonl, parquet) = write_log(dir.path(), 2000, 5, 53);
+    let expected = check_answers(&set("us-2020"), &[], &jsonl);
+    let denies = expected.iter().filter(|e| e.starts_with("deny|")).count();
+    assert!(denies > 100, "{denies}");
+    runtime().block_on(async {
+        let mut session = Session::new(Engine::Local, 2).await.unwrap();
+        let loaded = replay::load_policy(&set("us-2020")).unwrap();
+        session
+            .add_policy("decide", loaded.clone(), policy::Posture::default())
+            .unwrap();
+        session
+            .add_inputs(&Inputs {
+                parquet: vec![parquet.clone()],
+                ..Inputs::default()
+            })
+            .await
+            .unwrap();
+        let call = Session::call("decide");
+        let run = |sql: String| {
+            let ctx = session.ctx.clone();
+            async move {
+                let frame = ctx.sql(&sql).await.unwrap();
+                let named = frame.schema().field(0).name().clone();
+                let plan = format!(
+                    "{}",
+                    frame.clone().into_optimized_plan().unwrap().display_indent()
+                );
+                let batches = frame.collect().await.unwrap();
+                (named, plan, batches)
+            }
+        };
+        // The usual filter, in an aggregate.
+        let (_, plan, batches) = run(format!(
+            "SELECT count(*) FILTER (WHERE {call}['decision'] = 'deny') AS denied FROM requests_parquet"
+        ))
+        .await;
+        assert!(plan.contains("decide.decision("), "{plan}");
+        let counted = batches[0]
+            .column(0)
+            .as_primitive::<replay::datafusion::arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(counted as usize, denies);
+        // The decision as a column keeps the expression's name.
+        let (named, plan, batches) =
+            run(format!("SELECT {call}['decision'] FROM requests_parquet LIMIT 3")).await;
+        assert!(plan.contains("decide.decision("), "{plan}");
+        assert_eq!(batches[0].schema().field(0).name(), &named);
+        assert!(named.contains("decide(") && named.contains("decision"), "{named}");
+        // Another field, and the whole answer, are the whole function's.
+        for sql in [
+            format!("SELECT {call}['because'] FROM requests_parquet LIMIT 3"),
+            format!("SELECT {call} FROM requests_parquet LIMIT 3"),
+        ] {
+            let (_, plan, _) = run(sql).await;
+            assert!(!plan.contains("decide.decision("), "{plan}");
+        }
+        // Sent to a cluster and back: the function that writes the decision alone, under
+        // the policy's revision and posture.
+        let registry = Arc::new(PolicyRegistry::default());
+        registry.insert(loaded.clone());
+        let codec = LogicalCodec::new(registry);
+        let whole = Decide::new(Arc::new(NamedPolicy {
+            name: "decide".to_owned(),
+            loaded,
+            posture: policy::Posture::default(),
+        }));
+        for (udf, only) in [
+            (ScalarUDF::new_from_impl(whole.decision_only()), true),
+            (ScalarUDF::new_from_impl(Decide::new(whole.policy().clone())), false),
+        ] {
+            let mut buf = Vec::new();
+            codec.try_encode_udf(&udf, &mut buf).unwrap();
+            let back = codec.try_decode_udf(udf.name(), &buf).unwrap();
+            let back = back.inner().downcast_ref::<Decide>().unwrap();
+            assert_eq!(back.is_decision_only(), only);
+            assert_eq!(back.policy().name, "decide");
+            assert_eq!(udf.name(), if only { "decide.decision" } else { "decide" });
+        }
+    });
 }

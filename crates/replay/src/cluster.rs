@@ -69,12 +69,15 @@ fn encode_udf(node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
     if let Some(decide) = node.inner().downcast_ref::<Decide>() {
         let p = decide.policy();
         buf.extend_from_slice(MAGIC);
-        let text = format!(
+        let mut text = format!(
             "{} {} {}",
             p.loaded.revision,
             p.posture.boundaries.as_str(),
             p.posture.non_enforcement.as_str()
         );
+        if decide.is_decision_only() {
+            text.push_str(" decision");
+        }
         buf.extend_from_slice(text.as_bytes());
     }
     // Any other function travels by name, as Ballista's own codec sends it.
@@ -92,11 +95,22 @@ fn decode_udf(registry: &PolicyRegistry, name: &str, buf: &[u8]) -> Option<Resul
         }
     };
     let mut parts = text.split(' ');
-    let (Some(revision), Some(boundaries), Some(non_enforcement), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (
+        Some(revision),
+        Some(boundaries),
+        Some(non_enforcement),
+        only @ (None | Some("decision")),
+        None,
+    ) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    )
     else {
         return Some(exec_err!(
-            "decision function `{name}`: `{}` is not `REVISION BOUNDARIES NON_ENFORCEMENT`",
+            "decision function `{name}`: `{}` is not `REVISION BOUNDARIES NON_ENFORCEMENT [decision]`",
             text.escape_debug()
         ));
     };
@@ -115,11 +129,21 @@ fn decode_udf(registry: &PolicyRegistry, name: &str, buf: &[u8]) -> Option<Resul
         }
     };
     Some(match registry.get(revision) {
-        Some(loaded) => Ok(Arc::new(Decide::udf(Arc::new(NamedPolicy {
-            name: name.to_owned(),
-            loaded,
-            posture,
-        })))),
+        Some(loaded) => {
+            let decide = Decide::new(Arc::new(NamedPolicy {
+                // A function giving the decision alone is named after its policy's.
+                name: match only {
+                    Some(_) => name.strip_suffix(".decision").unwrap_or(name).to_owned(),
+                    None => name.to_owned(),
+                },
+                loaded,
+                posture,
+            }));
+            Ok(Arc::new(ScalarUDF::new_from_impl(match only {
+                Some(_) => decide.decision_only(),
+                None => decide,
+            })))
+        }
         None => exec_err!(
             "decision function `{name}` needs policy revision {revision}, which this process \
              does not hold (it holds: {}); start it with that policy's bundle",

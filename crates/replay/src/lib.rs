@@ -11,6 +11,9 @@
 
 /// The DataFusion this crate is built on, for callers that handle its batches.
 pub use datafusion;
+/// Its plan serialization, for callers that send plans (and the decision functions in
+/// them) to a cluster.
+pub use datafusion_proto;
 
 pub mod cluster;
 pub mod genlog;

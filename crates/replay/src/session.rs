@@ -20,7 +20,7 @@ use policy::Posture;
 use crate::cluster::{LogicalCodec, PhysicalCodec, PolicyRegistry};
 use crate::schema::{self, CODE_SHA256, TEXT_COLUMNS};
 use crate::tables;
-use crate::udf::{Decide, LoadedRevision, NamedPolicy};
+use crate::udf::{Decide, DecisionOnly, LoadedRevision, NamedPolicy};
 
 /// Where queries run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,7 +110,13 @@ impl Session {
             config = config.with_target_partitions(partitions);
         }
         let ctx = match &engine {
-            Engine::Local => SessionContext::new_with_config(config),
+            Engine::Local => SessionContext::new_with_state(
+                SessionStateBuilder::new()
+                    .with_config(config)
+                    .with_default_features()
+                    .with_optimizer_rule(Arc::new(DecisionOnly))
+                    .build(),
+            ),
             Engine::Standalone | Engine::Remote(_) => {
                 let mut config = SessionConfig::new_with_ballista()
                     .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::new(

@@ -8,7 +8,9 @@
 //! ([`crate::schema::decision_fields`]). A batch is decided row by row, reading the
 //! request in place: the usual request allocates nothing. The answer is written into
 //! plain vectors (the texts it names copied from the policy it borrows them from), not
-//! through an Arrow builder per field.
+//! through an Arrow builder per field. A query that reads only the answer's `decision`
+//! (`decide(...)['decision'] = 'deny'`) is given a function writing only that field
+//! ([`DecisionOnly`]).
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -20,10 +22,15 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Result, exec_err, plan_err};
+use datafusion::common::tree_node::{Transformed, TreeNode as _};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
 };
+use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 use policy::{
     AppRecordRef, Policy, Posture, PublisherRecordRef, Request, RequestRecordRef, Verdict,
 };
@@ -54,6 +61,11 @@ pub struct NamedPolicy {
 pub struct Decide {
     policy: Arc<NamedPolicy>,
     signature: Signature,
+    /// The `decision` field alone (`allow` or `deny`, null where the request is
+    /// malformed), as text: what [`DecisionOnly`] puts in place of `f(...)['decision']`.
+    decision_only: bool,
+    /// The name in plans: the policy's, or with `.decision` after it.
+    name: String,
 }
 
 impl PartialEq for Decide {
@@ -61,6 +73,7 @@ impl PartialEq for Decide {
         self.policy.name == other.policy.name
             && self.policy.loaded.revision == other.policy.loaded.revision
             && self.policy.posture == other.policy.posture
+            && self.decision_only == other.decision_only
     }
 }
 
@@ -70,6 +83,7 @@ impl Hash for Decide {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.policy.name.hash(state);
         self.policy.loaded.revision.hash(state);
+        self.decision_only.hash(state);
     }
 }
 
@@ -77,9 +91,26 @@ impl Decide {
     /// The function deciding under `policy`.
     pub fn new(policy: Arc<NamedPolicy>) -> Decide {
         Decide {
+            name: policy.name.clone(),
             policy,
             signature: Signature::user_defined(Volatility::Immutable),
+            decision_only: false,
         }
+    }
+
+    /// The function giving only the `decision` field of this one's answer.
+    pub fn decision_only(&self) -> Decide {
+        Decide {
+            name: format!("{}.decision", self.policy.name),
+            policy: self.policy.clone(),
+            signature: self.signature.clone(),
+            decision_only: true,
+        }
+    }
+
+    /// Whether it gives only the `decision` field.
+    pub fn is_decision_only(&self) -> bool {
+        self.decision_only
     }
 
     /// The function, ready to register.
@@ -103,6 +134,24 @@ impl Decide {
         })?;
         out.finish()
     }
+
+    /// The `decision` field alone of every row: the decision without the texts it
+    /// names (`Policy::decide_parts`).
+    fn decision_arrays(&self, arrays: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+        let named = &self.policy;
+        let policy = &named.loaded.policy;
+        let mut out = TextColumn::with_capacity(rows, rows * 5);
+        read_requests(arrays, rows, |_, request| {
+            out.push(request.ok().map(|r| {
+                if policy.decide_parts(r, named.posture).is_deny() {
+                    "deny"
+                } else {
+                    "allow"
+                }
+            }));
+        })?;
+        Ok(out.finish()?.0)
+    }
 }
 
 fn is_text(t: &DataType) -> bool {
@@ -122,7 +171,7 @@ fn is_text_list(t: &DataType) -> bool {
 
 impl ScalarUDFImpl for Decide {
     fn name(&self) -> &str {
-        &self.policy.name
+        &self.name
     }
 
     fn signature(&self) -> &Signature {
@@ -166,15 +215,94 @@ impl ScalarUDFImpl for Decide {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(schema::decision_fields()))
+        Ok(if self.decision_only {
+            DataType::Utf8
+        } else {
+            DataType::Struct(schema::decision_fields())
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let batch = self.decide_arrays(&arrays, rows)?;
-        Ok(ColumnarValue::Array(Arc::new(batch)))
+        Ok(ColumnarValue::Array(if self.decision_only {
+            self.decision_arrays(&arrays, rows)?
+        } else {
+            Arc::new(self.decide_arrays(&arrays, rows)?)
+        }))
     }
+}
+
+/// A query that reads only the `decision` field of an answer (`decide(...)['decision'] =
+/// 'deny'`, the usual filter) is given a function that writes only that field: `get_field`
+/// of a decision function's call, with the literal `decision`, becomes the call of
+/// [`Decide::decision_only`] (under the expression's name, so that the plan's schema
+/// stays). Other fields, and answers used whole, are left as they are.
+#[derive(Debug, Default)]
+pub struct DecisionOnly;
+
+impl OptimizerRule for DecisionOnly {
+    fn name(&self) -> &str {
+        "gatekeeper_decision_only"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let names = NamePreserver::new(&plan);
+        plan.map_expressions(|expr| {
+            let name = names.save(&expr);
+            let rewritten = expr.transform_up(|e| {
+                Ok(match decision_only(&e) {
+                    Some(call) => Transformed::yes(call),
+                    None => Transformed::no(e),
+                })
+            })?;
+            Ok(if rewritten.transformed {
+                Transformed::yes(name.restore(rewritten.data))
+            } else {
+                rewritten
+            })
+        })
+    }
+}
+
+/// `f(...)['decision']`, for a decision function `f`, as the call of its
+/// [`Decide::decision_only`].
+fn decision_only(e: &Expr) -> Option<Expr> {
+    let Expr::ScalarFunction(get) = e else {
+        return None;
+    };
+    let [Expr::ScalarFunction(call), Expr::Literal(field, _)] = &get.args[..] else {
+        return None;
+    };
+    let named = match field {
+        ScalarValue::Utf8(Some(f))
+        | ScalarValue::Utf8View(Some(f))
+        | ScalarValue::LargeUtf8(Some(f)) => f,
+        _ => return None,
+    };
+    if get.func.name() != "get_field" || named != "decision" {
+        return None;
+    }
+    let decide = call.func.inner().downcast_ref::<Decide>()?;
+    if decide.decision_only {
+        return None;
+    }
+    Some(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(decide.decision_only())),
+        call.args.clone(),
+    )))
 }
 
 /// The argument columns of a batch, read as text.
