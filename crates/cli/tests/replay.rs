@@ -1201,6 +1201,18 @@ fn the_decision_alone_is_written_by_a_function_of_its_own_where_only_it_is_read(
             .as_primitive::<replay::datafusion::arrow::datatypes::Int64Type>()
             .value(0);
         assert_eq!(counted as usize, denies);
+        // `EXPLAIN VERBOSE` names the rule where it changed the plan.
+        let (_, _, batches) = run(format!(
+            "EXPLAIN VERBOSE SELECT {call}['decision'] FROM requests_parquet"
+        ))
+        .await;
+        let steps = replay::datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string();
+        assert!(
+            steps.contains("logical_plan after gatekeeper_decision_only"),
+            "{steps}"
+        );
         // The decision as a column keeps the expression's name.
         let (named, plan, batches) =
             run(format!("SELECT {call}['decision'] FROM requests_parquet LIMIT 3")).await;
