@@ -233,6 +233,15 @@ impl Verdict {
         out.push(b'}');
     }
 
+    /// The revision header's value of the policy that decided, made when it was installed.
+    #[cfg(feature = "tower")]
+    pub(crate) fn revision_header(&self) -> Option<http::HeaderValue> {
+        match &self.judgement {
+            Judgement::Decided { active, .. } => active.rendered.revision_header.clone(),
+            Judgement::NoPolicy | Judgement::Expired { .. } => None,
+        }
+    }
+
     /// The verdict as JSON.
     pub fn to_record(&self) -> VerdictRecord {
         VerdictRecord {
@@ -449,6 +458,9 @@ struct Installed {
 struct Rendered {
     revision: Vec<u8>,
     decisions: policy::DecisionJson,
+    /// The revision as the layer's header value.
+    #[cfg(feature = "tower")]
+    revision_header: Option<http::HeaderValue>,
 }
 
 impl Installed {
@@ -475,6 +487,8 @@ impl Rendered {
         Rendered {
             revision,
             decisions: policy::DecisionJson::new(&active.policy),
+            #[cfg(feature = "tower")]
+            revision_header: http::HeaderValue::from_str(&active.revision.0).ok(),
         }
     }
 }

@@ -6,23 +6,22 @@
 //! request. Unless the audit trail is durable the verdict is there at once, so `call`
 //! answers a refusal itself and calls the wrapped service straight away (boxing only that
 //! service's future, to name the verdict on its answer); the decision id is written on the
-//! stack; the revision header's value is made once per policy; a refusal's body is
+//! stack; the revision header's value is made when the policy is installed; a refusal's body is
 //! written by [`Verdict::write_json`], each reason's texts escaped once per policy.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use http_body_util::{Either, Full};
 use policy::Instant;
 use tower::{Layer, Service};
 
-use crate::handle::{Active, CheckError, Gate, Gatekeeper, Verdict, VerdictRecord};
+use crate::handle::{CheckError, Gate, Gatekeeper, Verdict, VerdictRecord};
 
 /// The header naming the decision on every gated response.
 pub const DECISION_ID_HEADER: &str = "gatekeeper-decision-id";
@@ -90,7 +89,6 @@ impl<E> Clone for GatekeeperLayer<E> {
 struct Shared<E> {
     gatekeeper: Gatekeeper,
     extractor: E,
-    revision: RevisionHeader,
 }
 
 impl<E> GatekeeperLayer<E> {
@@ -100,7 +98,6 @@ impl<E> GatekeeperLayer<E> {
             shared: Arc::new(Shared {
                 gatekeeper,
                 extractor,
-                revision: RevisionHeader::default(),
             }),
         }
     }
@@ -178,32 +175,6 @@ fn decision_id_value(verdict: &Verdict) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&verdict.decision_id.hex()).ok()
 }
 
-/// The revision header's value for the policy that decided last, made once per policy
-/// rather than once per request. It holds the policy weakly: a policy reloaded away is
-/// not kept alive by its header, and the allocation a weak reference keeps cannot be
-/// reused by a newer policy, so comparing addresses is sound.
-#[derive(Debug, Default)]
-struct RevisionHeader(ArcSwapOption<(Weak<Active>, HeaderValue)>);
-
-impl RevisionHeader {
-    fn value(&self, verdict: &Verdict) -> Option<HeaderValue> {
-        let active = verdict.active()?;
-        if let Some(cached) = &*self.0.load()
-            && std::ptr::eq(cached.0.as_ptr(), Arc::as_ptr(active))
-        {
-            return Some(cached.1.clone());
-        }
-        let value = revision_value(active)?;
-        self.0
-            .store(Some(Arc::new((Arc::downgrade(active), value.clone()))));
-        Some(value)
-    }
-}
-
-fn revision_value(active: &Active) -> Option<HeaderValue> {
-    HeaderValue::from_str(&active.revision.0).ok()
-}
-
 /// The headers that name a verdict on its response, made before the response is.
 struct Named {
     id: Option<HeaderValue>,
@@ -212,10 +183,10 @@ struct Named {
 }
 
 impl Named {
-    fn new(verdict: &Verdict, revision: Option<HeaderValue>) -> Named {
+    fn new(verdict: &Verdict) -> Named {
         Named {
             id: decision_id_value(verdict),
-            revision,
+            revision: verdict.revision_header(),
             shadow: verdict.gate == Gate::ShadowDeny,
         }
     }
@@ -236,8 +207,7 @@ impl Named {
 /// Names a verdict on a response: its decision id, the policy revision, and in shadow
 /// mode that the request would have been denied.
 pub fn name_verdict(headers: &mut http::HeaderMap, verdict: &Verdict) {
-    let revision = verdict.active().and_then(|a| revision_value(a));
-    Named::new(verdict, revision).apply(headers);
+    Named::new(verdict).apply(headers);
 }
 
 /// `Link: <source>; rel="blocked-by"` for each reason of a deny (RFC 7725).
@@ -298,12 +268,12 @@ pub fn deny_status_of(verdict: &Verdict) -> StatusCode {
 
 /// A denying verdict's answer: 451 (or 503) with the verdict as JSON, a `Link` for each
 /// reason, and the verdict named.
-fn refusal<B>(verdict: &Verdict, revision: Option<HeaderValue>) -> http::Response<GatedBody<B>> {
+fn refusal<B>(verdict: &Verdict) -> http::Response<GatedBody<B>> {
     let mut body = Vec::with_capacity(VERDICT_BODY_CAPACITY);
     verdict.write_json(&mut body);
     let mut response = json_body(deny_status_of(verdict), body);
     link_reasons_of(response.headers_mut(), verdict);
-    Named::new(verdict, revision).apply(response.headers_mut());
+    Named::new(verdict).apply(response.headers_mut());
     response
 }
 
@@ -387,7 +357,6 @@ where
 /// What to do with a request once its verdict is known: answer it, or call `inner`.
 fn settle<S, ReqBody, ResBody>(
     inner: &mut S,
-    revision: &RevisionHeader,
     verdict: Result<Verdict, CheckError>,
     request: http::Request<ReqBody>,
 ) -> ResponseFuture<S::Future, ResBody, S::Error>
@@ -403,11 +372,10 @@ where
             ));
         }
     };
-    let revision = revision.value(&verdict);
     if verdict.gate == Gate::Deny {
-        return ResponseFuture::answer(refusal(&verdict, revision));
+        return ResponseFuture::answer(refusal(&verdict));
     }
-    let named = Named::new(&verdict, revision);
+    let named = Named::new(&verdict);
     ResponseFuture::inner(inner.call(request), Some(named))
 }
 
@@ -442,18 +410,17 @@ where
         if let Poll::Ready(verdict) =
             Pin::new(&mut pending).poll(&mut Context::from_waker(Waker::noop()))
         {
-            return settle(&mut self.inner, &shared.revision, verdict, request);
+            return settle(&mut self.inner, verdict, request);
         }
         // Otherwise the answer waits, without blocking the worker, until the record is on
         // disk. The service that was polled ready serves this call; a fresh clone takes
         // its place.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
         ResponseFuture {
             state: State::Waiting(Box::pin(async move {
                 let verdict = pending.await;
-                settle(&mut inner, &shared.revision, verdict, request).await
+                settle(&mut inner, verdict, request).await
             })),
         }
     }
@@ -484,7 +451,7 @@ mod tests {
     }
 
     async fn answer(verdict: &Verdict) -> (StatusCode, Vec<u8>) {
-        let response = refusal::<()>(verdict, None);
+        let response = refusal::<()>(verdict);
         let status = response.status();
         let Either::Right(body) = response.into_body() else {
             panic!("a refusal's body is the layer's own");
