@@ -71,7 +71,7 @@ type Bucket = [u8; BUCKET];
 /// tens of megabytes mostly finds its page's address in the processor's translation cache
 /// instead of walking the page tables, which in a virtual machine is a walk of two sets.
 /// Smaller tables, or where no such memory can be had, are on the heap.
-const OWN_PAGES: usize = 2 << 20;
+const OWN_PAGES: usize = HUGE_PAGE;
 /// The size of a huge page on x86-64 and most other processors Linux runs on.
 const HUGE_PAGE: usize = 2 << 20;
 
@@ -109,11 +109,7 @@ impl Buckets {
             None => (Memory::Heap(vec![0; bytes + BUCKET - 1]), BUCKET),
         };
         // (`align_offset` may say it cannot align: the buckets then work unaligned.)
-        let start = match &memory {
-            Memory::Pages(m) => m.as_ptr().align_offset(align),
-            Memory::Heap(v) => v.as_ptr().align_offset(align),
-        }
-        .min(align - 1);
+        let start = memory.bytes().as_ptr().align_offset(align).min(align - 1);
         Buckets {
             memory,
             start,
@@ -123,20 +119,34 @@ impl Buckets {
 
     #[inline]
     fn all(&self) -> &[Bucket] {
-        let bytes: &[u8] = match &self.memory {
-            Memory::Pages(m) => m,
-            Memory::Heap(v) => v,
-        };
-        bytes[self.start..][..self.count * BUCKET].as_chunks().0
+        self.memory.bytes()[self.start..][..self.count * BUCKET]
+            .as_chunks()
+            .0
     }
 
     #[inline]
     fn all_mut(&mut self) -> &mut [Bucket] {
-        let bytes: &mut [u8] = match &mut self.memory {
+        self.memory.bytes_mut()[self.start..][..self.count * BUCKET]
+            .as_chunks_mut()
+            .0
+    }
+}
+
+impl Memory {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        match self {
             Memory::Pages(m) => m,
             Memory::Heap(v) => v,
-        };
-        bytes[self.start..][..self.count * BUCKET].as_chunks_mut().0
+        }
+    }
+
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Memory::Pages(m) => m,
+            Memory::Heap(v) => v,
+        }
     }
 }
 
