@@ -147,7 +147,8 @@ fn sets_that_include_the_same_files_load_together() {
     let loaded = gatekeeper::load_dirs(&paths).unwrap();
     let unique: BTreeSet<_> = loaded.files.iter().collect();
     assert_eq!(unique.len(), loaded.files.len());
-    let ids = |p: &Policy| -> BTreeSet<String> { p.apps().iter().map(|a| a.id.clone()).collect() };
+    let ids =
+        |p: &Policy| -> BTreeSet<String> { p.apps().iter().map(|a| a.id().to_owned()).collect() };
     let each: BTreeSet<String> = dirs.iter().flat_map(|d| ids(&load(&[d]))).collect();
     assert_eq!(ids(&loaded.policy), each);
     // The courts set alone already brings the 2020 rule it amends.

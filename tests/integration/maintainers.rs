@@ -407,9 +407,12 @@ fn the_readme_timeline_is_the_shipped_policies_current_picture() {
     }
     for app in policy.apps() {
         assert!(
-            picture.rows.iter().any(|r| r.apps.contains(&app.id)),
+            picture
+                .rows
+                .iter()
+                .any(|r| r.apps.iter().any(|a| a == app.id())),
             "no row for {}",
-            app.id
+            app.id()
         );
     }
     let html = picture.to_html();

@@ -555,7 +555,7 @@ fn exercises(policy: &Policy, c: &policy::model::Change, d: &Decided) -> bool {
                     .prohibition(t)
                     .covered
                     .iter()
-                    .any(|&a| policy.apps()[a as usize].id == app)
+                    .any(|&a| policy.apps()[a as usize].id() == app)
             })
         })
     };

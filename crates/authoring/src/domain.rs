@@ -268,18 +268,18 @@ fn version(policy: &Policy) -> Version {
             prohibitions: std::mem::take(&mut prohibitions[ai]),
             exemptions: std::mem::take(&mut exemptions[ai]),
         });
-        let reach = || (Reach::App(app.id.clone()), cover);
-        for id in &app.ios {
-            subjects.insert(Subject::Ios(id.clone()), reach());
+        let reach = || (Reach::App(app.id().to_owned()), cover);
+        for id in app.ios() {
+            subjects.insert(Subject::Ios(id.to_owned()), reach());
         }
-        for id in &app.android {
-            subjects.insert(Subject::Android(id.clone()), reach());
+        for id in app.android() {
+            subjects.insert(Subject::Android(id.to_owned()), reach());
         }
-        for d in &app.signing_cert_sha256 {
-            subjects.insert(Subject::SigningCert(d.clone()), reach());
+        for d in app.signing_cert_sha256() {
+            subjects.insert(Subject::SigningCert(d.to_owned()), reach());
         }
-        for d in &app.code_sha256 {
-            subjects.insert(Subject::CodeSha256(d.clone()), reach());
+        for d in app.code_sha256() {
+            subjects.insert(Subject::CodeSha256(d.to_owned()), reach());
         }
     }
     for (ei, entity) in policy.entities().iter().enumerate() {
@@ -306,7 +306,7 @@ impl Domain {
         let versions: Vec<Version> = policies.iter().map(|p| version(p)).collect();
         let known: Vec<std::collections::HashSet<&str>> = policies
             .iter()
-            .map(|p| p.apps().iter().map(|a| a.id.as_str()).collect())
+            .map(|p| p.apps().iter().map(|a| a.id()).collect())
             .collect();
         let mut all: Vec<&Subject> = versions.iter().flat_map(|v| v.subjects.keys()).collect();
         all.sort_unstable();
@@ -362,9 +362,8 @@ fn unlisted_id(policies: &[&Policy]) -> String {
     let listed = |id: &str| {
         policies.iter().any(|p| {
             p.apps().iter().any(|a| {
-                a.ios
-                    .iter()
-                    .chain(&a.android)
+                a.ios()
+                    .chain(a.android())
                     .any(|x| x.eq_ignore_ascii_case(id))
             })
         })
@@ -373,7 +372,7 @@ fn unlisted_id(policies: &[&Policy]) -> String {
     let ids: usize = policies
         .iter()
         .flat_map(|p| p.apps())
-        .map(|a| a.ios.len() + a.android.len())
+        .map(|a| a.ios().len() + a.android().len())
         .sum();
     (0..=ids)
         .map(|n| format!("com.example.unlisted{n}"))

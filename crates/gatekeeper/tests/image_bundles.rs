@@ -323,8 +323,8 @@ fn requests(policy: &Policy) -> Vec<RequestRecord> {
         .collect();
     let mut apps: Vec<(&str, &str)> = Vec::new();
     for app in policy.apps() {
-        apps.extend(app.ios.iter().map(|id| ("ios", id.as_str())));
-        apps.extend(app.android.iter().map(|id| ("android", id.as_str())));
+        apps.extend(app.ios().map(|id| ("ios", id)));
+        apps.extend(app.android().map(|id| ("android", id)));
     }
     apps.push(("android", "com.example.uncovered"));
     for (i, (platform, id)) in apps.iter().enumerate() {

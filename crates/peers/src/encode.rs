@@ -19,7 +19,7 @@ fn targets(policy: &Policy, p: &policy::model::Prohibition) -> Vec<(&'static str
     let mut t: Vec<(&'static str, String)> = p
         .apps
         .iter()
-        .map(|&a| ("App", policy.apps()[a as usize].id.clone()))
+        .map(|&a| ("App", policy.apps()[a as usize].id().to_owned()))
         .collect();
     t.extend(
         p.owners
@@ -130,7 +130,7 @@ fn read_all(policy: &Policy) -> Vec<Read> {
                     from: late(from),
                     apps: apps
                         .iter()
-                        .map(|&a| policy.apps()[a as usize].id.clone())
+                        .map(|&a| policy.apps()[a as usize].id().to_owned())
                         .collect(),
                 },
             };
@@ -304,7 +304,7 @@ pub fn cedar_entities(policy: &Policy) -> Value {
     }
     for a in policy.apps() {
         let owner = &policy.entities()[a.owner as usize].id;
-        all.push(json!({ "uid": { "type": "Gatekeeper::App", "id": a.id }, "attrs": {}, "parents": [{ "type": "Gatekeeper::Owner", "id": owner }] }));
+        all.push(json!({ "uid": { "type": "Gatekeeper::App", "id": a.id() }, "attrs": {}, "parents": [{ "type": "Gatekeeper::Owner", "id": owner }] }));
     }
     Value::Array(all)
 }
@@ -322,14 +322,14 @@ pub fn rego_data(policy: &Policy) -> Value {
     }
     let mut apps = serde_json::Map::new();
     for a in policy.apps() {
-        let mut ancestors = vec![a.id.clone()];
+        let mut ancestors = vec![a.id().to_owned()];
         let mut owner = Some(a.owner);
         while let Some(o) = owner {
             let e = &policy.entities()[o as usize];
             ancestors.push(e.id.clone());
             owner = e.parent;
         }
-        apps.insert(a.id.clone(), json!({ "ancestors": ancestors }));
+        apps.insert(a.id().to_owned(), json!({ "ancestors": ancestors }));
     }
     let prohibitions: Vec<Value> = policy
         .prohibitions()

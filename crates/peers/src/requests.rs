@@ -111,11 +111,11 @@ impl Draw {
             }
         }
         for (app, _) in policy.apps().iter().zip(&covered).filter(|(_, c)| **c) {
-            for id in &app.android {
-                by_id.insert((Platform::Android, id.clone()), app.id.clone());
+            for id in app.android() {
+                by_id.insert((Platform::Android, id.to_owned()), app.id().to_owned());
             }
-            for id in &app.ios {
-                by_id.insert((Platform::Ios, id.clone()), app.id.clone());
+            for id in app.ios() {
+                by_id.insert((Platform::Ios, id.to_owned()), app.id().to_owned());
             }
         }
         let mut known: Vec<(Platform, String)> = by_id.keys().cloned().collect();
@@ -250,8 +250,8 @@ pub fn cold_requests(policy: &Policy, seed: u64) -> anyhow::Result<Vec<Prepared>
         .apps()
         .iter()
         .map(|a| {
-            let android = a.android.iter().map(|i| (Platform::Android, i.clone()));
-            let ios = a.ios.iter().map(|i| (Platform::Ios, i.clone()));
+            let android = a.android().map(|i| (Platform::Android, i.to_owned()));
+            let ios = a.ios().map(|i| (Platform::Ios, i.to_owned()));
             android.chain(ios).collect()
         })
         .filter(|ids: &Vec<_>| !ids.is_empty())

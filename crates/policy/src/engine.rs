@@ -1241,13 +1241,13 @@ fn build_index(model: &Model) -> Index {
     // The table sized for every identifier at once.
     let apps = model.apps.iter().flat_map(|a| {
         [
-            (Kind::Ios, &a.ios),
-            (Kind::Android, &a.android),
-            (Kind::SigningCert, &a.signing_cert_sha256),
-            (Kind::CodeSha256, &a.code_sha256),
+            (Kind::Ios, a.ios()),
+            (Kind::Android, a.android()),
+            (Kind::SigningCert, a.signing_cert_sha256()),
+            (Kind::CodeSha256, a.code_sha256()),
         ]
         .into_iter()
-        .flat_map(|(kind, ids)| ids.iter().map(move |id| (kind, id.as_str())))
+        .flat_map(|(kind, ids)| ids.map(move |id| (kind, id)))
     });
     let accounts = model.entities.iter().flat_map(|e| {
         e.publisher_accounts
@@ -1267,10 +1267,10 @@ fn build_index(model: &Model) -> Index {
             owner: app.owner,
         };
         for (kind, ids) in [
-            (Kind::Ios, &app.ios),
-            (Kind::Android, &app.android),
-            (Kind::SigningCert, &app.signing_cert_sha256),
-            (Kind::CodeSha256, &app.code_sha256),
+            (Kind::Ios, app.ios()),
+            (Kind::Android, app.android()),
+            (Kind::SigningCert, app.signing_cert_sha256()),
+            (Kind::CodeSha256, app.code_sha256()),
         ] {
             for id in ids {
                 index.ids.insert(kind, id, found);

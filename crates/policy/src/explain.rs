@@ -20,8 +20,8 @@ impl Decision<'_> {
         let mut out = String::new();
         let what = match (self.matched, request.app()) {
             (Some(m), _) if m.app.is_some() => {
-                let app = m.app.map_or("", |a| a.name.as_str());
-                let id = m.app.map_or("", |a| a.id.as_str());
+                let app = m.app.map_or("", |a| a.name());
+                let id = m.app.map_or("", |a| a.id());
                 let case = if m.case_insensitive {
                     ", letter case aside"
                 } else {

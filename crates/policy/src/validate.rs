@@ -615,21 +615,27 @@ impl<'f> Validator<'f> {
             );
         }
         let [ios, android, signing_cert_sha256, code_sha256] = lists;
-        App {
-            id: app_id.to_owned(),
-            name: raw.name.clone(),
-            owner: owner.unwrap_or(0),
+        let lists = AppLists {
             ios,
             android,
-            signing_cert_sha256,
-            code_sha256,
             apple_team_ids: raw
                 .apple_team_ids
                 .iter()
                 .map(|t| t.get_ref().clone())
                 .collect(),
+            signing_cert_sha256,
+            code_sha256,
             notes: raw.notes.clone(),
-        }
+        };
+        App::new(app_id, &raw.name, owner.unwrap_or(0), &lists).unwrap_or_else(|e| {
+            self.error(
+                fi,
+                raw.id.span(),
+                format!("app `{app_id}`: {e}"),
+                "describe an app with more identifiers than that as several apps",
+            );
+            App::default()
+        })
     }
 
     fn prohibition(&mut self, fi: usize, raw: &RawProhibition, model: &Model) -> Prohibition {
@@ -1082,6 +1088,34 @@ fn suggest<'a>(name: &str, known: impl Iterator<Item = &'a str>, what: &str) -> 
 #[cfg(test)]
 mod tests {
     use super::{is_sha256, normalize_sha256, write_sha256};
+    use crate::{Policy, Source};
+
+    /// A policy whose one app lists `android` packages.
+    fn app_with_packages(android: usize) -> Result<Policy, crate::Diagnostics> {
+        let packages: Vec<String> = (0..android).map(|i| format!("\"a.p{i}\"")).collect();
+        let text = format!(
+            "[instrument]\nid = \"o\"\nkind = \"statute\"\ntitle = \"O\"\nauthority = \"A\"\ncitation = \"1 XR 1\"\nsource = \"https://example.org/o\"\nissued = 2021-01-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"e\"\nname = \"E\"\n\n[[app]]\nid = \"a\"\nname = \"A\"\nowner = \"e\"\nandroid = [{}]\n",
+            packages.join(", ")
+        );
+        Policy::from_sources([Source::new("many.toml", text)])
+    }
+
+    #[test]
+    fn an_app_lists_at_most_65535_identifiers_of_a_kind() {
+        let most = app_with_packages(crate::model::MAX_APP_LIST).unwrap();
+        let app = &most.apps()[0];
+        assert_eq!(app.android().len(), 65_535);
+        assert_eq!(app.android().next_back(), Some("a.p65534"));
+        let d = app_with_packages(crate::model::MAX_APP_LIST + 1).unwrap_err();
+        let rendered = d.render();
+        assert!(
+            rendered.contains(
+                "app `a`: it lists 65536 Android packages; an app lists at most 65535 of each"
+            ),
+            "{rendered}"
+        );
+        assert!(rendered.contains("many.toml:"), "{rendered}");
+    }
 
     #[test]
     fn digests_are_64_hex_digits_in_lower_case_with_colons_left_out() {

@@ -859,7 +859,7 @@ impl Decision<'_> {
             in_force_from: None,
             reasons: Vec::new(),
             relief_set_aside: Vec::new(),
-            app: self.matched.and_then(|m| m.app.map(|a| a.id.clone())),
+            app: self.matched.and_then(|m| m.app.map(|a| a.id().to_owned())),
             owner: self.matched.map(|m| m.owner.id.clone()),
             matched_by: self.matched.map(|m| m.by.as_str().to_owned()),
             case_insensitive_match: self.matched.is_some_and(|m| m.case_insensitive),
@@ -1092,7 +1092,7 @@ impl Decision<'_> {
         }
         if let Some(m) = &self.matched {
             if let Some(app) = m.app {
-                map.serialize_entry("app", &app.id)?;
+                map.serialize_entry("app", app.id())?;
             }
             map.serialize_entry("owner", &m.owner.id)?;
             map.serialize_entry("matched_by", m.by.as_str())?;
@@ -1165,10 +1165,10 @@ impl DecisionJson {
             reasons: (0..policy.prohibitions().len())
                 .map(|_| OnceLock::new())
                 .collect(),
-            plain_ids: (policy.apps().iter().map(|a| &a.id))
-                .chain(policy.entities().iter().map(|e| &e.id))
-                .chain(policy.regions().iter().map(|r| &r.id))
-                .chain(policy.instruments().iter().map(|i| &i.id))
+            plain_ids: (policy.apps().iter().map(crate::model::App::id))
+                .chain(policy.entities().iter().map(|e| e.id.as_str()))
+                .chain(policy.regions().iter().map(|r| r.id.as_str()))
+                .chain(policy.instruments().iter().map(|i| i.id.as_str()))
                 .all(|id| first_special(id.as_bytes()).is_none()),
         }
     }
@@ -1254,7 +1254,7 @@ impl DecisionJson {
         if let Some(m) = &d.matched {
             if let Some(app) = m.app {
                 out.extend_from_slice(b",\"app\":");
-                id(out, &app.id);
+                id(out, app.id());
             }
             out.extend_from_slice(b",\"owner\":");
             id(out, &m.owner.id);

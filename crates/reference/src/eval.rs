@@ -418,14 +418,14 @@ impl<'p> Evaluator<'p> {
         if let Some(app_ref) = request.app() {
             for (ai, app) in apps.iter().enumerate() {
                 let (ids, by) = match app_ref.platform {
-                    Platform::Ios => (&app.ios, "ios-bundle-id"),
-                    Platform::Android => (&app.android, "android-package"),
+                    Platform::Ios => (app.ios(), "ios-bundle-id"),
+                    Platform::Android => (app.android(), "android-package"),
                 };
-                if ids.iter().any(|x| x.eq_ignore_ascii_case(&app_ref.id)) {
+                if ids.clone().any(|x| x.eq_ignore_ascii_case(&app_ref.id)) {
                     // "An id differing from a covered one only in letter case is matched
                     // (`case_insensitive_match: true`)": an id the app lists exactly
                     // does not differ.
-                    let exact = ids.contains(&app_ref.id);
+                    let exact = ids.clone().any(|x| x == app_ref.id);
                     push(&mut out, ai as AppIdx, by, !exact);
                 }
             }
@@ -433,14 +433,14 @@ impl<'p> Evaluator<'p> {
         let record = RequestRecord::from(request);
         if let Some(cert) = &record.signing_cert_sha256 {
             for (ai, app) in apps.iter().enumerate() {
-                if app.signing_cert_sha256.iter().any(|x| same_digest(x, cert)) {
+                if app.signing_cert_sha256().any(|x| same_digest(x, cert)) {
                     push(&mut out, ai as AppIdx, "signing-cert", false);
                 }
             }
         }
         for code in &record.code_sha256 {
             for (ai, app) in apps.iter().enumerate() {
-                if app.code_sha256.iter().any(|x| same_digest(x, code)) {
+                if app.code_sha256().any(|x| same_digest(x, code)) {
                     push(&mut out, ai as AppIdx, "code-sha256", false);
                 }
             }
@@ -870,7 +870,7 @@ impl<'p> Evaluator<'p> {
                 .map(|&p| policy.prohibitions()[p as usize].id.clone())
                 .collect(),
             relief_set_aside: s.set_aside.iter().map(|&i| instrument(i)).collect(),
-            app: target.and_then(|t| t.app.map(|a| policy.apps()[a as usize].id.clone())),
+            app: target.and_then(|t| t.app.map(|a| policy.apps()[a as usize].id().to_owned())),
             owner: target.map(|t| policy.entities()[t.owner as usize].id.clone()),
             matched_by: target.map(|t| t.matched_by.to_owned()),
             case_insensitive_match: target.is_some_and(|t| t.case_insensitive),

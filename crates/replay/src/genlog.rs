@@ -113,23 +113,23 @@ impl LogGenerator {
         let mut seen = std::collections::HashSet::new();
         for p in policies {
             for app in p.apps() {
-                let cert = app.signing_cert_sha256.first().cloned();
-                for id in &app.ios {
-                    if seen.insert(("ios", id.clone())) {
-                        let team = app.apple_team_ids.first().cloned();
+                let cert = app.signing_cert_sha256().next().map(str::to_owned);
+                for id in app.ios() {
+                    if seen.insert(("ios", id.to_owned())) {
+                        let team = app.apple_team_ids().next().map(str::to_owned);
                         pool.push(PoolApp {
                             platform: "ios",
-                            id: id.clone(),
+                            id: id.to_owned(),
                             publisher: team.map(|t| ("apple", t)),
                             cert: cert.clone(),
                         });
                     }
                 }
-                for id in &app.android {
-                    if seen.insert(("android", id.clone())) {
+                for id in app.android() {
+                    if seen.insert(("android", id.to_owned())) {
                         pool.push(PoolApp {
                             platform: "android",
-                            id: id.clone(),
+                            id: id.to_owned(),
                             publisher: None,
                             cert: cert.clone(),
                         });

@@ -587,8 +587,7 @@ impl Outputs {
         self.instruments.end_row();
         self.region
             .push(d.jurisdiction.as_ref().map(|j| j.region.id.as_str()));
-        self.app
-            .push(d.matched.and_then(|m| m.app).map(|a| a.id.as_str()));
+        self.app.push(d.matched.and_then(|m| m.app).map(|a| a.id()));
         self.owner.push(d.matched.map(|m| m.owner.id.as_str()));
         self.error.push(None);
         self.at.push(d.at.as_nanos());
