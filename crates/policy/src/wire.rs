@@ -373,11 +373,29 @@ fn plain_utc_instant(t: &[u8]) -> Option<Instant> {
     {
         return None;
     }
-    let seconds = chrono::NaiveDate::from_ymd_opt(year as i32, month, day)?
-        .and_hms_opt(hour, minute, second)?
-        .and_utc()
-        .timestamp();
+    let seconds = days_since_epoch(year, month, day)? * 86_400
+        + i64::from(hour * 3_600 + minute * 60 + second);
     Some(Instant::from_nanos(seconds * 1_000_000_000))
+}
+
+/// The days from 1970-01-01 to a date of the proleptic Gregorian calendar (a year from 1
+/// on, a month from 1 to 12), or `None` for a day its month does not have: what
+/// `chrono::NaiveDate::from_ymd_opt` gives, without its general path (the count of days
+/// of 400-year cycles, by H. Hinnant's `days_from_civil`).
+fn days_since_epoch(year: u32, month: u32, day: u32) -> Option<i64> {
+    const DAYS: [u32; 12] = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let last = DAYS[month as usize - 1] + u32::from(month == 2 && leap);
+    if day == 0 || day > last {
+        return None;
+    }
+    // Years counted from March, so that February's leap day ends one.
+    let y = i64::from(year) - i64::from(month <= 2);
+    let (era, year_of_era) = (y.div_euclid(400), y.rem_euclid(400));
+    let m = i64::from(month);
+    let day_of_year = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    Some(era * 146_097 + day_of_era - 719_468)
 }
 
 impl<'a> RequestRecordRef<'a> {
@@ -1524,6 +1542,27 @@ mod tests {
             plain_utc_instant(b"2199-12-31T23:59:59Z"),
             Some(Instant::from_nanos(end * 1_000_000_000))
         );
+    }
+
+    #[test]
+    fn days_are_counted_as_chrono_counts_them_and_a_day_a_month_lacks_is_refused() {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let mut dates = 0;
+        for year in (1..=3).chain(1600..2401) {
+            for month in 1..=12 {
+                for day in 0..=32 {
+                    let chrono = chrono::NaiveDate::from_ymd_opt(year, month, day)
+                        .map(|d| (d - epoch).num_days());
+                    assert_eq!(
+                        days_since_epoch(year as u32, month, day),
+                        chrono,
+                        "{year}-{month}-{day}"
+                    );
+                    dates += usize::from(chrono.is_some());
+                }
+            }
+        }
+        assert_eq!(dates, 804 * 365 + 195);
     }
 
     /// A string escaped by [`write_json_str`].
