@@ -543,7 +543,28 @@ pub struct Change {
 
 #[cfg(test)]
 mod tests {
-    use super::{App, AppList, AppLists, AppParts, AppTooLarge};
+    use super::{App, AppList, AppLists, AppParts, AppTooLarge, InstrumentKind};
+
+    #[test]
+    fn each_kind_of_instrument_and_of_app_list_is_described_in_words_of_its_own() {
+        let kinds: Vec<&str> = InstrumentKind::ALL.iter().map(|k| k.describe()).collect();
+        assert_eq!(
+            kinds[..2],
+            [
+                "executive order",
+                "identification of prohibited transactions"
+            ]
+        );
+        let lists: Vec<&str> = AppList::ALL.iter().map(|l| l.describe()).collect();
+        assert_eq!(lists[0], "iOS bundle ids");
+        for words in [kinds, lists] {
+            let mut distinct = words.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), words.len(), "{words:?}");
+            assert!(words.iter().all(|w| w.len() > 3), "{words:?}");
+        }
+    }
 
     fn strings(s: &[&str]) -> Vec<String> {
         s.iter().map(|&t| t.to_owned()).collect()
