@@ -136,6 +136,10 @@ struct ExecutorArgs {
 /// After a signal, how long an executor has to tell its scheduler and finish its tasks.
 const EXECUTOR_GRACE: Duration = Duration::from_secs(15);
 
+/// How long after Ballista's executor ends by itself a signal may still be on its way to this
+/// process's own listener.
+const SIGNAL_SEEN_WITHIN: Duration = Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -332,7 +336,17 @@ async fn executor(args: ExecutorArgs, signals: &mut Signals) -> anyhow::Result<(
             // A signal first: the executor ends on it too.
             biased;
             signal = signals.recv() => break signal,
-            ended = &mut running => return executor_ended(ended),
+            ended = &mut running => {
+                // Ballista listens for SIGTERM and Ctrl-C as well, and can finish stopping
+                // on one before this loop has seen it: a clean end followed closely by a
+                // signal is the signal's doing.
+                let late = tokio::time::timeout(SIGNAL_SEEN_WITHIN, signals.recv());
+                if matches!(ended, Ok(Ok(()))) && let Ok(signal) = late.await {
+                    println!("executor stopped ({signal})");
+                    return Ok(());
+                }
+                return executor_ended(ended);
+            }
             () = tokio::time::sleep(Duration::from_millis(50)), if !ready => {
                 if tokio::net::TcpStream::connect((local, args.port)).await.is_ok() {
                     ready = true;
