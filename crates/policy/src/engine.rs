@@ -19,7 +19,8 @@
 //! entry for the action has a small [`Lane`] (its tests and where its time lines start);
 //! a test holds its region's countries; a time line is a range of one array of
 //! segments, shared by every entry with the same answers (the default path's apart from
-//! those in hindsight, so that what it reads stays small); and what the default path
+//! those in hindsight, and the default posture's segments before the other postures', so
+//! that what it reads stays small); and what the default path
 //! needs of a judgement (whether it denies, the prohibition it reports) is in a small
 //! table beside the judgements. Only the bucket is likely to be far away: the rest is
 //! small, and shared by the apps of a coverage.
@@ -95,6 +96,32 @@ impl Timelines {
         let starts = &self.starts[start..start + len];
         let i = starts.partition_point(|s| *s <= at).saturating_sub(1);
         (self.judged[start + i], starts.get(i + 1).copied())
+    }
+
+    /// Lays the segments out again, those of the lines `first` names first (in that
+    /// order, each stored line once), then the others as they were; every line keeps its
+    /// segments. The lines a decision reads most then share cache lines with each other
+    /// rather than with lines it never reads.
+    fn lay_out(&mut self, first: impl IntoIterator<Item = usize>) {
+        let mut moved: HashMap<u32, u32> = HashMap::default();
+        let mut starts = Vec::with_capacity(self.starts.len());
+        let mut judged = Vec::with_capacity(self.judged.len());
+        let order = first.into_iter().chain(0..self.lines.len());
+        for line in order {
+            let Line { start, len } = self.lines[line];
+            moved.entry(start).or_insert_with(|| {
+                let range = start as usize..(start + len) as usize;
+                let at = starts.len() as u32;
+                starts.extend_from_slice(&self.starts[range.clone()]);
+                judged.extend_from_slice(&self.judged[range]);
+                at
+            });
+        }
+        for line in &mut self.lines {
+            line.start = moved[&line.start];
+        }
+        self.starts = starts;
+        self.judged = judged;
     }
 
     /// A time line with these segments (each a start and a judgement), stored once.
@@ -224,6 +251,19 @@ struct Index {
     /// Per judgement, what the default path needs of it.
     briefs: Vec<Brief>,
     changes_of: Vec<Vec<ChangeIdx>>,
+}
+
+impl Index {
+    /// How many time lines a lane has per posture: one per mask of its tests, or per mask
+    /// of its [`Wide`].
+    fn slots(&self, lane: &Lane) -> usize {
+        if usize::from(lane.tests_len) > MAX_INDEXED_TESTS {
+            let wide = self.wide[lane.tests[0] as usize];
+            (wide.masks.1 - wide.masks.0) as usize
+        } else {
+            1 << lane.tests_len
+        }
+    }
 }
 
 /// A compiled policy set: validated, indexed, ready to decide.
@@ -1225,6 +1265,20 @@ fn build_index(model: &Model) -> Index {
         builder.judgement_ids.drain().map(|(j, i)| (i, j)).collect();
     judgements.sort_by_key(|(i, _)| *i);
     let outcomes = std::mem::take(&mut builder.outcomes);
+    // The default posture's lines first: the segments a store's decisions read, a third
+    // of them or less where the postures disagree, then lie together.
+    let default = Posture::default().index();
+    let first: Vec<usize> = index
+        .lanes
+        .iter()
+        .filter(|lane| lane.lines != NONE)
+        .flat_map(|lane| {
+            let slots = index.slots(lane);
+            let from = lane.lines as usize + default * slots;
+            from..from + slots
+        })
+        .collect();
+    index.timelines.lay_out(first);
     index.changes_of = changes_of;
     index.judgements = judgements
         .into_iter()
@@ -2005,6 +2059,84 @@ mod tests {
         assert!(masks > 1 && masks < 1 << 10, "{masks} masks");
         agrees_with_the_scan(&policy, "app.a", "download", 12);
         agrees_with_the_scan(&policy, "app.a", "update", 12);
+    }
+
+    #[test]
+    fn the_default_postures_segments_come_first() {
+        let policy = wide_policy();
+        let (index, timelines) = (&policy.index, &policy.index.timelines);
+        let default = Posture::default().index();
+        let mut read = vec![false; timelines.lines.len()];
+        for lane in index.lanes.iter().filter(|l| l.lines != NONE) {
+            let slots = index.slots(lane);
+            let from = lane.lines as usize + default * slots;
+            read[from..from + slots].fill(true);
+        }
+        let end = |l: &Line| l.start + l.len;
+        let mine: Vec<Line> = (0..read.len())
+            .filter(|&i| read[i])
+            .map(|i| timelines.lines[i])
+            .collect();
+        let others: Vec<Line> = (0..read.len())
+            .filter(|&i| !read[i])
+            .map(|i| timelines.lines[i])
+            .filter(|l| !mine.contains(l))
+            .collect();
+        assert!(!others.is_empty(), "the postures disagree somewhere");
+        let last_of_mine = mine.iter().map(end).max().unwrap();
+        let first_of_others = others.iter().map(|l| l.start).min().unwrap();
+        assert!(
+            last_of_mine <= first_of_others,
+            "the default posture's segments end at {last_of_mine}, another's start at {first_of_others}"
+        );
+        // Each stored line once, the segments all used.
+        let mut stored: Vec<(u32, u32)> =
+            timelines.lines.iter().map(|l| (l.start, l.len)).collect();
+        stored.sort_unstable();
+        stored.dedup();
+        assert!(stored.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
+        assert_eq!(
+            stored.last().map(|(s, l)| (s + l) as usize),
+            Some(timelines.starts.len())
+        );
+    }
+
+    #[test]
+    fn laying_out_keeps_each_lines_segments() {
+        let at = |n: i64| Instant::from_nanos(n);
+        let mut t = Timelines {
+            lines: vec![
+                Line { start: 0, len: 2 },
+                Line { start: 2, len: 3 },
+                Line { start: 5, len: 1 },
+                Line { start: 0, len: 2 },
+            ],
+            starts: (0..6).map(at).collect(),
+            judged: (10..16).collect(),
+        };
+        let before: Vec<Vec<(Instant, u32)>> = (0..4)
+            .map(|l| {
+                (0..t.lines[l].len as usize)
+                    .map(|i| {
+                        let k = t.lines[l].start as usize + i;
+                        (t.starts[k], t.judged[k])
+                    })
+                    .collect()
+            })
+            .collect();
+        t.lay_out([2, 3]);
+        assert_eq!(t.lines[2], Line { start: 0, len: 1 });
+        assert_eq!(t.lines[0], Line { start: 1, len: 2 });
+        assert_eq!(t.lines[3], t.lines[0]);
+        assert_eq!(t.lines[1], Line { start: 3, len: 3 });
+        for (l, segments) in before.iter().enumerate() {
+            for (i, s) in segments.iter().enumerate() {
+                let k = t.lines[l].start as usize + i;
+                assert_eq!((t.starts[k], t.judged[k]), *s);
+                assert_eq!(t.at(l, s.0).0, s.1);
+            }
+        }
+        assert_eq!(t.starts.len(), 6);
     }
 
     #[test]
