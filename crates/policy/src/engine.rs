@@ -1778,7 +1778,8 @@ mod tests {
     /// Regions that overlap and nest, and ten prohibitions of app `a`'s downloads, each
     /// with a test of its own (more than `MAX_INDEXED_TESTS`), under instruments issued
     /// in windows and changed by delays, relief, an exemption, an end and a revocation;
-    /// app `b`, covered by three of them, has a lane of the usual kind.
+    /// app `b`, covered by three of them, has a lane of the usual kind, app `c`, by six,
+    /// the most a lane holds, and app `d`, by eight, a second wide lane.
     fn wide_policy() -> Policy {
         let common = "\
 [[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\", \"PR\", \"GU\"]\n\n\
@@ -1790,7 +1791,9 @@ mod tests {
 [[region]]\nid = \"MIX\"\nname = \"Mixed\"\ncountries = [\"US\", \"FR\", \"JP\"]\n\n\
 [[entity]]\nid = \"e\"\nname = \"E\"\n\n\
 [[app]]\nid = \"a\"\nname = \"A\"\nowner = \"e\"\nandroid = [\"app.a\"]\n\n\
-[[app]]\nid = \"b\"\nname = \"B\"\nowner = \"e\"\nandroid = [\"app.b\"]\n";
+[[app]]\nid = \"b\"\nname = \"B\"\nowner = \"e\"\nandroid = [\"app.b\"]\n\n\
+[[app]]\nid = \"c\"\nname = \"C\"\nowner = \"e\"\nandroid = [\"app.c\"]\n\n\
+[[app]]\nid = \"d\"\nname = \"D\"\nowner = \"e\"\nandroid = [\"app.d\"]\n";
         let tests = [
             ("US", ""),
             ("US", "jurisdiction = [[\"server_country\"]]\n"),
@@ -1819,7 +1822,14 @@ mod tests {
         );
         let mut second = instrument("second", "executive-order", "2021-06-01T00:00:00Z");
         for (i, (region, jurisdiction)) in tests.iter().enumerate() {
-            let apps = if i < 3 { "\"a\", \"b\"" } else { "\"a\"" };
+            // `b` by three, `c` by six (as many tests as a lane holds), `d` by eight.
+            let apps = ["a", "b", "c", "d"]
+                .iter()
+                .zip([10, 3, 6, 8])
+                .filter(|(_, n)| i < *n)
+                .map(|(a, _)| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
             let effective = match i % 3 {
                 0 => window(
                     &format!("2021-0{}-10T00:00:00Z", 2 + i % 5),
@@ -2099,6 +2109,42 @@ mod tests {
             stored.last().map(|(s, l)| (s + l) as usize),
             Some(timelines.starts.len())
         );
+    }
+
+    #[test]
+    fn each_lane_has_its_slots_of_lines_for_each_posture() {
+        let policy = wide_policy();
+        let index = &policy.index;
+        let mut blocks: Vec<(usize, usize)> = index
+            .lanes
+            .iter()
+            .filter(|l| l.lines != NONE)
+            .map(|l| (l.lines as usize, Posture::ALL.len() * index.slots(l)))
+            .collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        // The lanes' blocks of lines follow each other, and end with the lines.
+        for w in blocks.windows(2) {
+            assert_eq!(w[0].0 + w[0].1, w[1].0, "{blocks:?}");
+        }
+        let last = blocks.last().unwrap();
+        assert_eq!(last.0 + last.1, index.timelines.lines.len());
+        let slots = |app: &str| {
+            let (found, _) = index.ids.get(Kind::Android, app).unwrap();
+            let e = index.coverages[found.coverage as usize][Action::Download.index()];
+            index.slots(&index.lanes[e as usize])
+        };
+        assert_eq!(slots("app.b"), 8, "three tests");
+        assert_eq!(slots("app.c"), 64, "six tests");
+        let (found, _) = index.ids.get(Kind::Android, "app.d").unwrap();
+        let e = index.coverages[found.coverage as usize][Action::Download.index()];
+        let wide = index.wide[index.lanes[e as usize].tests[0] as usize];
+        assert!(wide.masks.0 > 0, "a second wide lane");
+        assert_eq!(slots("app.d"), (wide.masks.1 - wide.masks.0) as usize);
+        let (found, _) = index.ids.get(Kind::Android, "app.a").unwrap();
+        let e = index.coverages[found.coverage as usize][Action::Download.index()];
+        let wide = index.wide[index.lanes[e as usize].tests[0] as usize];
+        assert_eq!(slots("app.a"), (wide.masks.1 - wide.masks.0) as usize);
     }
 
     #[test]
