@@ -329,6 +329,7 @@ impl Inputs {
         Ok(Inputs { text, codes })
     }
 
+    #[inline(always)]
     fn get(&self, column: usize, row: usize) -> Option<&str> {
         let a = &self.text[column];
         (!a.is_null(row)).then(|| a.value(row))
