@@ -264,6 +264,19 @@ impl Index {
             1 << lane.tests_len
         }
     }
+
+    /// The time lines a posture reads on the default path, lane after lane (a lane's
+    /// lines, those of each posture in turn, are a block of `slots` each).
+    fn lines_of(&self, posture: Posture) -> impl Iterator<Item = usize> + '_ {
+        self.lanes
+            .iter()
+            .filter(|lane| lane.lines != NONE)
+            .flat_map(move |lane| {
+                let slots = self.slots(lane);
+                let from = lane.lines as usize + posture.index() * slots;
+                from..from + slots
+            })
+    }
 }
 
 /// A compiled policy set: validated, indexed, ready to decide.
@@ -1267,17 +1280,7 @@ fn build_index(model: &Model) -> Index {
     let outcomes = std::mem::take(&mut builder.outcomes);
     // The default posture's lines first: the segments a store's decisions read, a third
     // of them or less where the postures disagree, then lie together.
-    let default = Posture::default().index();
-    let first: Vec<usize> = index
-        .lanes
-        .iter()
-        .filter(|lane| lane.lines != NONE)
-        .flat_map(|lane| {
-            let slots = index.slots(lane);
-            let from = lane.lines as usize + default * slots;
-            from..from + slots
-        })
-        .collect();
+    let first: Vec<usize> = index.lines_of(Posture::default()).collect();
     index.timelines.lay_out(first);
     index.changes_of = changes_of;
     index.judgements = judgements
@@ -2075,12 +2078,9 @@ mod tests {
     fn the_default_postures_segments_come_first() {
         let policy = wide_policy();
         let (index, timelines) = (&policy.index, &policy.index.timelines);
-        let default = Posture::default().index();
         let mut read = vec![false; timelines.lines.len()];
-        for lane in index.lanes.iter().filter(|l| l.lines != NONE) {
-            let slots = index.slots(lane);
-            let from = lane.lines as usize + default * slots;
-            read[from..from + slots].fill(true);
+        for line in index.lines_of(Posture::default()) {
+            read[line] = true;
         }
         let end = |l: &Line| l.start + l.len;
         let mine: Vec<Line> = (0..read.len())
@@ -2129,22 +2129,32 @@ mod tests {
         }
         let last = blocks.last().unwrap();
         assert_eq!(last.0 + last.1, index.timelines.lines.len());
-        let slots = |app: &str| {
+        // The postures' lines, a part of each block each, are together every line.
+        let mut read: Vec<usize> = Posture::ALL
+            .iter()
+            .flat_map(|&p| index.lines_of(p))
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        assert_eq!(read, (0..index.timelines.lines.len()).collect::<Vec<_>>());
+        let lane = |app: &str| {
             let (found, _) = index.ids.get(Kind::Android, app).unwrap();
-            let e = index.coverages[found.coverage as usize][Action::Download.index()];
-            index.slots(&index.lanes[e as usize])
+            &index.lanes
+                [index.coverages[found.coverage as usize][Action::Download.index()] as usize]
         };
-        assert_eq!(slots("app.b"), 8, "three tests");
-        assert_eq!(slots("app.c"), 64, "six tests");
-        let (found, _) = index.ids.get(Kind::Android, "app.d").unwrap();
-        let e = index.coverages[found.coverage as usize][Action::Download.index()];
-        let wide = index.wide[index.lanes[e as usize].tests[0] as usize];
-        assert!(wide.masks.0 > 0, "a second wide lane");
-        assert_eq!(slots("app.d"), (wide.masks.1 - wide.masks.0) as usize);
-        let (found, _) = index.ids.get(Kind::Android, "app.a").unwrap();
-        let e = index.coverages[found.coverage as usize][Action::Download.index()];
-        let wide = index.wide[index.lanes[e as usize].tests[0] as usize];
-        assert_eq!(slots("app.a"), (wide.masks.1 - wide.masks.0) as usize);
+        assert_eq!(index.slots(lane("app.b")), 8, "three tests");
+        assert_eq!(index.slots(lane("app.c")), 64, "six tests");
+        for app in ["app.a", "app.d"] {
+            let wide = index.wide[lane(app).tests[0] as usize];
+            assert_eq!(
+                index.slots(lane(app)),
+                (wide.masks.1 - wide.masks.0) as usize
+            );
+        }
+        assert!(
+            index.wide[lane("app.d").tests[0] as usize].masks.0 > 0,
+            "a second wide lane"
+        );
     }
 
     #[test]
