@@ -18,9 +18,64 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    if filters.is_empty() || filters.iter().any(|f| "audit_checks".contains(f.as_str())) {
+    let wanted =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    if wanted("check_vs_decide") {
+        check_vs_decide();
+    }
+    if wanted("audit_checks") {
         audit_throughput();
     }
+}
+
+/// `Gatekeeper::check` (audit off) against `Policy::decide` on the same mix, side by side:
+/// short rounds of one pass of each (a few milliseconds, so that both passes of a round
+/// meet the machine in the same state), in alternating order, and the median of the
+/// rounds' ratios
+/// (the divan rows above are each measured at a different moment of a shared machine).
+fn check_vs_decide() {
+    const ROUNDS: usize = 201;
+    const PASS: usize = 20_000;
+    let gk = gatekeeper();
+    let active = gk.active().unwrap();
+    let requests = mix();
+    let pass = |f: &dyn Fn(&Request) -> bool| {
+        let started = Clock::now();
+        let mut allowed = 0usize;
+        for i in 0..PASS {
+            allowed += usize::from(f(divan::black_box(&requests[i % requests.len()])));
+        }
+        divan::black_box(allowed);
+        started.elapsed().as_nanos() as f64 / PASS as f64
+    };
+    let decide = |r: &Request| !active.policy.decide(r, Posture::default()).is_deny();
+    let check = |r: &Request| gk.check(r).unwrap().permits();
+    let (mut ratios, mut decides, mut checks) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let (d, c) = if round % 2 == 0 {
+            let d = pass(&decide);
+            (d, pass(&check))
+        } else {
+            let c = pass(&check);
+            (pass(&decide), c)
+        };
+        ratios.push(c / d);
+        decides.push(d);
+        checks.push(c);
+    }
+    for v in [&mut ratios, &mut decides, &mut checks] {
+        v.sort_by(f64::total_cmp);
+    }
+    let mid = ROUNDS / 2;
+    println!();
+    println!(
+        "check_vs_decide: {ROUNDS} alternating rounds of {PASS} calls each: Gatekeeper::check (audit off) / Policy::decide median {:.3} (min {:.3}, max {:.3}); per call {:.1} vs {:.1} ns (medians)",
+        ratios[mid],
+        ratios[0],
+        ratios[ROUNDS - 1],
+        checks[mid],
+        decides[mid]
+    );
 }
 
 fn policies() -> Vec<PathBuf> {

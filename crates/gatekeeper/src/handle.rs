@@ -880,40 +880,52 @@ impl Gatekeeper {
     /// Decides a request and counts the verdict: what `check` and `check_async` share.
     #[inline]
     fn verdict(&self, request: &Request) -> Verdict {
-        let active = self.installed();
-        let mode = self.inner.mode;
-        let closed = self.inner.failure_mode == FailureMode::Closed;
-        let (judgement, denied) = match active.map(|a| self.usable(a)) {
+        // Each arm builds its verdict whole: the decision, some hundred bytes just written,
+        // is moved once into the verdict, not through a tuple and a match as well (each
+        // such copy waits for the writes it reads, and they showed in a check's profile).
+        match self.installed().map(|a| self.usable(a)) {
             Some(Ok(active)) => {
                 let parts = active
                     .active
                     .policy
                     .decide_parts(request, self.inner.posture);
-                let denied = parts.is_deny();
-                (Judgement::Decided { active, parts }, denied)
+                let gate = self.gate(parts.is_deny(), request, None);
+                Verdict {
+                    decision_id: self.decision_id(),
+                    gate,
+                    mode: self.inner.mode,
+                    judgement: Judgement::Decided { active, parts },
+                }
             }
-            Some(Err(at)) => (Judgement::Expired { at }, closed),
-            None => (Judgement::NoPolicy, closed),
-        };
-        let gate = match (denied, mode) {
+            Some(Err(at)) => self.unpoliced(request, Judgement::Expired { at }, Unpoliced::Expired),
+            None => self.unpoliced(request, Judgement::NoPolicy, Unpoliced::NoPolicy),
+        }
+    }
+
+    /// The verdict of the failure mode: no policy, or an expired one.
+    #[cold]
+    fn unpoliced(&self, request: &Request, judgement: Judgement, why: Unpoliced) -> Verdict {
+        let closed = self.inner.failure_mode == FailureMode::Closed;
+        Verdict {
+            decision_id: self.decision_id(),
+            gate: self.gate(closed, request, Some(why)),
+            mode: self.inner.mode,
+            judgement,
+        }
+    }
+
+    /// The gate of a denial or not under the handle's mode, counted.
+    #[inline]
+    fn gate(&self, denied: bool, request: &Request, unpoliced: Option<Unpoliced>) -> Gate {
+        let gate = match (denied, self.inner.mode) {
             (false, _) => Gate::Allow,
             (true, Mode::Enforce) => Gate::Deny,
             (true, Mode::Shadow) => Gate::ShadowDeny,
         };
-        let unpoliced = match &judgement {
-            Judgement::Decided { .. } => None,
-            Judgement::NoPolicy => Some(Unpoliced::NoPolicy),
-            Judgement::Expired { .. } => Some(Unpoliced::Expired),
-        };
         self.inner
             .telemetry
             .verdict(gate, request.action(), unpoliced);
-        Verdict {
-            decision_id: self.decision_id(),
-            gate,
-            mode,
-            judgement,
-        }
+        gate
     }
 
     /// The installed policy, through this thread's cached handle while no install has
