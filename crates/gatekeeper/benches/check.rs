@@ -31,8 +31,8 @@ fn main() {
 /// `Gatekeeper::check` (audit off) against `Policy::decide` on the same mix, side by side:
 /// short rounds of one pass of each (a few milliseconds, so that both passes of a round
 /// meet the machine in the same state), in alternating order, and the median of the
-/// rounds' ratios
-/// (the divan rows above are each measured at a different moment of a shared machine).
+/// rounds' ratios. The divan rows above are each measured at a different moment of a
+/// shared machine.
 fn check_vs_decide() {
     const ROUNDS: usize = 201;
     const PASS: usize = 20_000;

@@ -880,9 +880,9 @@ impl Gatekeeper {
     /// Decides a request and counts the verdict: what `check` and `check_async` share.
     #[inline]
     fn verdict(&self, request: &Request) -> Verdict {
-        // Each arm builds its verdict whole: the decision, some hundred bytes just written,
-        // is moved once into the verdict, not through a tuple and a match as well (each
-        // such copy waits for the writes it reads, and they showed in a check's profile).
+        // Each arm builds its verdict whole: the decision (80 bytes, just written) is moved
+        // once into the verdict, not through a tuple and a match as well (each such copy
+        // waits for the writes it reads, and they showed in a check's profile).
         match self.installed().map(|a| self.usable(a)) {
             Some(Ok(active)) => {
                 let parts = active
