@@ -14,6 +14,9 @@ const REQUESTS: [&str; 4] = [
     r#"{"app":{"platform":"android","id":"com.example.notes"},"action":"download","at":"2025-03-01T12:00:00Z","storefront":"US"}"#,
 ];
 
+/// Pairs of measured rounds (an odd number, for a median).
+const ROUNDS: usize = 9;
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -61,9 +64,11 @@ async fn run(
     (wall, latencies)
 }
 
-/// Five measured rounds each of the sidecar and of a baseline serving the same bytes,
-/// alternating (which goes first alternates too), with `tasks` clients sending `per_task`
-/// bodies of `decisions` decisions each; prints each round, the medians and their ratio.
+/// Measured rounds of the sidecar and of a baseline serving the same bytes, in pairs
+/// (which goes first alternates), with `tasks` clients sending `per_task` bodies of
+/// `decisions` decisions each; prints each round, the medians, and the median of the
+/// pairs' ratios (the figure: the machine's speed moves between pairs more than within
+/// one).
 #[allow(clippy::too_many_arguments)]
 fn rounds(
     client: &tokio::runtime::Runtime,
@@ -81,31 +86,84 @@ fn rounds(
         "decisions"
     };
     let mut rates = [Vec::new(), Vec::new()];
-    for round in 0..5 {
+    let mut cpu = [Vec::new(), Vec::new()];
+    let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    for round in 0..ROUNDS {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for side in order {
             let target = [url, baseline][side];
+            let spent = service_cpu_ns();
             let (wall, lat) = client.block_on(run(target, body.clone(), tasks, per_task));
+            let spent = service_cpu_ns() - spent;
             let rate = (lat.len() * decisions) as f64 / wall.as_secs_f64();
+            let per = spent as f64 / (lat.len() * decisions) as f64;
             rates[side].push(rate);
+            cpu[side].push(per);
             println!(
-                "{label:<8} {:<9} round {round}: {} requests of {decisions} in {:.2} s: {rate:.0} {unit}/s, p50 {:?}, p99 {:?} per request",
+                "{label:<8} {:<9} round {round}: {} requests of {decisions} in {:.2} s: {rate:.0} {unit}/s, p50 {:?}, p99 {:?} per request; server CPU {per:.0} ns per {}",
                 ["sidecar", "baseline"][side],
                 lat.len(),
                 wall.as_secs_f64(),
                 percentile(&lat, 0.5),
-                percentile(&lat, 0.99)
+                percentile(&lat, 0.99),
+                &unit[..unit.len() - 1]
             );
         }
+        ratios.push(rates[0][round] / rates[1][round]);
+        cpu_ratios.push(cpu[0][round] / cpu[1][round]);
     }
-    for r in &mut rates {
+    for r in rates
+        .iter_mut()
+        .chain(cpu.iter_mut())
+        .chain([&mut ratios, &mut cpu_ratios])
+    {
         r.sort_by(f64::total_cmp);
     }
-    let (sidecar, base) = (rates[0][2], rates[1][2]);
+    let middle = ROUNDS / 2;
     println!(
-        "{label:<8} median: sidecar {sidecar:.0} {unit}/s, baseline {base:.0} {unit}/s: ratio {:.2}",
-        sidecar / base
+        "{label:<8} median: sidecar {:.0} {unit}/s, baseline {:.0} {unit}/s; median of the pairs' ratios {:.2} ({:.2} to {:.2})",
+        rates[0][middle],
+        rates[1][middle],
+        ratios[middle],
+        ratios[0],
+        ratios[ROUNDS - 1]
     );
+    println!(
+        "{label:<8} server CPU: sidecar {:.0} ns, baseline {:.0} ns per {}; median of the pairs' ratios {:.2} ({:.2} to {:.2})",
+        cpu[0][middle],
+        cpu[1][middle],
+        &unit[..unit.len() - 1],
+        cpu_ratios[middle],
+        cpu_ratios[0],
+        cpu_ratios[ROUNDS - 1]
+    );
+}
+
+/// The name of the service runtime's threads, where both servers run.
+const SERVICE_THREAD: &str = "bench-service";
+
+/// CPU time the service runtime's threads have run, in nanoseconds (from
+/// `/proc/self/task/*/schedstat`, whose first field is that).
+fn service_cpu_ns() -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(name) = std::fs::read_to_string(path.join("comm")) else {
+            continue; // the thread ended
+        };
+        if name.trim_end() != SERVICE_THREAD {
+            continue;
+        }
+        if let Ok(stat) = std::fs::read_to_string(path.join("schedstat")) {
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|ns| ns.parse::<u64>().ok())
+                .unwrap();
+        }
+    }
+    total
 }
 
 /// The baseline: a bare axum server that reads the body and answers the bytes the sidecar
@@ -138,6 +196,7 @@ fn main() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../policies");
     let service = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .thread_name(SERVICE_THREAD)
         .enable_all()
         .build()
         .unwrap();
@@ -198,7 +257,7 @@ fn main() {
     if wanted("batch") {
         client.block_on(run(&url, batch.clone(), 2, 5));
         client.block_on(run(&base_url, batch.clone(), 2, 5));
-        rounds(&client, "batch", &url, &base_url, &batch, 4, 25, 1_000);
+        rounds(&client, "batch", &url, &base_url, &batch, 4, 100, 1_000);
     }
     service.block_on(server.shutdown()).unwrap();
 }
