@@ -328,6 +328,17 @@ impl PendingVerdict {
         }
     }
 
+    /// The verdict at once when there is no record to wait for (the gatekeeper keeps no
+    /// audit trail); otherwise `None`, and the verdict stays pending, to await or wait
+    /// for. A caller with many verdicts (a batch) then answers each as it is given,
+    /// without keeping them.
+    pub fn settled_now(&mut self) -> Option<Result<Verdict, CheckError>> {
+        if self.ack.is_some() {
+            return None;
+        }
+        Some(self.settle(Ok(())))
+    }
+
     /// Blocks the calling thread until the record is on disk (durable audit), then gives
     /// the verdict. Never call it on an async worker thread: await the `PendingVerdict`.
     pub fn wait(mut self) -> Result<Verdict, CheckError> {
@@ -1296,6 +1307,32 @@ mod tests {
         // The first verdict still names, and reads, the policy that decided it.
         assert_eq!(before.revision(), Some(&revision));
         assert!(before.decision().unwrap().is_deny());
+    }
+
+    /// A verdict is ready at once only when no record is waited for.
+    #[test]
+    fn a_pending_verdict_is_ready_at_once_only_without_an_audit_trail() {
+        let (policy, revision) = acme(false);
+        let plain = Gatekeeper::builder()
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let verdict = plain.check_async(&update()).settled_now().unwrap().unwrap();
+        assert_eq!(verdict.gate, Gate::Deny);
+        let dir = tempfile::tempdir().unwrap();
+        let (policy, revision) = acme(false);
+        let audited = Gatekeeper::builder()
+            .policy(policy, revision)
+            .audit(crate::AuditConfig::new(dir.path()))
+            .build()
+            .unwrap();
+        let mut pending = audited.check_async(&update());
+        assert!(
+            pending.settled_now().is_none(),
+            "a verdict whose record is on its way is not ready at once"
+        );
+        assert_eq!(pending.wait().unwrap().gate, Gate::Deny);
+        assert_eq!(audited.close_audit().unwrap().unwrap().seq, 1);
     }
 
     /// Two gatekeepers used in turn on one thread each decide with their own policy.
