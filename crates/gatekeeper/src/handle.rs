@@ -328,17 +328,6 @@ impl PendingVerdict {
         }
     }
 
-    /// The verdict at once when there is no record to wait for (the gatekeeper keeps no
-    /// audit trail); otherwise `None`, and the verdict stays pending, to await or wait
-    /// for. A caller with many verdicts (a batch) then answers each as it is given,
-    /// without keeping them.
-    pub fn settled_now(&mut self) -> Option<Result<Verdict, CheckError>> {
-        if self.ack.is_some() {
-            return None;
-        }
-        Some(self.settle(Ok(())))
-    }
-
     /// Blocks the calling thread until the record is on disk (durable audit), then gives
     /// the verdict. Never call it on an async worker thread: await the `PendingVerdict`.
     pub fn wait(mut self) -> Result<Verdict, CheckError> {
@@ -1036,6 +1025,13 @@ impl Gatekeeper {
         record
     }
 
+    /// Whether checks are recorded in an audit trail (set when the gatekeeper is built).
+    /// Without one, [`Gatekeeper::check`] never blocks, and a pending verdict is settled
+    /// as it is given.
+    pub fn is_audited(&self) -> bool {
+        self.inner.audit.is_some()
+    }
+
     /// The audit trail's state (records written and lost, whether it is failing);
     /// `None` without a trail.
     pub fn audit_health(&self) -> Option<AuditHealth> {
@@ -1309,16 +1305,16 @@ mod tests {
         assert!(before.decision().unwrap().is_deny());
     }
 
-    /// A verdict is ready at once only when no record is waited for.
+    /// A gatekeeper says whether it keeps an audit trail: only then does a verdict wait
+    /// for its record.
     #[test]
-    fn a_pending_verdict_is_ready_at_once_only_without_an_audit_trail() {
+    fn a_gatekeeper_says_whether_it_keeps_an_audit_trail() {
         let (policy, revision) = acme(false);
         let plain = Gatekeeper::builder()
             .policy(policy, revision)
             .build()
             .unwrap();
-        let verdict = plain.check_async(&update()).settled_now().unwrap().unwrap();
-        assert_eq!(verdict.gate, Gate::Deny);
+        assert!(!plain.is_audited());
         let dir = tempfile::tempdir().unwrap();
         let (policy, revision) = acme(false);
         let audited = Gatekeeper::builder()
@@ -1326,12 +1322,8 @@ mod tests {
             .audit(crate::AuditConfig::new(dir.path()))
             .build()
             .unwrap();
-        let mut pending = audited.check_async(&update());
-        assert!(
-            pending.settled_now().is_none(),
-            "a verdict whose record is on its way is not ready at once"
-        );
-        assert_eq!(pending.wait().unwrap().gate, Gate::Deny);
+        assert!(audited.is_audited());
+        assert_eq!(audited.check(&update()).unwrap().gate, Gate::Deny);
         assert_eq!(audited.close_audit().unwrap().unwrap().seq, 1);
     }
 

@@ -436,10 +436,9 @@ enum Asked {
     /// A malformed body, answered.
     Answered(Response),
     One(gatekeeper::PendingVerdict),
-    /// A batch: its answer so far, then, in order, the items whose verdicts are on their
-    /// way (from the first whose record is waited for on), or why an item could not be
-    /// decided. Without an audit trail the answer is whole and nothing is left to wait for.
-    Batch(BatchAnswer, Vec<Result<gatekeeper::PendingVerdict, String>>),
+    /// A batch under an audit trail, in order: a verdict on its way, or why the item could
+    /// not be decided. (Without a trail, a batch is answered at once.)
+    Batch(Vec<Result<gatekeeper::PendingVerdict, String>>),
 }
 
 /// Reads a decide body (one request, or an array of them) and asks for its verdicts; a
@@ -450,30 +449,34 @@ fn ask(state: &AppState, body: &[u8]) -> Asked {
     };
     if !text.trim_start().starts_with('[') {
         return match parse_one(text) {
+            Ok(request) if !state.gatekeeper.is_audited() => {
+                Asked::Answered(one_answer(state.gatekeeper.check(&request)))
+            }
             Ok(request) => Asked::One(state.gatekeeper.check_async(&request)),
             Err(m) => Asked::Answered(error(StatusCode::BAD_REQUEST, m)),
         };
     }
     BATCH.with_borrow_mut(|items| match parse_batch(text, state.max_batch, items) {
-        Ok(n) => {
+        // No record to wait for: each verdict is written as it is given.
+        Ok(n) if !state.gatekeeper.is_audited() => {
             let mut answer = BatchAnswer::new(n);
-            let mut pending = Vec::new();
             for item in &items[..n] {
-                let item = item.as_ref().map(|r| state.gatekeeper.check_async(r));
-                if !pending.is_empty() {
-                    pending.push(item.map_err(String::clone));
-                    continue;
-                }
                 match item {
-                    Ok(mut p) => match p.settled_now() {
-                        Some(settled) => answer.verdict(settled),
-                        None => pending.push(Ok(p)),
-                    },
+                    Ok(r) => answer.verdict(state.gatekeeper.check(r)),
                     Err(e) => answer.error(e),
                 }
             }
-            Asked::Batch(answer, pending)
+            Asked::Answered(answer.finish())
         }
+        Ok(n) => Asked::Batch(
+            items[..n]
+                .iter()
+                .map(|item| match item {
+                    Ok(r) => Ok(state.gatekeeper.check_async(r)),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect(),
+        ),
         Err(BatchError::Malformed(m)) => Asked::Answered(error(StatusCode::BAD_REQUEST, m)),
         Err(BatchError::TooMany(n)) => Asked::Answered(error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -569,7 +572,8 @@ async fn decide(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     match ask(&state, &held.bytes) {
         Asked::Answered(answer) => answer,
         Asked::One(p) => one_answer(p.await),
-        Asked::Batch(mut answer, mut pending) => {
+        Asked::Batch(mut pending) => {
+            let mut answer = BatchAnswer::new(pending.len());
             // Settled in place: a pending verdict is not moved to be awaited.
             for p in &mut pending {
                 match p {
