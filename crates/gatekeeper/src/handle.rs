@@ -108,11 +108,20 @@ impl DecisionId {
     /// The id's text, as its `Display` writes it (32 lower-case hex digits), without
     /// formatting: for a header or a body written by hand.
     pub fn hex(&self) -> [u8; 32] {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
+        /// Each byte's two digits: one load a byte, where a digit at a time takes two.
+        const PAIRS: [[u8; 2]; 256] = {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut pairs = [[0u8; 2]; 256];
+            let mut b = 0;
+            while b < 256 {
+                pairs[b] = [HEX[b >> 4], HEX[b & 0xf]];
+                b += 1;
+            }
+            pairs
+        };
         let mut text = [0u8; 32];
-        for (k, byte) in self.as_u128().to_be_bytes().into_iter().enumerate() {
-            text[2 * k] = HEX[usize::from(byte >> 4)];
-            text[2 * k + 1] = HEX[usize::from(byte & 0xf)];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.as_u128().to_be_bytes()) {
+            pair.copy_from_slice(&PAIRS[usize::from(byte)]);
         }
         text
     }
