@@ -19,12 +19,17 @@ pub fn at(s: &str) -> Instant {
 
 /// A WeChat update from a US storefront on 2020-09-22: denied under `us-2020`.
 pub fn wechat_update() -> Request {
-    serde_json::from_str::<policy::RequestRecord>(
+    request(
         r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
     )
-    .unwrap()
-    .into_request()
-    .unwrap()
+}
+
+/// A request from its JSON (the form of `gatekeeper check`).
+pub fn request(json: &str) -> Request {
+    serde_json::from_str::<policy::RequestRecord>(json)
+        .unwrap()
+        .into_request()
+        .unwrap()
 }
 
 /// Copies a shipped set (and what it includes) into a temporary folder of its own.
@@ -43,7 +48,7 @@ pub fn copy_policies(to: &Path) {
 }
 
 /// A gatekeeper over a copy of `us-2020` that a test may change.
-fn on_a_copy() -> (tempfile::TempDir, Gatekeeper) {
+pub fn on_a_copy() -> (tempfile::TempDir, Gatekeeper) {
     let dir = tempfile::tempdir().unwrap();
     copy_policies(dir.path());
     let gk = Gatekeeper::builder()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gatekeeper::{Bundle, Gatekeeper, ManualClock, PolicySource, Reloaded};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
-use crate::handle::{at, copy_policies, wechat_update};
+use crate::handle::{at, copy_policies, on_a_copy, request, wechat_update};
 use crate::support::root;
 
 /// The lines of `name`'s series (`name{...} value` or `name value`).
@@ -148,5 +148,131 @@ fn expiry_is_measured() {
         // A reload that finds only the expired bundle keeps the gauge at 1.
         assert!(gk.reload().is_err());
         assert!(handle.render().contains("gatekeeper_policy_expired 1"));
+    });
+}
+
+/// The value of each series of `name`, by its labels.
+fn values(text: &str, name: &str) -> std::collections::BTreeMap<String, u64> {
+    series(text, name)
+        .iter()
+        .map(|l| {
+            let (labels, value) = l.rsplit_once(' ').unwrap();
+            (labels.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// A batch's checks give what single checks give (each with an id of its own), all under
+/// the policy of the first (an install during the batch applies from the next), and are
+/// counted as single checks are, the first at once and the rest when the checks end.
+#[test]
+fn a_batch_of_checks_gives_and_counts_what_single_checks_do() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let (dir, gk) = on_a_copy();
+        let requests: Vec<policy::Request> = [
+            r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"update","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+            r#"{"app":{"platform":"ios","id":"com.zhiliaoapp.musically"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"CAN"}"#,
+            r#"{"app":{"platform":"android","id":"com.example.notes"},"action":"download","at":"2020-09-22T12:00:00Z","storefront":"US"}"#,
+            r#"{"app":{"platform":"ios","id":"com.tencent.xin"},"action":"host","at":"2020-11-13T12:00:00Z","server_country":"US"}"#,
+            r#"{"app":{"platform":"android","id":"com.tencent.mm"},"action":"payment","at":"2020-09-21T12:00:00Z","billing_country":"PR"}"#,
+        ]
+        .map(request)
+        .into();
+        let singles: Vec<_> = requests.iter().map(|r| gk.check(r).unwrap()).collect();
+        let gates: std::collections::BTreeSet<_> =
+            singles.iter().map(|v| v.gate.as_str()).collect();
+        assert_eq!(gates.len(), 2, "allows and denies: {gates:?}");
+        let once = values(&handle.render(), "gatekeeper_verdicts_total");
+        assert_eq!(once.values().sum::<u64>(), requests.len() as u64);
+
+        let revision = gk.active().unwrap().revision.clone();
+        let mut checks = gk.checks().expect("no audit trail");
+        let mut ids = std::collections::HashSet::new();
+        for (k, (r, single)) in requests.iter().zip(&singles).enumerate() {
+            if k == 2 {
+                // A new revision installed during the batch.
+                std::fs::write(dir.path().join("us-2020/generation.toml"), "# later\n").unwrap();
+                assert!(matches!(gk.reload().unwrap(), Reloaded::Swapped(_)));
+            }
+            let v = checks.check(r);
+            assert!(ids.insert(v.decision_id), "an id given twice");
+            assert_ne!(v.decision_id, single.decision_id);
+            let (mut got, mut want) = (v.to_record(), single.to_record());
+            got.decision_id.clear();
+            want.decision_id.clear();
+            assert_eq!(
+                serde_json::to_value(got).unwrap(),
+                serde_json::to_value(want).unwrap(),
+                "{k}"
+            );
+            assert_eq!(v.revision(), Some(&revision), "{k}");
+            if k == 0 {
+                // The first is counted as it is given; the rest are not yet.
+                let now = values(&handle.render(), "gatekeeper_verdicts_total");
+                assert_eq!(now.values().sum::<u64>(), requests.len() as u64 + 1);
+            }
+        }
+        let during = values(&handle.render(), "gatekeeper_verdicts_total");
+        assert_eq!(during.values().sum::<u64>(), requests.len() as u64 + 1);
+        drop(checks);
+        let twice = values(&handle.render(), "gatekeeper_verdicts_total");
+        assert_eq!(
+            twice,
+            once.iter().map(|(k, v)| (k.clone(), 2 * v)).collect(),
+            "each series counted as often as by single checks"
+        );
+        // The next batch decides under the new revision.
+        let mut checks = gk.checks().unwrap();
+        assert_ne!(checks.check(&requests[0]).revision(), Some(&revision));
+    });
+}
+
+/// Without a policy, a batch's checks are the failure mode's, counted by reason; with an
+/// audit trail there are no batch checks (each record is to be awaited).
+#[test]
+fn a_batch_of_checks_without_a_policy_is_the_failure_mode_s_and_none_under_audit() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let dir = tempfile::tempdir().unwrap();
+        for (mode, gate) in [
+            (gatekeeper::FailureMode::Closed, gatekeeper::Gate::Deny),
+            (gatekeeper::FailureMode::Open, gatekeeper::Gate::Allow),
+        ] {
+            let gk = Gatekeeper::builder()
+                .policy_dirs([dir.path().join("none")])
+                .start_empty(true)
+                .failure_mode(mode)
+                .build()
+                .unwrap();
+            let mut checks = gk.checks().unwrap();
+            for _ in 0..3 {
+                let v = checks.check(&wechat_update());
+                assert_eq!((v.gate, v.revision()), (gate, None));
+                assert!(v.decision().is_none());
+            }
+        }
+        let text = handle.render();
+        assert!(
+            text.contains("gatekeeper_failure_mode_verdicts_total{reason=\"no-policy\"} 6"),
+            "{text}"
+        );
+        let verdicts = values(&text, "gatekeeper_verdicts_total");
+        assert_eq!(
+            verdicts["gatekeeper_verdicts_total{gate=\"deny\",action=\"update\"}"],
+            3
+        );
+        assert_eq!(
+            verdicts["gatekeeper_verdicts_total{gate=\"allow\",action=\"update\"}"],
+            3
+        );
+        let audited = Gatekeeper::builder()
+            .policy_dirs([root().join("policies/us-2020")])
+            .audit(gatekeeper::AuditConfig::new(dir.path().join("audit")))
+            .build()
+            .unwrap();
+        assert!(audited.checks().is_none());
     });
 }

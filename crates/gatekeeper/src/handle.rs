@@ -22,7 +22,7 @@ use crate::reload::{
     Candidate, DEFAULT_MAX_BUNDLE_BYTES, Next, PolicySource, ReloadError, Reloader, describe,
 };
 use crate::revision::Revision;
-use crate::telemetry::{Telemetry, Unpoliced};
+use crate::telemetry::{Tally, Telemetry, Unpoliced};
 
 /// Whether denies are enforced.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, serde::Deserialize)]
@@ -361,6 +361,54 @@ impl std::future::Future for PendingVerdict {
         };
         self.ack = None;
         std::task::Poll::Ready(self.settle(receipt))
+    }
+}
+
+/// Checks of many requests in a row, for a gatekeeper without an audit trail
+/// ([`Gatekeeper::checks`]). Each check gives what [`Gatekeeper::check`] would, with two
+/// differences that make it cheaper: every check is decided under the policy the first one
+/// was (as if the batch had come in at one instant: an install or an expiry during it
+/// applies from the next batch), and the verdicts are counted in the metrics when the
+/// checks end (when this is dropped). Per check, this saves taking and releasing the
+/// policy, and updating counters that every core's checks update.
+#[derive(Debug)]
+pub struct Checks<'g> {
+    gatekeeper: &'g Gatekeeper,
+    /// The last verdict, which the next check writes over; none before the first.
+    verdict: Option<Verdict>,
+    /// The verdicts after the first, to be counted.
+    tally: Tally,
+}
+
+impl Checks<'_> {
+    /// Decides a request: the verdict, until the next check.
+    pub fn check(&mut self, request: &Request) -> &Verdict {
+        let gk = self.gatekeeper;
+        match self.verdict {
+            // The first: as `check` gives it (and counts it), with the policy it takes.
+            None => self.verdict.insert(gk.verdict(request)),
+            Some(ref mut verdict) => {
+                let closed = gk.inner.failure_mode == FailureMode::Closed;
+                let (denied, why) = match &mut verdict.judgement {
+                    Judgement::Decided { active, parts } => {
+                        *parts = active.active.policy.decide_parts(request, gk.inner.posture);
+                        (parts.is_deny(), None)
+                    }
+                    Judgement::NoPolicy => (closed, Some(Unpoliced::NoPolicy)),
+                    Judgement::Expired { .. } => (closed, Some(Unpoliced::Expired)),
+                };
+                verdict.gate = gk.gate_of(denied);
+                self.tally.verdict(verdict.gate, request.action(), why);
+                verdict.decision_id = gk.decision_id();
+                verdict
+            }
+        }
+    }
+}
+
+impl Drop for Checks<'_> {
+    fn drop(&mut self) {
+        self.gatekeeper.inner.telemetry.tally(&self.tally);
     }
 }
 
@@ -926,15 +974,35 @@ impl Gatekeeper {
     /// The gate of a denial or not under the handle's mode, counted.
     #[inline]
     fn gate(&self, denied: bool, request: &Request, unpoliced: Option<Unpoliced>) -> Gate {
-        let gate = match (denied, self.inner.mode) {
-            (false, _) => Gate::Allow,
-            (true, Mode::Enforce) => Gate::Deny,
-            (true, Mode::Shadow) => Gate::ShadowDeny,
-        };
+        let gate = self.gate_of(denied);
         self.inner
             .telemetry
             .verdict(gate, request.action(), unpoliced);
         gate
+    }
+
+    /// The gate of a denial or not under the handle's mode.
+    #[inline]
+    fn gate_of(&self, denied: bool) -> Gate {
+        match (denied, self.inner.mode) {
+            (false, _) => Gate::Allow,
+            (true, Mode::Enforce) => Gate::Deny,
+            (true, Mode::Shadow) => Gate::ShadowDeny,
+        }
+    }
+
+    /// Checks of many requests in a row (a batch), or `None` when the gatekeeper keeps an
+    /// audit trail: then each check's record is to be awaited, so call
+    /// [`Gatekeeper::check_async`] for every request, then await them.
+    pub fn checks(&self) -> Option<Checks<'_>> {
+        if self.is_audited() {
+            return None;
+        }
+        Some(Checks {
+            gatekeeper: self,
+            verdict: None,
+            tally: Tally::default(),
+        })
     }
 
     /// The installed policy, through this thread's cached handle while no install has

@@ -54,8 +54,8 @@ pub use bundle::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handle::{
-    Active, BuildError, Builder, CheckError, DecisionId, FailureMode, Gate, Gatekeeper, Mode,
-    NO_POLICY, PendingVerdict, Readiness, Reloaded, Verdict, VerdictRecord, Watcher,
+    Active, BuildError, Builder, CheckError, Checks, DecisionId, FailureMode, Gate, Gatekeeper,
+    Mode, NO_POLICY, PendingVerdict, Readiness, Reloaded, Verdict, VerdictRecord, Watcher,
 };
 #[cfg(feature = "http-source")]
 pub use http_source::{FetchError, HttpSource};

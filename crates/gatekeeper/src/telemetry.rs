@@ -99,6 +99,42 @@ impl Telemetry {
             metrics::gauge!(POLICY_INFO, "revision" => active.0.clone()).set(1.0);
         }
     }
+
+    /// Counts verdicts counted apart ([`Tally`]), all at once.
+    pub(crate) fn tally(&self, tally: &Tally) {
+        for (counters, counts) in self.verdicts.iter().zip(&tally.verdicts) {
+            for (counter, &n) in counters.iter().zip(counts) {
+                counter.increment(n);
+            }
+        }
+        for (counter, &n) in self.unpoliced.iter().zip(&tally.unpoliced) {
+            counter.increment(n);
+        }
+    }
+}
+
+/// Verdicts counted by one caller, to be added to the shared counters at once: a batch's
+/// checks then do not each update a counter that every core's checks update.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    verdicts: [[u64; policy::Action::ALL.len()]; 3],
+    unpoliced: [u64; 2],
+}
+
+impl Tally {
+    /// Counts a verdict, as [`Telemetry::verdict`] would.
+    #[inline]
+    pub(crate) fn verdict(
+        &mut self,
+        gate: Gate,
+        action: policy::Action,
+        unpoliced: Option<Unpoliced>,
+    ) {
+        self.verdicts[gate as usize][action as usize] += 1;
+        if let Some(why) = unpoliced {
+            self.unpoliced[why as usize] += 1;
+        }
+    }
 }
 
 fn describe() {

@@ -457,26 +457,28 @@ fn ask(state: &AppState, body: &[u8]) -> Asked {
         };
     }
     BATCH.with_borrow_mut(|items| match parse_batch(text, state.max_batch, items) {
-        // No record to wait for: each verdict is written as it is given.
-        Ok(n) if !state.gatekeeper.is_audited() => {
-            let mut answer = BatchAnswer::new(n);
-            for item in &items[..n] {
-                match item {
-                    Ok(r) => answer.verdict(state.gatekeeper.check(r)),
-                    Err(e) => answer.error(e),
+        Ok(n) => match state.gatekeeper.checks() {
+            // No record to wait for: each verdict is written as it is given.
+            Some(mut checks) => {
+                let mut answer = BatchAnswer::new(n);
+                for item in &items[..n] {
+                    match item {
+                        Ok(r) => answer.write(checks.check(r)),
+                        Err(e) => answer.error(e),
+                    }
                 }
+                Asked::Answered(answer.finish())
             }
-            Asked::Answered(answer.finish())
-        }
-        Ok(n) => Asked::Batch(
-            items[..n]
-                .iter()
-                .map(|item| match item {
-                    Ok(r) => Ok(state.gatekeeper.check_async(r)),
-                    Err(e) => Err(e.clone()),
-                })
-                .collect(),
-        ),
+            None => Asked::Batch(
+                items[..n]
+                    .iter()
+                    .map(|item| match item {
+                        Ok(r) => Ok(state.gatekeeper.check_async(r)),
+                        Err(e) => Err(e.clone()),
+                    })
+                    .collect(),
+            ),
+        },
         Err(BatchError::Malformed(m)) => Asked::Answered(error(StatusCode::BAD_REQUEST, m)),
         Err(BatchError::TooMany(n)) => Asked::Answered(error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -535,11 +537,19 @@ impl BatchAnswer {
 
     /// The next item's answer: its verdict, once settled.
     fn verdict(&mut self, settled: Result<gatekeeper::Verdict, gatekeeper::CheckError>) {
-        self.next();
         match settled {
-            Ok(v) => v.write_json(&mut self.out),
-            Err(e) => self.refused = Some(e.to_string()),
+            Ok(v) => self.write(&v),
+            Err(e) => {
+                self.next();
+                self.refused = Some(e.to_string());
+            }
         }
+    }
+
+    /// The next item's answer: a verdict.
+    fn write(&mut self, verdict: &gatekeeper::Verdict) {
+        self.next();
+        verdict.write_json(&mut self.out);
     }
 
     /// The next item's answer: why it could not be decided.
