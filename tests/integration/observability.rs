@@ -276,3 +276,53 @@ fn a_batch_of_checks_without_a_policy_is_the_failure_mode_s_and_none_under_audit
         assert!(audited.checks().is_none());
     });
 }
+
+/// A batch's checks after the bundle expired are the failure mode's, counted by reason;
+/// in shadow mode, a batch's denies are shadow denies.
+#[test]
+fn a_batch_of_checks_after_expiry_and_in_shadow_mode() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bundle.json");
+        let b = Bundle::build(
+            &[root().join("policies/us-2020")],
+            1,
+            at("2026-01-01T00:00:00Z"),
+            Some(at("2027-01-01T00:00:00Z")),
+        )
+        .unwrap();
+        std::fs::write(&path, b.to_bytes()).unwrap();
+        let clock = ManualClock::new(at("2026-06-01T00:00:00Z"));
+        let gk = Gatekeeper::builder()
+            .source(PolicySource::BundleFile(path))
+            .clock(Arc::new(clock.clone()))
+            .build()
+            .unwrap();
+        clock.set(at("2027-01-02T00:00:00Z"));
+        let mut checks = gk.checks().unwrap();
+        for _ in 0..3 {
+            let v = checks.check(&wechat_update());
+            assert_eq!((v.gate, v.revision()), (gatekeeper::Gate::Deny, None));
+            assert!(v.to_record().error.unwrap().contains("expired"));
+        }
+        drop(checks);
+        let text = handle.render();
+        assert!(
+            text.contains("gatekeeper_failure_mode_verdicts_total{reason=\"expired\"} 3"),
+            "{text}"
+        );
+        let shadow = Gatekeeper::builder()
+            .policy_dirs([root().join("policies/us-2020")])
+            .mode(gatekeeper::Mode::Shadow)
+            .build()
+            .unwrap();
+        let mut checks = shadow.checks().unwrap();
+        for _ in 0..2 {
+            let v = checks.check(&wechat_update());
+            assert_eq!(v.gate, gatekeeper::Gate::ShadowDeny);
+            assert!(v.decision().unwrap().is_deny());
+        }
+    });
+}

@@ -368,9 +368,10 @@ impl std::future::Future for PendingVerdict {
 /// ([`Gatekeeper::checks`]). Each check gives what [`Gatekeeper::check`] would, with two
 /// differences that make it cheaper: every check is decided under the policy the first one
 /// was (as if the batch had come in at one instant: an install or an expiry during it
-/// applies from the next batch), and the verdicts are counted in the metrics when the
-/// checks end (when this is dropped). Per check, this saves taking and releasing the
-/// policy, and updating counters that every core's checks update.
+/// applies from the next batch), and the verdicts after the first are counted in the
+/// metrics when the checks end (when this is dropped). Per check, this saves taking and
+/// releasing the policy, and updating counters that every core's checks update. Keep one
+/// for one batch: a `Checks` kept longer would decide with a replaced or expired policy.
 #[derive(Debug)]
 pub struct Checks<'g> {
     gatekeeper: &'g Gatekeeper,

@@ -100,15 +100,15 @@ impl Telemetry {
         }
     }
 
-    /// Counts verdicts counted apart ([`Tally`]), all at once.
+    /// Counts verdicts counted apart ([`Tally`]), all at once: only the counters with
+    /// something to add, so that a small batch updates few shared counters.
     pub(crate) fn tally(&self, tally: &Tally) {
-        for (counters, counts) in self.verdicts.iter().zip(&tally.verdicts) {
-            for (counter, &n) in counters.iter().zip(counts) {
+        let counters = self.verdicts.iter().flatten().chain(&self.unpoliced);
+        let counts = tally.verdicts.iter().flatten().chain(&tally.unpoliced);
+        for (counter, &n) in counters.zip(counts) {
+            if n != 0 {
                 counter.increment(n);
             }
-        }
-        for (counter, &n) in self.unpoliced.iter().zip(&tally.unpoliced) {
-            counter.increment(n);
         }
     }
 }

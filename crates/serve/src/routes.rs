@@ -311,7 +311,7 @@ thread_local! {
     /// The requests of the last batch this thread read, kept for the next one: a batch is
     /// read into them, reusing their memory (the list, and each request's strings), where
     /// a batch of 1,000 would otherwise allocate and free some 150 KB and 1,000 strings.
-    /// A thread keeps at most as many as the largest batch it read (`max_batch` at most).
+    /// What it keeps is bounded ([`keep_for_next`]).
     static BATCH: RefCell<Vec<Result<policy::Request, String>>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -456,7 +456,45 @@ fn ask(state: &AppState, body: &[u8]) -> Asked {
             Err(m) => Asked::Answered(error(StatusCode::BAD_REQUEST, m)),
         };
     }
-    BATCH.with_borrow_mut(|items| match parse_batch(text, state.max_batch, items) {
+    BATCH.with_borrow_mut(|items| {
+        let read = parse_batch(text, state.max_batch, items);
+        let n = read.as_ref().ok().copied();
+        let asked = asked(state, items, read);
+        keep_for_next(items, n, text.len());
+        asked
+    })
+}
+
+/// The most bytes of body a thread keeps the requests of for the next batch: see
+/// [`keep_for_next`].
+const KEEP_BYTES: usize = 2 << 20;
+
+/// What a thread keeps of a batch's requests for the next batch: the requests it read
+/// (not the error messages, nor what earlier batches left past this one's items) when the
+/// body was at most [`KEEP_BYTES`], nothing otherwise, nor after a malformed array. What is
+/// kept is then bounded by one such body (a request holds copies of its strings), however
+/// many batches come.
+fn keep_for_next(
+    items: &mut Vec<Result<policy::Request, String>>,
+    read: Option<usize>,
+    body: usize,
+) {
+    match read {
+        Some(n) if body <= KEEP_BYTES => {
+            items.truncate(n);
+            items.retain(Result::is_ok);
+        }
+        _ => *items = Vec::new(),
+    }
+}
+
+/// The answer to a batch read into `items`, or the verdicts it waits for.
+fn asked(
+    state: &AppState,
+    items: &[Result<policy::Request, String>],
+    read: Result<usize, BatchError>,
+) -> Asked {
+    match read {
         Ok(n) => match state.gatekeeper.checks() {
             // No record to wait for: each verdict is written as it is given.
             Some(mut checks) => {
@@ -487,7 +525,7 @@ fn ask(state: &AppState, body: &[u8]) -> Asked {
                 state.max_batch
             ),
         )),
-    })
+    }
 }
 
 /// The answer to one request, once its verdict is settled.
@@ -1297,6 +1335,36 @@ mod tests {
         assert!(decided > 5 && errors > 5, "{decided} {errors}");
         let head = audited.gatekeeper.close_audit().unwrap().unwrap();
         assert_eq!(head.seq, decided as u64);
+    }
+
+    /// What a thread keeps for the next batch: the requests of its last batch, not its
+    /// errors nor what earlier batches left; nothing after a large body or a malformed one.
+    #[test]
+    fn a_thread_keeps_a_bounded_part_of_its_last_batch() {
+        let ok = || parse_record(WECHAT);
+        let mut items = vec![ok(), Err("bad".to_owned()), ok(), ok()];
+        // The last is an earlier batch's.
+        keep_for_next(&mut items, Some(3), 1_000);
+        assert_eq!(items, [ok(), ok()]);
+        keep_for_next(&mut items, Some(2), KEEP_BYTES);
+        assert_eq!(items, [ok(), ok()]);
+        keep_for_next(&mut items, Some(2), KEEP_BYTES + 1);
+        assert_eq!((items.len(), items.capacity()), (0, 0));
+        let mut items = vec![ok()];
+        keep_for_next(&mut items, None, 10);
+        assert_eq!((items.len(), items.capacity()), (0, 0));
+        // Through the service: a batch of every kind of item leaves its requests only.
+        let state = state(gatekeeper(Mode::Enforce));
+        let body = format!("[{}]", ITEMS.join(","));
+        assert!(matches!(ask(&state, body.as_bytes()), Asked::Answered(_)));
+        let requests = ITEMS.iter().filter(|i| parse_record(i).is_ok()).count();
+        assert_eq!(
+            BATCH.with_borrow(|b| (b.len(), b.iter().all(Result::is_ok))),
+            (requests, true)
+        );
+        assert!(requests < ITEMS.len());
+        assert!(matches!(ask(&state, b"[1,"), Asked::Answered(_)));
+        assert_eq!(BATCH.with_borrow(Vec::capacity), 0);
     }
 
     #[test]
