@@ -157,6 +157,17 @@ enum Judgement {
     },
 }
 
+impl Judgement {
+    /// Why the failure mode gives the verdict; `None` for a decided one.
+    fn unpoliced(&self) -> Option<Unpoliced> {
+        match self {
+            Judgement::Decided { .. } => None,
+            Judgement::NoPolicy => Some(Unpoliced::NoPolicy),
+            Judgement::Expired { .. } => Some(Unpoliced::Expired),
+        }
+    }
+}
+
 /// The answer of [`Gatekeeper::check`]: the decision, the revision it used, its id.
 #[derive(Debug)]
 pub struct Verdict {
@@ -389,16 +400,17 @@ impl Checks<'_> {
             // The first: as `check` gives it (and counts it), with the policy it takes.
             None => self.verdict.insert(gk.verdict(request)),
             Some(ref mut verdict) => {
-                let closed = gk.inner.failure_mode == FailureMode::Closed;
-                let (denied, why) = match &mut verdict.judgement {
+                let denied = match &mut verdict.judgement {
                     Judgement::Decided { active, parts } => {
                         *parts = active.active.policy.decide_parts(request, gk.inner.posture);
-                        (parts.is_deny(), None)
+                        parts.is_deny()
                     }
-                    Judgement::NoPolicy => (closed, Some(Unpoliced::NoPolicy)),
-                    Judgement::Expired { .. } => (closed, Some(Unpoliced::Expired)),
+                    Judgement::NoPolicy | Judgement::Expired { .. } => {
+                        gk.inner.failure_mode == FailureMode::Closed
+                    }
                 };
                 verdict.gate = gk.gate_of(denied);
+                let why = verdict.judgement.unpoliced();
                 self.tally.verdict(verdict.gate, request.action(), why);
                 verdict.decision_id = gk.decision_id();
                 verdict
@@ -955,18 +967,18 @@ impl Gatekeeper {
                     judgement: Judgement::Decided { active, parts },
                 }
             }
-            Some(Err(at)) => self.unpoliced(request, Judgement::Expired { at }, Unpoliced::Expired),
-            None => self.unpoliced(request, Judgement::NoPolicy, Unpoliced::NoPolicy),
+            Some(Err(at)) => self.unpoliced(request, Judgement::Expired { at }),
+            None => self.unpoliced(request, Judgement::NoPolicy),
         }
     }
 
     /// The verdict of the failure mode: no policy, or an expired one.
     #[cold]
-    fn unpoliced(&self, request: &Request, judgement: Judgement, why: Unpoliced) -> Verdict {
+    fn unpoliced(&self, request: &Request, judgement: Judgement) -> Verdict {
         let closed = self.inner.failure_mode == FailureMode::Closed;
         Verdict {
             decision_id: self.decision_id(),
-            gate: self.gate(closed, request, Some(why)),
+            gate: self.gate(closed, request, judgement.unpoliced()),
             mode: self.inner.mode,
             judgement,
         }
