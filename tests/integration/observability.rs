@@ -107,6 +107,27 @@ fn metrics_are_described_present_from_the_start_and_reloads_add_no_verdict_serie
     });
 }
 
+/// A gatekeeper over a bundle of `us-2020` written in `dir` that expires at
+/// 2027-01-01T00:00:00Z, and the clock it reads, at 2026-06-01.
+fn expiring(dir: &std::path::Path) -> (Gatekeeper, ManualClock) {
+    let path = dir.join("bundle.json");
+    let b = Bundle::build(
+        &[root().join("policies/us-2020")],
+        1,
+        at("2026-01-01T00:00:00Z"),
+        Some(at("2027-01-01T00:00:00Z")),
+    )
+    .unwrap();
+    std::fs::write(&path, b.to_bytes()).unwrap();
+    let clock = ManualClock::new(at("2026-06-01T00:00:00Z"));
+    let gk = Gatekeeper::builder()
+        .source(PolicySource::BundleFile(path))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    (gk, clock)
+}
+
 /// The active bundle's expiry is a gauge, its withdrawal another, and verdicts given by
 /// the failure mode are counted by reason.
 #[test]
@@ -115,21 +136,7 @@ fn expiry_is_measured() {
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bundle.json");
-        let b = Bundle::build(
-            &[root().join("policies/us-2020")],
-            1,
-            at("2026-01-01T00:00:00Z"),
-            Some(at("2027-01-01T00:00:00Z")),
-        )
-        .unwrap();
-        std::fs::write(&path, b.to_bytes()).unwrap();
-        let clock = ManualClock::new(at("2026-06-01T00:00:00Z"));
-        let gk = Gatekeeper::builder()
-            .source(PolicySource::BundleFile(path))
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap();
+        let (gk, clock) = expiring(dir.path());
         let before = handle.render();
         assert!(
             before.contains("gatekeeper_policy_expiry_timestamp_seconds 1798761600"),
@@ -285,21 +292,7 @@ fn a_batch_of_checks_after_expiry_and_in_shadow_mode() {
     let handle = recorder.handle();
     metrics::with_local_recorder(&recorder, || {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("bundle.json");
-        let b = Bundle::build(
-            &[root().join("policies/us-2020")],
-            1,
-            at("2026-01-01T00:00:00Z"),
-            Some(at("2027-01-01T00:00:00Z")),
-        )
-        .unwrap();
-        std::fs::write(&path, b.to_bytes()).unwrap();
-        let clock = ManualClock::new(at("2026-06-01T00:00:00Z"));
-        let gk = Gatekeeper::builder()
-            .source(PolicySource::BundleFile(path))
-            .clock(Arc::new(clock.clone()))
-            .build()
-            .unwrap();
+        let (gk, clock) = expiring(dir.path());
         clock.set(at("2027-01-02T00:00:00Z"));
         let mut checks = gk.checks().unwrap();
         for _ in 0..3 {
