@@ -69,33 +69,74 @@ const ENTITY: u32 = 1 << 31;
 /// No time lines (an entry decided by scanning), or no prohibition to report.
 const NONE: u32 = u32::MAX;
 
-/// A time line: its segments' starts, `Index::starts[start..start + len]` (the first is
-/// [`Instant::MIN`]), and judgements, `Index::judged[start..start + len]`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A time line: its segments, `Timelines::segments[start..start + len]` (the first starts
+/// at [`Instant::MIN`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Line {
     start: u32,
     len: u32,
 }
 
+/// A segment of a time line: where it starts, its judgement, and what the default path
+/// needs of that judgement (whether it denies, the prohibition it reports: see
+/// [`reported`]), in one record of 16 bytes. The binary search's last read then brings
+/// what a decision needs, where a judgement apart from the starts and a table of what
+/// each judgement reports were two more reads, far apart in a policy of many
+/// prohibitions (whose time lines are many and do not fit in the cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Segment {
+    start: Instant,
+    /// The judgement, in `Index::judgements`, with [`DENIES`] set where it denies.
+    judged: u32,
+    /// The prohibition whose jurisdiction test the decision reports, or [`NONE`].
+    reports: ProhibitionIdx,
+}
+
+/// The bit of [`Segment::judged`] set where the judgement denies (there are fewer than
+/// 2^31 judgements: each is a distinct outcome kept in memory).
+const DENIES: u32 = 1 << 31;
+
+impl Segment {
+    /// The judgement, in `Index::judgements`.
+    #[inline]
+    fn judgement(self) -> u32 {
+        self.judged & !DENIES
+    }
+
+    #[inline]
+    fn denies(self) -> bool {
+        self.judged & DENIES != 0
+    }
+}
+
+/// Up to this many segments (four lines of the cache), a time line is searched by
+/// counting, beyond by halving.
+const LINEAR: usize = 16;
+
 /// Time lines, each stored once, and their segments.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Timelines {
     lines: Vec<Line>,
-    /// The segments of every distinct time line: where each starts, and its judgement
-    /// (apart, so that a binary search reads starts only).
-    starts: Vec<Instant>,
-    judged: Vec<u32>,
+    /// The segments of every distinct time line.
+    segments: Vec<Segment>,
 }
 
 impl Timelines {
-    /// The judgement of a time line at an instant, and the start of the next segment.
+    /// The segment of a time line at an instant, and the start of the next one.
     #[inline]
-    fn at(&self, line: usize, at: Instant) -> (u32, Option<Instant>) {
-        let Line { start, len } = self.lines[line];
-        let (start, len) = (start as usize, len as usize);
-        let starts = &self.starts[start..start + len];
-        let i = starts.partition_point(|s| *s <= at).saturating_sub(1);
-        (self.judged[start + i], starts.get(i + 1).copied())
+    fn at(&self, line: Line, at: Instant) -> (Segment, Option<Instant>) {
+        let Line { start, len } = line;
+        let segments = &self.segments[start as usize..(start + len) as usize];
+        // The segments that start by `at`, counted: in a short line (most are), every read
+        // is independent of the others, so their waits for memory overlap, where each
+        // step of a binary search waits for the one before.
+        let started = if segments.len() <= LINEAR {
+            segments.iter().filter(|s| s.start <= at).count()
+        } else {
+            segments.partition_point(|s| s.start <= at)
+        };
+        let i = started.saturating_sub(1);
+        (segments[i], segments.get(i + 1).map(|s| s.start))
     }
 
     /// Lays the segments out again, those of the lines `first` names first (in that
@@ -104,41 +145,33 @@ impl Timelines {
     /// rather than with lines it never reads.
     fn lay_out(&mut self, first: impl IntoIterator<Item = usize>) {
         let mut moved: HashMap<u32, u32> = HashMap::default();
-        let mut starts = Vec::with_capacity(self.starts.len());
-        let mut judged = Vec::with_capacity(self.judged.len());
+        let mut segments = Vec::with_capacity(self.segments.len());
         let order = first.into_iter().chain(0..self.lines.len());
         for line in order {
             let Line { start, len } = self.lines[line];
             moved.entry(start).or_insert_with(|| {
                 let range = start as usize..(start + len) as usize;
-                let at = starts.len() as u32;
-                starts.extend_from_slice(&self.starts[range.clone()]);
-                judged.extend_from_slice(&self.judged[range]);
+                let at = segments.len() as u32;
+                segments.extend_from_slice(&self.segments[range]);
                 at
             });
         }
         for line in &mut self.lines {
             line.start = moved[&line.start];
         }
-        self.starts = starts;
-        self.judged = judged;
+        self.segments = segments;
     }
 
-    /// A time line with these segments (each a start and a judgement), stored once.
-    fn store(
-        &mut self,
-        ids: &mut HashMap<Vec<(Instant, u32)>, Line>,
-        segments: &[(Instant, u32)],
-    ) -> Line {
+    /// A time line with these segments, stored once.
+    fn store(&mut self, ids: &mut HashMap<Vec<Segment>, Line>, segments: &[Segment]) -> Line {
         if let Some(&line) = ids.get(segments) {
             return line;
         }
         let line = Line {
-            start: self.starts.len() as u32,
+            start: self.segments.len() as u32,
             len: segments.len() as u32,
         };
-        self.starts.extend(segments.iter().map(|(s, _)| *s));
-        self.judged.extend(segments.iter().map(|(_, j)| *j));
+        self.segments.extend_from_slice(segments);
         ids.insert(segments.to_vec(), line);
         line
     }
@@ -155,8 +188,13 @@ struct Test {
     groups: (u32, u32),
 }
 
-/// What the default path reads of an entry, in one place.
+/// How many of a lane's time lines of the default posture it keeps itself.
+const NEAR: usize = 4;
+
+/// What the default path reads of an entry, in one place: a line of the processor's
+/// cache.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[repr(align(64))]
 struct Lane {
     /// The entry's distinct jurisdiction tests (in `Index::tests`), the first
     /// `tests_len`; bit `i` of a mask stands for `tests[i]`. With more than
@@ -168,6 +206,14 @@ struct Lane {
     /// masks + ` the mask's position among the [`Wide`]'s masks); [`NONE`] when the
     /// entry is decided by scanning.
     lines: u32,
+    /// The default posture's time lines of the first [`NEAR`] slots (all of them for an
+    /// entry of up to two tests, as most are): copies of those in `Index::timelines`,
+    /// made once the lines are laid out (see [`Index::keep_near`]), not written in an
+    /// image. A decision on the default path then reads its time line's place with the
+    /// lane, where the table of lines, large in a policy of many prohibitions, would be
+    /// one more wait for memory.
+    #[serde(skip)]
+    near: [Line; NEAR],
 }
 
 /// The time lines of an entry with more than [`MAX_INDEXED_TESTS`] tests: its tests, and
@@ -211,12 +257,12 @@ struct Entry {
     instants: Vec<Instant>,
 }
 
-/// What the default path needs of a judgement.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+/// What a decision needs of a judgement, beside it.
+#[derive(Clone, Copy, Debug)]
 struct Brief {
     deny: bool,
-    /// The prohibition whose jurisdiction test the decision reports (see [`brief`]), or
-    /// [`NONE`].
+    /// The prohibition whose jurisdiction test the decision reports (see [`reported`]),
+    /// or [`NONE`].
     reports: ProhibitionIdx,
     /// Its test in `Index::tests`.
     test: u32,
@@ -248,8 +294,6 @@ struct Index {
     timelines: Timelines,
     hindsight_timelines: Timelines,
     judgements: Vec<Judgement>,
-    /// Per judgement, what the default path needs of it.
-    briefs: Vec<Brief>,
     changes_of: Vec<Vec<ChangeIdx>>,
 }
 
@@ -262,6 +306,22 @@ impl Index {
             (wide.masks.1 - wide.masks.0) as usize
         } else {
             1 << lane.tests_len
+        }
+    }
+
+    /// Copies into each lane its default posture's first [`NEAR`] time lines.
+    fn keep_near(&mut self) {
+        let default = Posture::default().index();
+        for i in 0..self.lanes.len() {
+            let lane = self.lanes[i];
+            if lane.lines == NONE {
+                continue;
+            }
+            let slots = self.slots(&lane);
+            let first = lane.lines as usize + default * slots;
+            for (slot, near) in self.lanes[i].near.iter_mut().enumerate().take(slots) {
+                *near = self.timelines.lines[first + slot];
+            }
         }
     }
 
@@ -971,28 +1031,41 @@ impl Policy {
                 }
                 (mask, 1 << tests.len())
             };
+            let timelines = &self.index.timelines;
             let (lines, line) = match request.known_at {
+                // The default path: the time line's place is in the lane.
+                None if slot < NEAR && posture == Posture::default() => {
+                    (timelines, lane.near[slot])
+                }
                 None => (
-                    &self.index.timelines,
-                    lane.lines as usize + posture.index() * slots + slot,
+                    timelines,
+                    timelines.lines[lane.lines as usize + posture.index() * slots + slot],
                 ),
                 // In hindsight: the time line of what was known at `known_at`.
                 Some(k) => {
                     let h = self.index.hindsight[e];
                     let epochs = &self.index.epochs[h.epochs.0 as usize..h.epochs.1 as usize];
                     let epoch = epochs.partition_point(|e| *e <= k);
-                    (
-                        &self.index.hindsight_timelines,
-                        h.lines as usize
-                            + (epoch * Posture::ALL.len() + posture.index()) * slots
-                            + slot,
-                    )
+                    let lines = &self.index.hindsight_timelines;
+                    let line = h.lines as usize
+                        + (epoch * Posture::ALL.len() + posture.index()) * slots
+                        + slot;
+                    (lines, lines.lines[line])
                 }
             };
-            let (j, valid_until) = lines.at(line, request.at);
+            let (segment, valid_until) = lines.at(line, request.at);
+            let reports = segment.reports;
+            let brief = Brief {
+                deny: segment.denies(),
+                reports,
+                test: match reports {
+                    NONE => NONE,
+                    p => self.index.prohibition_tests[p as usize],
+                },
+            };
             (
-                JudgementRef::Interned(j),
-                self.index.briefs[j as usize],
+                JudgementRef::Interned(segment.judgement()),
+                brief,
                 valid_until,
                 placed,
             )
@@ -1152,15 +1225,19 @@ fn segments_of(
     })
 }
 
-/// What the default path needs of an outcome: whether it denies, and the prohibition
-/// whose jurisdiction test the decision reports: the first denying one, or the first
-/// judged when the covering prohibitions are not in force. Both come from the entry's
-/// `with_action` (see `law::outcome`).
-fn brief(outcome: &Outcome, prohibition_tests: &[u32]) -> Brief {
-    let (deny, reports) = match outcome {
+/// Whether an outcome denies, and the prohibition whose jurisdiction test the decision
+/// reports: the first denying one, or the first judged when the covering prohibitions
+/// are not in force. Both come from the entry's `with_action` (see `law::outcome`).
+fn reported(outcome: &Outcome) -> (bool, Option<ProhibitionIdx>) {
+    match outcome {
         Outcome::Deny { prohibitions, .. } => (true, prohibitions.first().copied()),
         Outcome::Allow { judged, .. } => (false, *judged),
-    };
+    }
+}
+
+/// What a decision needs of an outcome, beside it (see [`reported`]).
+fn brief(outcome: &Outcome, prohibition_tests: &[u32]) -> Brief {
+    let (deny, reports) = reported(outcome);
     Brief {
         deny,
         reports: reports.unwrap_or(NONE),
@@ -1282,6 +1359,7 @@ fn build_index(model: &Model) -> Index {
     // of them or less where the postures disagree, then lie together.
     let first: Vec<usize> = index.lines_of(Posture::default()).collect();
     index.timelines.lay_out(first);
+    index.keep_near();
     index.changes_of = changes_of;
     index.judgements = judgements
         .into_iter()
@@ -1289,11 +1367,6 @@ fn build_index(model: &Model) -> Index {
             outcome: outcomes[outcome as usize].clone(),
             uncertain,
         })
-        .collect();
-    index.briefs = index
-        .judgements
-        .iter()
-        .map(|j| brief(&j.outcome, &index.prohibition_tests))
         .collect();
     // The table sized for every identifier at once.
     let apps = model.apps.iter().flat_map(|a| {
@@ -1375,10 +1448,10 @@ struct Builder<'a> {
     outcome_ids: HashMap<Outcome, u32>,
     judgement_ids: HashMap<(u32, Option<Uncertain>), u32>,
     /// Time lines with the same segments share them.
-    line_ids: HashMap<Vec<(Instant, u32)>, Line>,
-    hindsight_line_ids: HashMap<Vec<(Instant, u32)>, Line>,
+    line_ids: HashMap<Vec<Segment>, Line>,
+    hindsight_line_ids: HashMap<Vec<Segment>, Line>,
     /// A time line's segments being looked up.
-    scratch: Vec<(Instant, u32)>,
+    scratch: Vec<Segment>,
     /// Entries whose time lines agree share them.
     lane_ids: HashMap<LaneKey, (Lane, Hindsight)>,
     /// The masks of passed tests a request can give, per list of tests.
@@ -1513,6 +1586,7 @@ impl Builder<'_> {
                 tests: [0; MAX_INDEXED_TESTS],
                 tests_len: 0,
                 lines: NONE,
+                near: Default::default(),
             },
             Hindsight {
                 epochs: (0, 0),
@@ -1582,6 +1656,7 @@ impl Builder<'_> {
             tests: [0; MAX_INDEXED_TESTS],
             tests_len: n as u8,
             lines: NONE,
+            near: Default::default(),
         };
         match wide {
             None => lane.tests[..n].copy_from_slice(&entry.tests),
@@ -1747,7 +1822,13 @@ impl Builder<'_> {
                 .judgement_ids
                 .entry((outcome, uncertain))
                 .or_insert(next);
-            self.scratch.push((start, j));
+            debug_assert!(j < DENIES, "fewer than 2^31 judgements");
+            let (deny, reports) = reported(&self.outcomes[outcome as usize]);
+            self.scratch.push(Segment {
+                start,
+                judged: j | if deny { DENIES } else { 0 },
+                reports: reports.unwrap_or(NONE),
+            });
         }
         if hindsight {
             let ids = &mut self.hindsight_line_ids;
@@ -2107,7 +2188,7 @@ mod tests {
         assert!(stored.windows(2).all(|w| w[0].0 + w[0].1 == w[1].0));
         assert_eq!(
             stored.last().map(|(s, l)| (s + l) as usize),
-            Some(timelines.starts.len())
+            Some(timelines.segments.len())
         );
     }
 
@@ -2167,17 +2248,18 @@ mod tests {
                 Line { start: 5, len: 1 },
                 Line { start: 0, len: 2 },
             ],
-            starts: (0..6).map(at).collect(),
-            judged: (10..16).collect(),
+            segments: (0..6)
+                .map(|k| Segment {
+                    start: at(k),
+                    judged: 10 + k as u32,
+                    reports: NONE,
+                })
+                .collect(),
         };
-        let before: Vec<Vec<(Instant, u32)>> = (0..4)
+        let before: Vec<Vec<Segment>> = (0..4)
             .map(|l| {
-                (0..t.lines[l].len as usize)
-                    .map(|i| {
-                        let k = t.lines[l].start as usize + i;
-                        (t.starts[k], t.judged[k])
-                    })
-                    .collect()
+                let Line { start, len } = t.lines[l];
+                t.segments[start as usize..(start + len) as usize].to_vec()
             })
             .collect();
         t.lay_out([2, 3]);
@@ -2188,11 +2270,11 @@ mod tests {
         for (l, segments) in before.iter().enumerate() {
             for (i, s) in segments.iter().enumerate() {
                 let k = t.lines[l].start as usize + i;
-                assert_eq!((t.starts[k], t.judged[k]), *s);
-                assert_eq!(t.at(l, s.0).0, s.1);
+                assert_eq!(t.segments[k], *s);
+                assert_eq!(t.at(t.lines[l], s.start).0, *s);
             }
         }
-        assert_eq!(t.starts.len(), 6);
+        assert_eq!(t.segments.len(), 6);
     }
 
     #[test]
@@ -2206,6 +2288,60 @@ mod tests {
                     read.decide(&r, Posture::default()).to_record(),
                     policy.decide(&r, Posture::default()).to_record()
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn each_lane_keeps_its_default_lines_near_also_read_from_an_image() {
+        let policy = wide_policy();
+        let read = Policy::from_image(&policy.to_image()).unwrap();
+        for p in [&policy, &read] {
+            let index = &p.index;
+            let mut kept = 0;
+            for lane in index.lanes.iter().filter(|l| l.lines != NONE) {
+                let slots = index.slots(lane);
+                let first = lane.lines as usize + Posture::default().index() * slots;
+                for slot in 0..slots.min(NEAR) {
+                    assert_eq!(lane.near[slot], index.timelines.lines[first + slot]);
+                    kept += 1;
+                }
+            }
+            assert!(kept > 10, "{kept} lines kept near");
+        }
+    }
+
+    #[test]
+    fn a_time_line_gives_the_segment_of_each_instant_short_or_long() {
+        let at = |n: i64| Instant::from_nanos(n);
+        for len in [1, 2, LINEAR - 1, LINEAR, LINEAR + 1, 3 * LINEAR] {
+            let mut starts = vec![Instant::MIN];
+            starts.extend((1..len as i64).map(|k| at(k * 10)));
+            // A line after another, so that it does not start the array.
+            let segments: Vec<Segment> = [Instant::MIN, at(5)]
+                .into_iter()
+                .chain(starts.iter().copied())
+                .enumerate()
+                .map(|(k, start)| Segment {
+                    start,
+                    judged: k as u32,
+                    reports: NONE,
+                })
+                .collect();
+            let t = Timelines {
+                lines: Vec::new(),
+                segments,
+            };
+            let line = Line {
+                start: 2,
+                len: len as u32,
+            };
+            for n in -1..=(len as i64) * 10 + 1 {
+                let (segment, next) = t.at(line, at(n));
+                // The last segment starting by `n`, and the start of the one after.
+                let k = starts.iter().rposition(|s| *s <= at(n)).unwrap();
+                assert_eq!(segment.judgement(), k as u32 + 2, "line of {len}, at {n}");
+                assert_eq!(next, starts.get(k + 1).copied(), "line of {len}, at {n}");
             }
         }
     }

@@ -13,8 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, NONE, Policy, Timelines};
-use crate::law::{Outcome, Posture};
+use super::{ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, NONE, Policy, Timelines, reported};
+use crate::law::{Judgement, Outcome, Posture};
 use crate::model::*;
 use crate::validate::Model;
 
@@ -99,9 +99,11 @@ impl Policy {
         }
         check_model(&read.model).map_err(ImageError::Inconsistent)?;
         check_index(&read.model, &read.index).map_err(ImageError::Inconsistent)?;
+        let mut index = read.index;
+        index.keep_near();
         Ok(Policy {
             model: read.model,
-            index: read.index,
+            index,
         })
     }
 }
@@ -212,21 +214,28 @@ fn lines_within(first: u32, count: usize, len: usize, what: &str) -> Result<(), 
     }
 }
 
-/// Every time line's segments within the arrays, each segment's judgement within the
-/// judgements.
-fn check_timelines(t: &Timelines, nj: usize, what: &str) -> Result<(), String> {
+/// Every time line's segments within the array, each segment's judgement within the
+/// judgements (whose outcomes are checked before), and what it says of its judgement
+/// (whether it denies, the prohibition it reports) what the judgement says.
+fn check_timelines(t: &Timelines, judgements: &[Judgement], what: &str) -> Result<(), String> {
     for (i, l) in t.lines.iter().enumerate() {
         let end = (l.start as usize).checked_add(l.len as usize);
-        if l.len == 0 || end.is_none_or(|end| end > t.starts.len()) {
+        if l.len == 0 || end.is_none_or(|end| end > t.segments.len()) {
             return Err(format!("{what}time line {i}: segments outside the array"));
         }
     }
-    if t.judged.len() != t.starts.len() {
-        return Err(format!(
-            "{what}segments' starts and judgements differ in number"
-        ));
+    for (i, s) in t.segments.iter().enumerate() {
+        within(s.judgement(), judgements.len(), || {
+            format!("{what}a segment's judgement")
+        })?;
+        let (deny, reports) = reported(&judgements[s.judgement() as usize].outcome);
+        if (deny, reports.unwrap_or(NONE)) != (s.denies(), s.reports) {
+            return Err(format!(
+                "{what}segment {i}: it says otherwise than its judgement"
+            ));
+        }
     }
-    all_within(&t.judged, nj, &|| format!("{what}a segment's judgement"))
+    Ok(())
 }
 
 /// How many time lines an entry's lane has for each posture (and epoch): one per mask
@@ -271,7 +280,7 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
         m.regions.len(),
         m.changes.len(),
     );
-    let (nt, nj) = (x.tests.len(), x.judgements.len());
+    let nt = x.tests.len();
     let (nl, nh) = (x.timelines.lines.len(), x.hindsight_timelines.lines.len());
     let ncov = x.coverages.len();
     x.ids
@@ -339,8 +348,6 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
     all_within(&x.prohibition_tests, nt, &|| {
         "a prohibition's test".to_owned()
     })?;
-    check_timelines(&x.timelines, nj, "")?;
-    check_timelines(&x.hindsight_timelines, nj, "in hindsight: ")?;
     for (i, j) in x.judgements.iter().enumerate() {
         let what = || format!("judgement {i}");
         match &j.outcome {
@@ -361,15 +368,8 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
             }
         }
     }
-    if x.briefs.len() != nj {
-        return Err(format!("{} briefs for {nj} judgements", x.briefs.len()));
-    }
-    for (i, b) in x.briefs.iter().enumerate() {
-        if b.reports != NONE {
-            within(b.reports, np, || format!("brief {i}: its prohibition"))?;
-            within(b.test, nt, || format!("brief {i}: its test"))?;
-        }
-    }
+    check_timelines(&x.timelines, &x.judgements, "")?;
+    check_timelines(&x.hindsight_timelines, &x.judgements, "in hindsight: ")?;
     if x.changes_of.len() != np {
         return Err(format!(
             "changes of {} prohibitions, of {np}",
@@ -398,8 +398,8 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
         for (timelines, first, count) in ranges {
             for line in &timelines.lines[first..first + count] {
                 let (start, len) = (line.start as usize, line.len as usize);
-                for &j in &timelines.judged[start..start + len] {
-                    let reports = x.briefs[j as usize].reports;
+                for segment in &timelines.segments[start..start + len] {
+                    let reports = segment.reports;
                     if reports != NONE && !e.with_action.contains(&reports) {
                         return Err(format!(
                             "entry {i}: a time line reports prohibition {reports}, not the entry's"
@@ -418,6 +418,7 @@ mod tests {
 
     use super::*;
     use crate::diagnostic::Source;
+    use crate::engine::Line;
 
     fn policy() -> Policy {
         let text = "[instrument]\nid = \"o\"\nkind = \"statute\"\ntitle = \"O\"\nauthority = \"A\"\ncitation = \"1 XR 1\"\nsource = \"https://example.org/o\"\nissued = 2021-01-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"e\"\nname = \"E\"\n\n[[entity]]\nid = \"f\"\nname = \"F\"\nparent = \"e\"\n\n[[app]]\nid = \"a\"\nname = \"A\"\nowner = \"f\"\nandroid = [\"app.a\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"a\"]\nactions = [\"download\"]\nregion = \"US\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n";
@@ -454,7 +455,7 @@ mod tests {
         p.model.apps[0].owner = 2;
         assert_eq!(refused(&p), "app 0: its owner is 2, of 2");
         let mut p = policy();
-        p.index.timelines.judged[0] = 99;
+        p.index.timelines.segments[0].judged = 99;
         let n = p.index.judgements.len();
         assert_eq!(refused(&p), format!("a segment's judgement is 99, of {n}"));
         let mut p = policy();
@@ -465,6 +466,28 @@ mod tests {
             why.starts_with("entry 0: ")
                 && why.ends_with(&format!("time lines from {line}, of {line}")),
             "{why}"
+        );
+        for (start, len) in [(0, 0), (1, u32::MAX), (u32::MAX, 1)] {
+            let mut p = policy();
+            p.index.hindsight_timelines.lines[0] = Line { start, len };
+            assert_eq!(
+                refused(&p),
+                "in hindsight: time line 0: segments outside the array"
+            );
+        }
+        let mut p = policy();
+        let n = p.index.timelines.segments.len();
+        p.index.timelines.segments[n - 1].judged ^= crate::engine::DENIES;
+        assert_eq!(
+            refused(&p),
+            format!("segment {}: it says otherwise than its judgement", n - 1)
+        );
+        let mut p = policy();
+        let reports = &mut p.index.hindsight_timelines.segments[0].reports;
+        *reports = if *reports == NONE { 0 } else { NONE };
+        assert_eq!(
+            refused(&p),
+            "in hindsight: segment 0: it says otherwise than its judgement"
         );
         let mut p = policy();
         p.index.prohibition_tests.clear();
