@@ -4,7 +4,7 @@
 //! the whole answer over time is precomputed, from the rules in [`crate::law`], as a
 //! time line per posture and per combination of the jurisdiction tests involved that a
 //! request can give. A decision is then a hash lookup of the app, a test per
-//! jurisdiction, and a binary search of the time line. Requests judged in hindsight
+//! jurisdiction, and a search of the time line. Requests judged in hindsight
 //! (`known_at`) read time lines of their own, one set per epoch of what is known.
 //!
 //! Building them is linear in the entries: an entry's lines depend only on the
@@ -16,14 +16,17 @@
 //! What a decision reads is laid out for a catalogue too large for the cache, whose
 //! requests come in no particular order: one bucket of the identifier table
 //! ([`IdTable`]), keys inline, gives the app, its owner and its coverage; the coverage's
-//! entry for the action has a small [`Lane`] (its tests and where its time lines start);
-//! a test holds its region's countries; a time line is a range of one array of
-//! segments, shared by every entry with the same answers (the default path's apart from
-//! those in hindsight, and the default posture's segments before the other postures', so
-//! that what it reads stays small); and what the default path
-//! needs of a judgement (whether it denies, the prohibition it reports) is in a small
-//! table beside the judgements. Only the bucket is likely to be far away: the rest is
-//! small, and shared by the apps of a coverage.
+//! entry for the action has a [`Lane`], one line of the processor's cache (its tests,
+//! where its time lines start, and the places of its default posture's first four); a
+//! test holds its region's countries; a time line is a range of one array of
+//! [`Segment`]s, shared by every entry with the same answers (the default path's apart
+//! from those in hindsight, and the default posture's segments before the other
+//! postures', so that what it reads stays small), each segment carrying what the default
+//! path needs of its judgement (whether it denies, the prohibition it reports, whose test
+//! is in a small table). With few prohibitions only the bucket is likely to be far away,
+//! the rest being small and shared by the apps of a coverage; with many (a thousand),
+//! the lanes and segments outgrow the cache too, and a decision waits for the bucket, the
+//! lane and the segments.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::borrow::Cow;
@@ -79,7 +82,7 @@ struct Line {
 
 /// A segment of a time line: where it starts, its judgement, and what the default path
 /// needs of that judgement (whether it denies, the prohibition it reports: see
-/// [`reported`]), in one record of 16 bytes. The binary search's last read then brings
+/// [`reported`]), in one record of 16 bytes. The search's reads of the starts then bring
 /// what a decision needs, where a judgement apart from the starts and a table of what
 /// each judgement reports were two more reads, far apart in a policy of many
 /// prohibitions (whose time lines are many and do not fit in the cache).
@@ -91,6 +94,8 @@ struct Segment {
     /// The prohibition whose jurisdiction test the decision reports, or [`NONE`].
     reports: ProhibitionIdx,
 }
+
+const _: () = assert!(size_of::<Segment>() == 16 && size_of::<Lane>() == 64);
 
 /// The bit of [`Segment::judged`] set where the judgement denies (there are fewer than
 /// 2^31 judgements: each is a distinct outcome kept in memory).
@@ -109,8 +114,8 @@ impl Segment {
     }
 }
 
-/// Up to this many segments (four lines of the cache), a time line is searched by
-/// counting, beyond by halving.
+/// Up to this many segments (256 bytes: four or five lines of the cache), a time line is
+/// searched by counting, beyond by halving.
 const LINEAR: usize = 16;
 
 /// Time lines, each stored once, and their segments.
@@ -201,7 +206,7 @@ struct Lane {
     /// [`MAX_INDEXED_TESTS`] tests, `tests[0]` is the entry's [`Wide`] in `Index::wide`.
     tests: [u32; MAX_INDEXED_TESTS],
     tests_len: u8,
-    /// The first of the entry's time lines in `Index::lines`, one per posture and mask
+    /// The first of the entry's time lines in `Index::timelines`, one per posture and mask
     /// (`posture.index() << tests_len | mask`; with more tests, `posture.index() *
     /// masks + ` the mask's position among the [`Wide`]'s masks); [`NONE`] when the
     /// entry is decided by scanning.
@@ -233,7 +238,7 @@ struct Hindsight {
     /// (every edge of every issue window of the instruments the answer depends on):
     /// epoch `i` is judged with what was issued by the `i`-th (epoch 0: nothing).
     epochs: (u32, u32),
-    /// The first of the time lines of each epoch in `Index::lines`, laid out as the
+    /// The first of the time lines of each epoch in `Index::hindsight_timelines`, laid out as the
     /// lane's, epoch after epoch (`epoch * 4 + posture.index()` in place of the
     /// posture's index); [`NONE`] when the entry is decided by scanning.
     lines: u32,
@@ -955,11 +960,7 @@ impl Policy {
         let named = |t: Instant| {
             let outcomes = outcomes_at(t, posture);
             let (_, pick) = law::combine(outcomes.iter().cloned());
-            let reported = match &outcomes[pick] {
-                Outcome::Deny { prohibitions, .. } => prohibitions.first().copied(),
-                Outcome::Allow { judged, .. } => *judged,
-            }
-            .map(|p| {
+            let reported = reported(&outcomes[pick]).1.map(|p| {
                 let pr = &model.prohibitions[p as usize];
                 (pr.region, pr.jurisdiction.clone())
             });

@@ -4,7 +4,7 @@
 //! Loading runs in three stages, each a type: TOML text is parsed into raw items that
 //! keep their source spans ([`raw`]), validated into a model where every reference is
 //! resolved and every instant is absolute ([`model`]), and compiled into an index
-//! where a decision is a hash lookup and a binary search ([`Policy`]). A set with any
+//! where a decision is a hash lookup and a search of a time line ([`Policy`]). A set with any
 //! problem loads nothing and reports every problem with file, line, column and hint.
 //!
 //! This crate reads no files, opens no sockets and starts no tasks: callers hand it

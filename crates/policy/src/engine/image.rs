@@ -224,12 +224,18 @@ fn check_timelines(t: &Timelines, judgements: &[Judgement], what: &str) -> Resul
             return Err(format!("{what}time line {i}: segments outside the array"));
         }
     }
+    let said: Vec<(bool, u32)> = judgements
+        .iter()
+        .map(|j| {
+            let (deny, reports) = reported(&j.outcome);
+            (deny, reports.unwrap_or(NONE))
+        })
+        .collect();
     for (i, s) in t.segments.iter().enumerate() {
-        within(s.judgement(), judgements.len(), || {
-            format!("{what}a segment's judgement")
+        within(s.judgement(), said.len(), || {
+            format!("{what}segment {i}: its judgement")
         })?;
-        let (deny, reports) = reported(&judgements[s.judgement() as usize].outcome);
-        if (deny, reports.unwrap_or(NONE)) != (s.denies(), s.reports) {
+        if said[s.judgement() as usize] != (s.denies(), s.reports) {
             return Err(format!(
                 "{what}segment {i}: it says otherwise than its judgement"
             ));
@@ -457,7 +463,16 @@ mod tests {
         let mut p = policy();
         p.index.timelines.segments[0].judged = 99;
         let n = p.index.judgements.len();
-        assert_eq!(refused(&p), format!("a segment's judgement is 99, of {n}"));
+        assert_eq!(
+            refused(&p),
+            format!("segment 0: its judgement is 99, of {n}")
+        );
+        let mut p = policy();
+        p.index.timelines.segments[0].judged = crate::engine::DENIES | 99;
+        assert_eq!(
+            refused(&p),
+            format!("segment 0: its judgement is 99, of {n}")
+        );
         let mut p = policy();
         let line = p.index.timelines.lines.len() as u32;
         p.index.lanes[0].lines = line;
