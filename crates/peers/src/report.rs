@@ -466,10 +466,13 @@ pub fn markdown(rows: &[Value], run: &Run) -> String {
     );
     md.push_str(
         "**Decisions.** Median and p99 of single calls (each timed, the timer's own cost taken off: figures near the \
-         timer's resolution, tens of nanoseconds, are rough), and the nanoseconds per decision of whole passes over \
-         the request set (one clock reading at each end; where a pass over the whole set would take more than a \
-         second, the pass covers the requests at its start). Warm: 4,000 requests cycled. Cold: every listed app at \
-         least once, in a shuffled order, each request decided once per pass.\n\n",
+         timer's resolution, tens of nanoseconds, are rough; each call's request prepared for its engine just before \
+         it, untimed, as a store decides a request it has just read: its bytes are in the cache, where in the cold \
+         set the policy's data mostly is not), and the nanoseconds per decision of whole passes over the request set \
+         prepared beforehand (one clock reading at each end; where a pass over the whole set would take more than a \
+         second, the pass covers the requests at its start; in the cold set the requests are cold in memory too). \
+         Warm: 4,000 requests cycled. Cold: every listed app at least once, in a shuffled order, each request decided \
+         once per pass.\n\n",
     );
     decisions_table(&mut md, rows);
     md.push_str(
