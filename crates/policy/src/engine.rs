@@ -2313,6 +2313,31 @@ mod tests {
     }
 
     #[test]
+    fn an_image_whose_lane_has_more_tests_than_a_mask_holds_is_refused() {
+        let mut policy = wide_policy();
+        let (found, _) = policy.index.ids.get(Kind::Android, "app.a").unwrap();
+        let e = policy.index.coverages[found.coverage as usize][Action::Download.index()] as usize;
+        let index = &mut policy.index;
+        let lane = &mut index.lanes[e];
+        assert!(usize::from(lane.tests_len) > MAX_INDEXED_TESTS);
+        // The entry's tests, its wide lane's and the lane's count agree, at 65.
+        let tests = vec![index.entries[e].tests[0]; MAX_WIDE_TESTS + 1];
+        lane.tests_len = tests.len() as u8;
+        let wide = &mut index.wide[lane.tests[0] as usize];
+        let from = index.wide_tests.len() as u32;
+        index.wide_tests.extend_from_slice(&tests);
+        wide.tests = (from, index.wide_tests.len() as u32);
+        index.entries[e].tests = tests;
+        match Policy::from_image(&policy.to_image()) {
+            Err(ImageError::Inconsistent(why)) => assert_eq!(
+                why,
+                format!("entry {e}: its lane has 65 tests, of at most {MAX_WIDE_TESTS}")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_time_line_gives_the_segment_of_each_instant_short_or_long() {
         let at = |n: i64| Instant::from_nanos(n);
         for len in [1, 2, LINEAR - 1, LINEAR, LINEAR + 1, 3 * LINEAR] {

@@ -13,7 +13,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, NONE, Policy, Timelines, reported};
+use super::{
+    ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, MAX_WIDE_TESTS, NONE, Policy, Timelines,
+    reported,
+};
 use crate::law::{Judgement, Outcome, Posture};
 use crate::model::*;
 use crate::validate::Model;
@@ -256,6 +259,12 @@ fn lane_lines(x: &Index, e: &Entry, lane: &Lane) -> Result<usize, String> {
             return Err("its lane's tests".to_owned());
         }
         return Ok(1 << n);
+    }
+    if n > MAX_WIDE_TESTS {
+        // A mask is a `u64`: a bit per test.
+        return Err(format!(
+            "its lane has {n} tests, of at most {MAX_WIDE_TESTS}"
+        ));
     }
     let w = x.wide.get(lane.tests[0] as usize).ok_or_else(|| {
         format!(
