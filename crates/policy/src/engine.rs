@@ -102,6 +102,17 @@ const _: () = assert!(size_of::<Segment>() == 16 && size_of::<Lane>() == 64);
 const DENIES: u32 = 1 << 31;
 
 impl Segment {
+    /// The segment starting at `start` whose judgement is `judgement`, of this outcome.
+    fn new(start: Instant, judgement: u32, outcome: &Outcome) -> Segment {
+        debug_assert!(judgement < DENIES, "fewer than 2^31 judgements");
+        let (deny, reports) = reported(outcome);
+        Segment {
+            start,
+            judged: judgement | if deny { DENIES } else { 0 },
+            reports: reports.unwrap_or(NONE),
+        }
+    }
+
     /// The judgement, in `Index::judgements`.
     #[inline]
     fn judgement(self) -> u32 {
@@ -273,6 +284,22 @@ struct Brief {
     test: u32,
 }
 
+impl Brief {
+    /// Whether the judgement denies, and the prohibition it reports (or [`NONE`]), with
+    /// that prohibition's test.
+    #[inline]
+    fn of(deny: bool, reports: ProhibitionIdx, prohibition_tests: &[u32]) -> Brief {
+        Brief {
+            deny,
+            reports,
+            test: match reports {
+                NONE => NONE,
+                p => prohibition_tests[p as usize],
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Index {
     /// Every identifier and publisher account; app ids match whatever their letter case.
@@ -302,6 +329,15 @@ struct Index {
     changes_of: Vec<Vec<ChangeIdx>>,
 }
 
+impl Lane {
+    /// The first of the lane's time lines of a posture, in `Index::timelines` (a block of
+    /// `slots` lines per posture).
+    #[inline]
+    fn first_line(&self, posture: Posture, slots: usize) -> usize {
+        self.lines as usize + posture.index() * slots
+    }
+}
+
 impl Index {
     /// How many time lines a lane has per posture: one per mask of its tests, or per mask
     /// of its [`Wide`].
@@ -316,14 +352,13 @@ impl Index {
 
     /// Copies into each lane its default posture's first [`NEAR`] time lines.
     fn keep_near(&mut self) {
-        let default = Posture::default().index();
         for i in 0..self.lanes.len() {
             let lane = self.lanes[i];
             if lane.lines == NONE {
                 continue;
             }
             let slots = self.slots(&lane);
-            let first = lane.lines as usize + default * slots;
+            let first = lane.first_line(Posture::default(), slots);
             for (slot, near) in self.lanes[i].near.iter_mut().enumerate().take(slots) {
                 *near = self.timelines.lines[first + slot];
             }
@@ -338,7 +373,7 @@ impl Index {
             .filter(|lane| lane.lines != NONE)
             .flat_map(move |lane| {
                 let slots = self.slots(lane);
-                let from = lane.lines as usize + posture.index() * slots;
+                let from = lane.first_line(posture, slots);
                 from..from + slots
             })
     }
@@ -1040,7 +1075,7 @@ impl Policy {
                 }
                 None => (
                     timelines,
-                    timelines.lines[lane.lines as usize + posture.index() * slots + slot],
+                    timelines.lines[lane.first_line(posture, slots) + slot],
                 ),
                 // In hindsight: the time line of what was known at `known_at`.
                 Some(k) => {
@@ -1055,15 +1090,11 @@ impl Policy {
                 }
             };
             let (segment, valid_until) = lines.at(line, request.at);
-            let reports = segment.reports;
-            let brief = Brief {
-                deny: segment.denies(),
-                reports,
-                test: match reports {
-                    NONE => NONE,
-                    p => self.index.prohibition_tests[p as usize],
-                },
-            };
+            let brief = Brief::of(
+                segment.denies(),
+                segment.reports,
+                &self.index.prohibition_tests,
+            );
             (
                 JudgementRef::Interned(segment.judgement()),
                 brief,
@@ -1239,11 +1270,7 @@ fn reported(outcome: &Outcome) -> (bool, Option<ProhibitionIdx>) {
 /// What a decision needs of an outcome, beside it (see [`reported`]).
 fn brief(outcome: &Outcome, prohibition_tests: &[u32]) -> Brief {
     let (deny, reports) = reported(outcome);
-    Brief {
-        deny,
-        reports: reports.unwrap_or(NONE),
-        test: reports.map_or(NONE, |p| prohibition_tests[p as usize]),
-    }
+    Brief::of(deny, reports.unwrap_or(NONE), prohibition_tests)
 }
 
 /// The verdict of an allowing outcome (callers take denies first).
@@ -1823,13 +1850,8 @@ impl Builder<'_> {
                 .judgement_ids
                 .entry((outcome, uncertain))
                 .or_insert(next);
-            debug_assert!(j < DENIES, "fewer than 2^31 judgements");
-            let (deny, reports) = reported(&self.outcomes[outcome as usize]);
-            self.scratch.push(Segment {
-                start,
-                judged: j | if deny { DENIES } else { 0 },
-                reports: reports.unwrap_or(NONE),
-            });
+            let segment = Segment::new(start, j, &self.outcomes[outcome as usize]);
+            self.scratch.push(segment);
         }
         if hindsight {
             let ids = &mut self.hindsight_line_ids;
@@ -2302,7 +2324,7 @@ mod tests {
             let mut kept = 0;
             for lane in index.lanes.iter().filter(|l| l.lines != NONE) {
                 let slots = index.slots(lane);
-                let first = lane.lines as usize + Posture::default().index() * slots;
+                let first = lane.first_line(Posture::default(), slots);
                 for slot in 0..slots.min(NEAR) {
                     assert_eq!(lane.near[slot], index.timelines.lines[first + slot]);
                     kept += 1;

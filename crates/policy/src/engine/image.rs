@@ -14,10 +14,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, MAX_WIDE_TESTS, NONE, Policy, Timelines,
-    reported,
+    ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, MAX_WIDE_TESTS, NONE, Policy, Segment, Timelines,
 };
-use crate::law::{Judgement, Outcome, Posture};
+use crate::instant::Instant;
+use crate::law::{Outcome, Posture};
 use crate::model::*;
 use crate::validate::Model;
 
@@ -218,27 +218,25 @@ fn lines_within(first: u32, count: usize, len: usize, what: &str) -> Result<(), 
 }
 
 /// Every time line's segments within the array, each segment's judgement within the
-/// judgements (whose outcomes are checked before), and what it says of its judgement
-/// (whether it denies, the prohibition it reports) what the judgement says.
-fn check_timelines(t: &Timelines, judgements: &[Judgement], what: &str) -> Result<(), String> {
+/// judgements, and what it says of its judgement (whether it denies, the prohibition it
+/// reports) what the judgement says: `said[j]` is judgement `j`'s segment (see
+/// [`Segment::new`]), whatever its start.
+fn check_timelines(t: &Timelines, said: &[Segment], what: &str) -> Result<(), String> {
     for (i, l) in t.lines.iter().enumerate() {
         let end = (l.start as usize).checked_add(l.len as usize);
         if l.len == 0 || end.is_none_or(|end| end > t.segments.len()) {
             return Err(format!("{what}time line {i}: segments outside the array"));
         }
     }
-    let said: Vec<(bool, u32)> = judgements
-        .iter()
-        .map(|j| {
-            let (deny, reports) = reported(&j.outcome);
-            (deny, reports.unwrap_or(NONE))
-        })
-        .collect();
     for (i, s) in t.segments.iter().enumerate() {
         within(s.judgement(), said.len(), || {
             format!("{what}segment {i}: its judgement")
         })?;
-        if said[s.judgement() as usize] != (s.denies(), s.reports) {
+        let expected = Segment {
+            start: s.start,
+            ..said[s.judgement() as usize]
+        };
+        if *s != expected {
             return Err(format!(
                 "{what}segment {i}: it says otherwise than its judgement"
             ));
@@ -383,8 +381,15 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
             }
         }
     }
-    check_timelines(&x.timelines, &x.judgements, "")?;
-    check_timelines(&x.hindsight_timelines, &x.judgements, "in hindsight: ")?;
+    // (The judgements' outcomes are checked above.)
+    let said: Vec<Segment> = x
+        .judgements
+        .iter()
+        .enumerate()
+        .map(|(j, judgement)| Segment::new(Instant::MIN, j as u32, &judgement.outcome))
+        .collect();
+    check_timelines(&x.timelines, &said, "")?;
+    check_timelines(&x.hindsight_timelines, &said, "in hindsight: ")?;
     if x.changes_of.len() != np {
         return Err(format!(
             "changes of {} prohibitions, of {np}",
