@@ -405,9 +405,7 @@ impl Checks<'_> {
                         *parts = active.active.policy.decide_parts(request, gk.inner.posture);
                         parts.is_deny()
                     }
-                    Judgement::NoPolicy | Judgement::Expired { .. } => {
-                        gk.inner.failure_mode == FailureMode::Closed
-                    }
+                    Judgement::NoPolicy | Judgement::Expired { .. } => gk.unpoliced_denies(),
                 };
                 verdict.gate = gk.gate_of(denied);
                 let why = verdict.judgement.unpoliced();
@@ -975,13 +973,18 @@ impl Gatekeeper {
     /// The verdict of the failure mode: no policy, or an expired one.
     #[cold]
     fn unpoliced(&self, request: &Request, judgement: Judgement) -> Verdict {
-        let closed = self.inner.failure_mode == FailureMode::Closed;
         Verdict {
             decision_id: self.decision_id(),
-            gate: self.gate(closed, request, judgement.unpoliced()),
+            gate: self.gate(self.unpoliced_denies(), request, judgement.unpoliced()),
             mode: self.inner.mode,
             judgement,
         }
+    }
+
+    /// Whether the failure mode denies (no policy, or an expired one).
+    #[inline]
+    fn unpoliced_denies(&self) -> bool {
+        self.inner.failure_mode == FailureMode::Closed
     }
 
     /// The gate of a denial or not under the handle's mode, counted.
