@@ -225,44 +225,19 @@ fn time<E: Engine>(
     timer.sort_by(f64::total_cmp);
     let timer_ns = timer[timer.len() / 2];
 
-    let started = Clock::now();
-    let mut samples = Vec::new();
-    'calls: for _ in 0..50 {
-        for i in inputs {
-            let t = Clock::now();
-            let allowed = e.allows(i)?;
-            let done = Clock::now();
-            black_box(allowed);
-            samples.push(((done - t).as_nanos() as f64 - timer_ns).max(1.0));
-            if done.duration_since(started) > CALLS_BUDGET && samples.len() >= 200 {
-                break 'calls;
-            }
-        }
-    }
+    let samples = single_calls(e, timer_ns, inputs.len(), |e, k| timed(e, &inputs[k]))?;
     let mean = samples.iter().sum::<f64>() / samples.len() as f64;
-    samples.sort_by(f64::total_cmp);
 
     // Each request just read. The request before is kept until this one is timed, so that
     // an engine keeping its last input (regorus does) does not free it inside the timing.
-    let started = Clock::now();
-    let mut just_read = Vec::new();
     let mut before: Option<E::Input> = None;
-    'fresh: for _ in 0..50 {
-        for r in prepared {
-            let input = e.prepare(r)?;
-            let t = Clock::now();
-            let allowed = e.allows(&input)?;
-            let done = Clock::now();
-            black_box(allowed);
-            before = Some(input);
-            just_read.push(((done - t).as_nanos() as f64 - timer_ns).max(1.0));
-            if done.duration_since(started) > CALLS_BUDGET && just_read.len() >= 200 {
-                break 'fresh;
-            }
-        }
-    }
+    let just_read = single_calls(e, timer_ns, prepared.len(), |e, k| {
+        let input = e.prepare(&prepared[k])?;
+        let done = timed(e, &input)?;
+        before = Some(input);
+        Ok(done)
+    })?;
     drop(before);
-    just_read.sort_by(f64::total_cmp);
 
     let fit = (PASS_BUDGET.as_nanos() as f64 / mean.max(1.0)) as usize;
     let pass = &inputs[..fit.max(100).min(inputs.len())];
@@ -290,6 +265,40 @@ fn time<E: Engine>(
         pass_decisions: pass.len(),
         passes,
     })
+}
+
+/// One decision, timed: its nanoseconds (the timer's own cost not yet taken off) and when
+/// it ended.
+fn timed<E: Engine>(e: &mut E, input: &E::Input) -> anyhow::Result<(f64, Clock)> {
+    let t = Clock::now();
+    let allowed = e.allows(input)?;
+    let done = Clock::now();
+    black_box(allowed);
+    Ok(((done - t).as_nanos() as f64, done))
+}
+
+/// Single calls, `call(e, k)` for the requests `0..len` in turn, round after round, until
+/// [`CALLS_BUDGET`] is spent (and at least 200 are timed, at most 50 rounds): their
+/// nanoseconds, the timer's own cost taken off, sorted.
+fn single_calls<E: Engine>(
+    e: &mut E,
+    timer_ns: f64,
+    len: usize,
+    mut call: impl FnMut(&mut E, usize) -> anyhow::Result<(f64, Clock)>,
+) -> anyhow::Result<Vec<f64>> {
+    let started = Clock::now();
+    let mut samples = Vec::new();
+    'calls: for _ in 0..50 {
+        for k in 0..len {
+            let (ns, done) = call(e, k)?;
+            samples.push((ns - timer_ns).max(1.0));
+            if done.duration_since(started) > CALLS_BUDGET && samples.len() >= 200 {
+                break 'calls;
+            }
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
 }
 
 /// `--compare A B [--rounds N] [--requests K]`: Gatekeeper on two policies in one process,
