@@ -32,32 +32,49 @@ fn main() {
 /// short rounds of one pass of each (a few milliseconds, so that both passes of a round
 /// meet the machine in the same state), in alternating order, and the median of the
 /// rounds' ratios. The divan rows above are each measured at a different moment of a
-/// shared machine.
+/// shared machine. Then the same on two threads at once (each pass on two threads started
+/// for it, timed from start to the end of both): what checks that share a policy cost
+/// each other.
 fn check_vs_decide() {
-    const ROUNDS: usize = 201;
-    const PASS: usize = 20_000;
     let gk = gatekeeper();
     let active = gk.active().unwrap();
     let requests = mix();
-    let pass = |f: &dyn Fn(&Request) -> bool| {
-        let started = Clock::now();
-        let mut allowed = 0usize;
-        for i in 0..PASS {
-            allowed += usize::from(f(divan::black_box(&requests[i % requests.len()])));
-        }
-        divan::black_box(allowed);
-        started.elapsed().as_nanos() as f64 / PASS as f64
-    };
     let decide = |r: &Request| !active.policy.decide(r, Posture::default()).is_deny();
     let check = |r: &Request| gk.check(r).unwrap().permits();
+    let arms: Arms = (&check, &decide);
+    side_by_side("", 201, 20_000, arms, &|f| pass(&requests, 20_000, f));
+    side_by_side(" on two threads", 101, 100_000, arms, &|f| {
+        std::thread::scope(|s| {
+            let started = Clock::now();
+            let threads = [(); 2].map(|()| s.spawn(|| pass(&requests, 100_000, f)));
+            for t in threads {
+                t.join().unwrap();
+            }
+            started.elapsed().as_nanos() as f64 / 100_000.0
+        })
+    });
+}
+
+/// A call to compare, and the call to compare it with.
+type Arms<'a> = (&'a Call<'a>, &'a Call<'a>);
+type Call<'a> = dyn Fn(&Request) -> bool + Sync + 'a;
+
+/// `rounds` runs of each arm, in alternating order, the median ratio printed.
+fn side_by_side(
+    label: &str,
+    rounds: usize,
+    calls: usize,
+    (check, decide): Arms,
+    run: &dyn Fn(&Call) -> f64,
+) {
     let (mut ratios, mut decides, mut checks) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let (d, c) = if round % 2 == 0 {
-            let d = pass(&decide);
-            (d, pass(&check))
+            let d = run(&decide);
+            (d, run(&check))
         } else {
-            let c = pass(&check);
-            (pass(&decide), c)
+            let c = run(&check);
+            (run(&decide), c)
         };
         ratios.push(c / d);
         decides.push(d);
@@ -66,16 +83,27 @@ fn check_vs_decide() {
     for v in [&mut ratios, &mut decides, &mut checks] {
         v.sort_by(f64::total_cmp);
     }
-    let mid = ROUNDS / 2;
+    let mid = rounds / 2;
     println!();
     println!(
-        "check_vs_decide: {ROUNDS} alternating rounds of {PASS} calls each: Gatekeeper::check (audit off) / Policy::decide median {:.3} (min {:.3}, max {:.3}); per call {:.1} vs {:.1} ns (medians)",
+        "check_vs_decide{label}: {rounds} alternating rounds of {calls} calls each: Gatekeeper::check (audit off) / Policy::decide median {:.3} (min {:.3}, max {:.3}); per call {:.1} vs {:.1} ns (medians)",
         ratios[mid],
         ratios[0],
-        ratios[ROUNDS - 1],
+        ratios[rounds - 1],
         checks[mid],
         decides[mid]
     );
+}
+
+/// One pass of `calls` calls over the mix in turn: nanoseconds a call.
+fn pass(requests: &[Request], calls: usize, f: &Call) -> f64 {
+    let started = Clock::now();
+    let mut allowed = 0usize;
+    for i in 0..calls {
+        allowed += usize::from(f(divan::black_box(&requests[i % requests.len()])));
+    }
+    divan::black_box(allowed);
+    started.elapsed().as_nanos() as f64 / calls as f64
 }
 
 fn policies() -> Vec<PathBuf> {

@@ -80,9 +80,46 @@ thread_local! {
     /// The block of decision ids this thread hands out: the gatekeeper's prefix, the next
     /// sequence number, the end of the block.
     static THREAD_IDS: Cell<(u64, u64, u64)> = const { Cell::new((0, 0, 0)) };
-    /// The policy this thread last checked with, and the install number it was loaded
-    /// under.
-    static THREAD_ACTIVE: RefCell<(u64, Weak<Installed>)> = const { RefCell::new((0, Weak::new())) };
+    /// The policy this thread last checked with, the install number it was loaded
+    /// under, and the strong counts of it that verdicts dropped here gave back.
+    static THREAD_ACTIVE: RefCell<Cached> = const { RefCell::new(Cached::NONE) };
+}
+
+/// At most this many handles on a policy wait in a thread's cache for its next verdicts;
+/// a verdict dropped when the cache is full gives its handle up.
+const SPARE: usize = 64;
+
+/// A thread's handle on the policy it last checked with (see [`Gatekeeper::installed`]).
+struct Cached {
+    generation: u64,
+    installed: Weak<Installed>,
+    /// Handles on `installed` given back by verdicts dropped on this thread, each taken
+    /// by a later check for its verdict. Checking and dropping verdicts then takes no
+    /// atomic operation on the policy's count, where taking a handle and giving it up
+    /// take one each (and each waits for every write before it).
+    spare: Vec<Arc<Installed>>,
+}
+
+impl Cached {
+    const NONE: Cached = Cached {
+        generation: 0,
+        installed: Weak::new(),
+        spare: Vec::new(),
+    };
+}
+
+/// Gives up a verdict's handle on its policy: to this thread's cache, for its next
+/// check, when the cache holds the same policy and has room; else the handle is dropped.
+fn give_back(installed: Arc<Installed>) {
+    // Kept by the cache, or else dropped here (in the closure, or with it).
+    let _ = THREAD_ACTIVE.try_with(move |cached| {
+        if let Ok(mut cached) = cached.try_borrow_mut()
+            && cached.spare.len() < SPARE
+            && std::ptr::eq(cached.installed.as_ptr(), Arc::as_ptr(&installed))
+        {
+            cached.spare.push(installed);
+        }
+    });
 }
 
 /// A unique decision id: a per-process random prefix and a counter.
@@ -192,6 +229,18 @@ pub struct VerdictRecord {
 
 /// The reason given when no valid policy is active.
 pub const NO_POLICY: &str = "no valid policy is active";
+
+/// A decided verdict's policy goes back to the thread it is dropped on ([`give_back`]).
+impl Drop for Verdict {
+    fn drop(&mut self) {
+        if let Judgement::Decided { .. } = self.judgement
+            && let Judgement::Decided { active, .. } =
+                std::mem::replace(&mut self.judgement, Judgement::NoPolicy)
+        {
+            give_back(active);
+        }
+    }
+}
 
 impl Verdict {
     /// Whether the request may be served (allowed, or shadow mode).
@@ -1022,25 +1071,32 @@ impl Gatekeeper {
     }
 
     /// The installed policy, through this thread's cached handle while no install has
-    /// happened since it was cached: upgrading it is one atomic operation, where loading
-    /// from the `ArcSwapOption` and keeping an `Arc` takes three. The cache holds a
-    /// `Weak`, so that a thread that stops checking keeps no replaced policy alive.
+    /// happened since it was cached: one of the counts the cache owns (given back by this
+    /// thread's verdicts), or else upgrading its `Weak` (one atomic operation, where
+    /// loading from the `ArcSwapOption` and keeping an `Arc` takes three). A thread that
+    /// stops checking keeps a replaced policy alive by at most the counts its dropped
+    /// verdicts gave back ([`SPARE`]), until it checks again or ends.
     #[inline]
     fn installed(&self) -> Option<Arc<Installed>> {
         let generation = self.inner.generation.load(Ordering::Acquire);
         THREAD_ACTIVE
             .try_with(|cached| {
                 let mut cached = cached.borrow_mut();
-                if cached.0 == generation
-                    && let Some(installed) = cached.1.upgrade()
-                {
-                    return Some(installed);
+                if cached.generation == generation {
+                    if let Some(installed) = cached.spare.pop() {
+                        return Some(installed);
+                    }
+                    if let Some(installed) = cached.installed.upgrade() {
+                        return Some(installed);
+                    }
                 }
                 let installed = self.inner.active.load_full();
-                *cached = (
-                    generation,
-                    installed.as_ref().map_or_else(Weak::new, Arc::downgrade),
-                );
+                cached.generation = generation;
+                cached.installed = installed.as_ref().map_or_else(Weak::new, Arc::downgrade);
+                let replaced = std::mem::take(&mut cached.spare);
+                drop(cached);
+                // Given up out of the borrow: the last of them frees the policy.
+                drop(replaced);
                 installed
             })
             // A check from a thread-local's destructor: no cache.
@@ -1396,6 +1452,83 @@ mod tests {
         // The first verdict still names, and reads, the policy that decided it.
         assert_eq!(before.revision(), Some(&revision));
         assert!(before.decision().unwrap().is_deny());
+    }
+
+    /// How many handles on a policy this thread's cache keeps for its next verdicts.
+    fn spare() -> usize {
+        THREAD_ACTIVE.with(|cached| cached.borrow().spare.len())
+    }
+
+    /// A verdict dropped on the thread that checked gives its handle on the policy to
+    /// that thread's next check (no atomic operation on the policy's count), up to
+    /// [`SPARE`] of them; one dropped on another thread gives its handle up there.
+    #[test]
+    fn verdicts_dropped_on_their_thread_hand_their_policy_to_its_next_checks() {
+        let (policy, revision) = acme(false);
+        let gk = Gatekeeper::builder()
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let installed = gk.inner.active.load_full().unwrap();
+        let first = gk.check(&update()).unwrap();
+        assert_eq!(spare(), 0);
+        drop(first);
+        assert_eq!(spare(), 1);
+        let second = gk.check(&update()).unwrap();
+        assert_eq!(spare(), 0);
+        let counted = Arc::strong_count(&installed);
+        // Many alive at once, then dropped: the cache keeps at most SPARE of them.
+        let many: Vec<Verdict> = (0..SPARE + 10)
+            .map(|_| gk.check(&update()).unwrap())
+            .collect();
+        assert_eq!(Arc::strong_count(&installed), counted + SPARE + 10);
+        drop(many);
+        assert_eq!(spare(), SPARE);
+        assert_eq!(Arc::strong_count(&installed), counted + SPARE);
+        // Dropped on another thread, whose cache holds nothing of this policy.
+        std::thread::scope(|s| s.spawn(move || drop(second)).join()).unwrap();
+        assert_eq!(Arc::strong_count(&installed), counted + SPARE - 1);
+        assert_eq!(spare(), SPARE);
+        // A check draws on the cache: its verdict holds one of its handles.
+        let verdict = gk.check(&update()).unwrap();
+        assert_eq!(spare(), SPARE - 1);
+        assert!(verdict.decision().unwrap().is_deny());
+    }
+
+    /// The handles a thread's cache keeps on a replaced policy are given up by its next
+    /// check, and by its end: the policy is freed once no verdict holds it.
+    #[test]
+    fn a_replaced_policy_is_freed_by_the_next_check_of_a_thread_that_kept_it() {
+        let (policy, revision) = acme(false);
+        let gk = Gatekeeper::builder()
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let replaced = Arc::downgrade(&gk.inner.active.load_full().unwrap());
+        let held = gk.check(&update()).unwrap();
+        drop(gk.check(&update()).unwrap());
+        assert_eq!(spare(), 1);
+        install(&gk, acme(true));
+        // Kept by the cache and by a verdict.
+        assert!(replaced.upgrade().is_some());
+        assert_eq!(gk.check(&update()).unwrap().gate, Gate::Allow);
+        // Only the verdict keeps it now; dropped here, it is not kept for the new policy.
+        assert_eq!(replaced.strong_count(), 1);
+        drop(held);
+        assert!(replaced.upgrade().is_none());
+        // A thread that ends gives up what its cache kept.
+        let current = Arc::downgrade(&gk.inner.active.load_full().unwrap());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                drop(gk.check(&update()).unwrap());
+                assert_eq!(spare(), 1);
+            })
+            .join()
+        })
+        .unwrap();
+        install(&gk, acme(false));
+        assert_eq!(gk.check(&update()).unwrap().gate, Gate::Deny);
+        assert!(current.upgrade().is_none());
     }
 
     /// A gatekeeper says whether it keeps an audit trail: only then does a verdict wait
