@@ -480,7 +480,8 @@ pub fn markdown(rows: &[Value], run: &Run) -> String {
     decisions_table(&mut md, rows);
     md.push_str(
         "\n**Loads.** Each engine and policy in a process of its own; peak MB is the growth of the resident set over \
-         the load. Gatekeeper: `policy::parse_file` for each file, then `Policy::from_parsed`. Cedar: parsing the \
+         the first load; the time is the median of three loads in the process (five when they fit in a second), so \
+         that one slow load on a shared machine does not stand for the engine. Gatekeeper: `policy::parse_file` for each file, then `Policy::from_parsed`. Cedar: parsing the \
          policies and the entities (whose hierarchy is closed as they are parsed), then validating the policies \
          against `encodings/gatekeeper.cedarschema`; Cedar has no compile step. Regorus: parsing the Rego policy and \
          the data document, then compiling (its analysis, which validates, and scheduling); no validation step \
