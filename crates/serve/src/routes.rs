@@ -83,18 +83,22 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn with_common_layers(router: Router, config: &Config) -> Router {
-    // `Router::layer` wraps every route on its own; the last layer added is the outermost.
-    // Metrics see every answer (timeouts included); the time limit covers waiting for a
-    // slot, so a request never queues unbounded; one slot pool serves all routes.
-    router
-        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_millis(config.timeout_ms),
-        ))
-        .layer(middleware::from_fn(record_http_metrics))
-        // Bodies are read by the handlers with their own limits and a JSON error.
-        .layer(DefaultBodyLimit::disable())
+    // One `Router::layer` of the whole stack, the first listed outermost: each
+    // `Router::layer` wraps every route in a boxed service of its own, which each request
+    // then clones (an allocation) and whose future it boxes. Bodies are read by the
+    // handlers with their own limits and a JSON error; metrics see every answer (timeouts
+    // included); the time limit covers waiting for a slot, so a request never queues
+    // unbounded; one slot pool serves all routes.
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(DefaultBodyLimit::disable())
+            .layer(middleware::from_fn(record_http_metrics))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                Duration::from_millis(config.timeout_ms),
+            ))
+            .layer(GlobalConcurrencyLimitLayer::new(config.concurrency)),
+    )
 }
 
 /// Decision, Envoy, health and metrics routes.
