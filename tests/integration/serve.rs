@@ -461,3 +461,59 @@ fn graceful_shutdown_loses_nothing_from_the_audit_trail() {
     assert_eq!(report.records, head.seq);
     assert_eq!(report.records as usize, answered.load(Ordering::SeqCst));
 }
+
+/// Each answer is counted once under its route, method and status, whether the thread
+/// that answered keeps handles on those metrics or (past what a thread keeps) looks them
+/// up each time. Methods no other test sends, so that the counts are this test's alone.
+#[test]
+fn http_metrics_count_every_answer_under_its_route_method_and_status() {
+    let svc = Service::start(config(&root().join("policies/us-2020")));
+    let send = |method: &str, times: usize| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        for _ in 0..times {
+            let r = svc
+                .client
+                .request(method.clone(), format!("{}/health", svc.base))
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        }
+    };
+    let counted = |method: &str| -> u64 {
+        let text = svc
+            .client
+            .get(format!("{}/metrics", svc.base))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let labels = [
+            "route=\"/health\"".to_owned(),
+            format!("method=\"{method}\""),
+            "status=\"405\"".to_owned(),
+        ];
+        text.lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .filter(|l| labels.iter().all(|label| l.contains(label.as_str())))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    send("PATCH", 5);
+    send("PUT", 3);
+    assert_eq!((counted("PATCH"), counted("PUT")), (5, 3));
+    // More kinds of answer than a thread keeps handles for: each still counted.
+    for k in 0..80 {
+        send(&format!("GATEKEEPER-TEST-{k}"), 1);
+    }
+    send("GATEKEEPER-TEST-79", 1);
+    send("PATCH", 2);
+    assert_eq!(
+        (
+            counted("GATEKEEPER-TEST-0"),
+            counted("GATEKEEPER-TEST-79"),
+            counted("PATCH")
+        ),
+        (1, 2, 7)
+    );
+    svc.shutdown();
+}

@@ -131,18 +131,59 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
     let started = Stopwatch::now();
     let response = next.run(request).await;
     let status = response.status();
+    let route = route.as_deref().unwrap_or("unmatched");
     if status.is_server_error() {
         tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
     }
-    metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "method" => method, "status" => status.as_u16().to_string()).increment(1);
-    metrics::histogram!(m::HTTP_DURATION, "route" => route).record(started.elapsed().as_secs_f64());
+    let seconds = started.elapsed().as_secs_f64();
+    HTTP_HANDLES.with_borrow_mut(|kept| {
+        if let Some(h) = kept
+            .iter()
+            .find(|h| h.status == status && h.method == method && h.route == route)
+        {
+            h.requests.increment(1);
+            h.duration.record(seconds);
+            return;
+        }
+        let h = HttpHandles {
+            requests: metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.as_u16().to_string()),
+            duration: metrics::histogram!(m::HTTP_DURATION, "route" => route.to_owned()),
+            route: route.to_owned(),
+            method,
+            status,
+        };
+        h.requests.increment(1);
+        h.duration.record(seconds);
+        if kept.len() < HTTP_HANDLES_KEPT {
+            kept.push(h);
+        }
+    });
     response
+}
+
+/// The HTTP metrics of one route, method and status.
+struct HttpHandles {
+    route: String,
+    method: axum::http::Method,
+    status: StatusCode,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+/// At most this many routes, methods and statuses have their metrics' handles kept by a
+/// thread; others (unusual methods, say) are looked up each time.
+const HTTP_HANDLES_KEPT: usize = 64;
+
+thread_local! {
+    /// Each thread's handles on the HTTP metrics of what it has answered, so that an
+    /// answer neither builds the metrics' keys (five label strings) nor looks them up in
+    /// the registry (the process's recorder is installed once, before any request).
+    static HTTP_HANDLES: RefCell<Vec<HttpHandles>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A request body and its share of the bytes-in-flight budget, released when dropped.
