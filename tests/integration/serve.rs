@@ -463,8 +463,9 @@ fn graceful_shutdown_loses_nothing_from_the_audit_trail() {
 }
 
 /// Each answer is counted once under its route, method and status, whether the thread
-/// that answered keeps handles on those metrics or (past what a thread keeps) looks them
-/// up each time. Methods no other test sends, so that the counts are this test's alone.
+/// that answered keeps handles on those metrics or looks them up each time (methods other
+/// than the standard ones, and past what a thread keeps). Methods no other test sends, so
+/// that the counts are this test's alone.
 #[test]
 fn http_metrics_count_every_answer_under_its_route_method_and_status() {
     let svc = Service::start(config(&root().join("policies/us-2020")));

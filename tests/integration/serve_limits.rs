@@ -773,3 +773,27 @@ fn counters_are_present_from_the_start() {
     }
     svc.shutdown();
 }
+
+/// The time limit covers waiting for a slot: with one slot and three requests whose bodies
+/// never end, each is answered 408 about `timeout_ms` after it was sent, not after the
+/// requests ahead of it have used up their own time (which would take three times as long
+/// for the last).
+#[test]
+fn waiting_for_a_slot_counts_against_the_time_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(serve::Config {
+        concurrency: 1,
+        timeout_ms: 1_000,
+        ..config(&restricted_policy(dir.path()))
+    });
+    let at = addr(&svc);
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || (nearly_complete_body(at, 100), started.elapsed())))
+        .collect();
+    let answers: Vec<(u16, Duration)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(answers.iter().all(|(s, _)| *s == 408), "{answers:?}");
+    let last = answers.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(last < Duration::from_millis(1_800), "{answers:?}");
+    svc.shutdown();
+}

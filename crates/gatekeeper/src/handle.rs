@@ -1074,11 +1074,18 @@ impl Gatekeeper {
     /// happened since it was cached: one of the counts the cache owns (given back by this
     /// thread's verdicts), or else upgrading its `Weak` (one atomic operation, where
     /// loading from the `ArcSwapOption` and keeping an `Arc` takes three). A thread that
-    /// stops checking keeps a replaced policy alive by at most the counts its dropped
-    /// verdicts gave back ([`SPARE`]), until it checks again or ends.
+    /// stops checking keeps the policy it last checked with alive (replaced since, or that
+    /// of a gatekeeper since dropped) by the handles its dropped verdicts gave back (at
+    /// most [`SPARE`]), until it checks again or ends. Before its first install a
+    /// gatekeeper's number is 0, which every such gatekeeper shares: then the cache is not
+    /// used (a policy swapped in just before the number is raised would otherwise be
+    /// cached under 0, and read by a check of another gatekeeper with no policy).
     #[inline]
     fn installed(&self) -> Option<Arc<Installed>> {
         let generation = self.inner.generation.load(Ordering::Acquire);
+        if generation == 0 {
+            return self.inner.active.load_full();
+        }
         THREAD_ACTIVE
             .try_with(|cached| {
                 let mut cached = cached.borrow_mut();
@@ -1529,6 +1536,33 @@ mod tests {
         install(&gk, acme(false));
         assert_eq!(gk.check(&update()).unwrap().gate, Gate::Deny);
         assert!(current.upgrade().is_none());
+    }
+
+    /// A gatekeeper with no policy installed has install number 0, as every such one has:
+    /// its checks do not read the thread's cache, even when the cache holds another
+    /// gatekeeper's policy under 0 (as it could if that one's first install swapped its
+    /// policy in just as a check read its number, before the number was raised).
+    #[test]
+    fn a_gatekeeper_with_no_policy_never_decides_with_a_policy_cached_under_no_install() {
+        let (policy, revision) = acme(false);
+        let other = Gatekeeper::builder()
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let installed = other.inner.active.load_full().unwrap();
+        let empty = Gatekeeper::builder().start_empty(true).build().unwrap();
+        assert_eq!(empty.inner.generation.load(Ordering::Acquire), 0);
+        THREAD_ACTIVE.with_borrow_mut(|cached| {
+            cached.generation = 0;
+            cached.installed = Arc::downgrade(&installed);
+            cached.spare = vec![installed.clone()];
+        });
+        let verdict = empty.check(&update()).unwrap();
+        assert_eq!(verdict.revision(), None);
+        assert!(verdict.decision().is_none());
+        // The cache was neither drawn on nor replaced.
+        assert_eq!(spare(), 1);
+        THREAD_ACTIVE.with_borrow_mut(|cached| *cached = Cached::NONE);
     }
 
     /// A gatekeeper says whether it keeps an audit trail: only then does a verdict wait

@@ -83,22 +83,26 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 fn with_common_layers(router: Router, config: &Config) -> Router {
-    // One `Router::layer` of the whole stack, the first listed outermost: each
-    // `Router::layer` wraps every route in a boxed service of its own, which each request
-    // then clones (an allocation) and whose future it boxes. Bodies are read by the
-    // handlers with their own limits and a JSON error; metrics see every answer (timeouts
-    // included); the time limit covers waiting for a slot, so a request never queues
-    // unbounded; one slot pool serves all routes.
-    router.layer(
-        tower::ServiceBuilder::new()
-            .layer(DefaultBodyLimit::disable())
-            .layer(middleware::from_fn(record_http_metrics))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                Duration::from_millis(config.timeout_ms),
-            ))
-            .layer(GlobalConcurrencyLimitLayer::new(config.concurrency)),
-    )
+    // Each `Router::layer` wraps every route in a boxed service of its own, which each
+    // request then clones (an allocation) and whose future it boxes: the layers that can
+    // share one are one stack, the first listed outermost. The concurrency limit stays a
+    // layer of its own, inside: a stack's services are made ready together before any of
+    // them runs, so within the stack its slot would be waited for outside the time limit
+    // and unseen by the metrics. Bodies are read by the handlers with their own limits and
+    // a JSON error; metrics see every answer (timeouts included); the time limit covers
+    // waiting for a slot, so a request never queues unbounded; one slot pool serves all
+    // the router's routes.
+    router
+        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(DefaultBodyLimit::disable())
+                .layer(middleware::from_fn(record_http_metrics))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    Duration::from_millis(config.timeout_ms),
+                )),
+        )
 }
 
 /// Decision, Envoy, health and metrics routes.
@@ -141,30 +145,56 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
         tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
     }
     let seconds = started.elapsed().as_secs_f64();
-    HTTP_HANDLES.with_borrow_mut(|kept| {
-        if let Some(h) = kept
+    let new = |method: axum::http::Method| HttpHandles {
+        requests: metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.as_u16().to_string()),
+        duration: metrics::histogram!(m::HTTP_DURATION, "route" => route.to_owned()),
+        route: route.to_owned(),
+        method,
+        status,
+    };
+    let record = |h: &HttpHandles| {
+        h.requests.increment(1);
+        h.duration.record(seconds);
+    };
+    // Kept only for the standard methods, so that a client's odd ones do not fill the
+    // thread's handles.
+    let standard = STANDARD_METHODS.contains(&method);
+    let kept = HTTP_HANDLES.try_with(|kept| {
+        let Ok(mut kept) = kept.try_borrow_mut() else {
+            return false;
+        };
+        match kept
             .iter()
             .find(|h| h.status == status && h.method == method && h.route == route)
         {
-            h.requests.increment(1);
-            h.duration.record(seconds);
-            return;
+            Some(h) => record(h),
+            None if standard && kept.len() < HTTP_HANDLES_KEPT => {
+                let h = new(method.clone());
+                record(&h);
+                kept.push(h);
+            }
+            None => return false,
         }
-        let h = HttpHandles {
-            requests: metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.as_u16().to_string()),
-            duration: metrics::histogram!(m::HTTP_DURATION, "route" => route.to_owned()),
-            route: route.to_owned(),
-            method,
-            status,
-        };
-        h.requests.increment(1);
-        h.duration.record(seconds);
-        if kept.len() < HTTP_HANDLES_KEPT {
-            kept.push(h);
-        }
+        true
     });
+    if kept != Ok(true) {
+        record(&new(method));
+    }
     response
 }
+
+/// The methods whose metrics' handles a thread keeps.
+const STANDARD_METHODS: [axum::http::Method; 9] = [
+    axum::http::Method::GET,
+    axum::http::Method::POST,
+    axum::http::Method::PUT,
+    axum::http::Method::DELETE,
+    axum::http::Method::HEAD,
+    axum::http::Method::OPTIONS,
+    axum::http::Method::PATCH,
+    axum::http::Method::CONNECT,
+    axum::http::Method::TRACE,
+];
 
 /// The HTTP metrics of one route, method and status.
 struct HttpHandles {
@@ -176,7 +206,8 @@ struct HttpHandles {
 }
 
 /// At most this many routes, methods and statuses have their metrics' handles kept by a
-/// thread; others (unusual methods, say) are looked up each time.
+/// thread; others (and those of methods not in [`STANDARD_METHODS`]) are looked up each
+/// time.
 const HTTP_HANDLES_KEPT: usize = 64;
 
 thread_local! {
