@@ -464,23 +464,29 @@ fn graceful_shutdown_loses_nothing_from_the_audit_trail() {
 
 /// Each answer is counted once under its route, method and status, whether the thread
 /// that answered keeps handles on those metrics or looks them up each time (methods other
-/// than the standard ones, and past what a thread keeps). Methods no other test sends, so
-/// that the counts are this test's alone.
+/// than the standard ones, and past what a thread keeps): one method on several routes,
+/// one route and method with several statuses. Methods no other test sends, so that the
+/// counts are this test's alone.
 #[test]
 fn http_metrics_count_every_answer_under_its_route_method_and_status() {
     let svc = Service::start(config(&root().join("policies/us-2020")));
-    let send = |method: &str, times: usize| {
+    let send = |method: &str, path: &str, headers: &[(&str, &str)], times: usize| -> u16 {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut statuses = Vec::new();
         for _ in 0..times {
-            let r = svc
+            let mut r = svc
                 .client
-                .request(method.clone(), format!("{}/health", svc.base))
-                .send()
-                .unwrap();
-            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+                .request(method.clone(), format!("{}{path}", svc.base));
+            for (name, value) in headers {
+                r = r.header(*name, *value);
+            }
+            statuses.push(r.send().unwrap().status().as_u16());
         }
+        statuses.dedup();
+        assert_eq!(statuses.len(), 1, "{statuses:?}");
+        statuses[0]
     };
-    let counted = |method: &str| -> u64 {
+    let counted = |route: &str, method: &str, status: u16| -> u64 {
         let text = svc
             .client
             .get(format!("{}/metrics", svc.base))
@@ -489,9 +495,9 @@ fn http_metrics_count_every_answer_under_its_route_method_and_status() {
             .text()
             .unwrap();
         let labels = [
-            "route=\"/health\"".to_owned(),
+            format!("route=\"{route}\""),
             format!("method=\"{method}\""),
-            "status=\"405\"".to_owned(),
+            format!("status=\"{status}\""),
         ];
         text.lines()
             .filter(|l| l.starts_with("http_requests_total{"))
@@ -499,20 +505,40 @@ fn http_metrics_count_every_answer_under_its_route_method_and_status() {
             .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
             .sum()
     };
-    send("PATCH", 5);
-    send("PUT", 3);
-    assert_eq!((counted("PATCH"), counted("PUT")), (5, 3));
-    // More kinds of answer than a thread keeps handles for: each still counted.
-    for k in 0..80 {
-        send(&format!("GATEKEEPER-TEST-{k}"), 1);
-    }
-    send("GATEKEEPER-TEST-79", 1);
-    send("PATCH", 2);
+    assert_eq!(send("PATCH", "/health", &[], 5), 405);
+    assert_eq!(send("PUT", "/health", &[], 3), 405);
+    assert_eq!(send("PATCH", "/metrics", &[], 4), 405);
+    let envoy = "/v1/envoy/authz/{*path}";
+    let free = [
+        ("x-gatekeeper-platform", "android"),
+        ("x-gatekeeper-app", "com.example.free"),
+        ("x-gatekeeper-action", "download"),
+        ("x-gatekeeper-storefront", "US"),
+    ];
+    assert_eq!(send("PATCH", "/v1/envoy/authz/apps/free", &free, 3), 200);
+    let refused = send("PATCH", "/v1/envoy/authz/apps/free", &[], 2);
+    assert_ne!(refused, 200);
     assert_eq!(
         (
-            counted("GATEKEEPER-TEST-0"),
-            counted("GATEKEEPER-TEST-79"),
-            counted("PATCH")
+            counted("/health", "PATCH", 405),
+            counted("/health", "PUT", 405),
+            counted("/metrics", "PATCH", 405),
+            counted(envoy, "PATCH", 200),
+            counted(envoy, "PATCH", refused),
+        ),
+        (5, 3, 4, 3, 2)
+    );
+    // More kinds of answer than a thread keeps handles for: each still counted.
+    for k in 0..80 {
+        send(&format!("GATEKEEPER-TEST-{k}"), "/health", &[], 1);
+    }
+    send("GATEKEEPER-TEST-79", "/health", &[], 1);
+    send("PATCH", "/health", &[], 2);
+    assert_eq!(
+        (
+            counted("/health", "GATEKEEPER-TEST-0", 405),
+            counted("/health", "GATEKEEPER-TEST-79", 405),
+            counted("/health", "PATCH", 405)
         ),
         (1, 2, 7)
     );

@@ -144,7 +144,13 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
     if status.is_server_error() {
         tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
     }
-    let seconds = started.elapsed().as_secs_f64();
+    count_answer(route, method, status, started.elapsed().as_secs_f64());
+    response
+}
+
+/// Counts an answer and its time in the HTTP metrics, through this thread's handles on
+/// them where it keeps them.
+fn count_answer(route: &str, method: axum::http::Method, status: StatusCode, seconds: f64) {
     let new = |method: axum::http::Method| HttpHandles {
         requests: metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.as_u16().to_string()),
         duration: metrics::histogram!(m::HTTP_DURATION, "route" => route.to_owned()),
@@ -180,7 +186,6 @@ async fn record_http_metrics(request: Request, next: Next) -> Response {
     if kept != Ok(true) {
         record(&new(method));
     }
-    response
 }
 
 /// The methods whose metrics' handles a thread keeps.
@@ -1284,6 +1289,25 @@ mod tests {
                 format!("\"{}\"", gate.as_str())
             );
         }
+    }
+
+    /// A thread keeps handles on the metrics of standard methods only, and no more than
+    /// `HTTP_HANDLES_KEPT`.
+    #[test]
+    fn a_thread_keeps_metric_handles_of_standard_methods_up_to_its_limit() {
+        let kept = || HTTP_HANDLES.with_borrow(|k| k.len());
+        std::thread::spawn(move || {
+            let odd = axum::http::Method::from_bytes(b"ODD").unwrap();
+            count_answer("/t", odd, StatusCode::OK, 0.0);
+            assert_eq!(kept(), 0);
+            for code in 200..300 {
+                let status = StatusCode::from_u16(code).unwrap();
+                count_answer("/t", axum::http::Method::GET, status, 0.0);
+            }
+            assert_eq!(kept(), HTTP_HANDLES_KEPT);
+        })
+        .join()
+        .unwrap();
     }
 
     fn state(gk: Gatekeeper) -> AppState {
