@@ -69,6 +69,16 @@ impl Service {
         (status, r.json().unwrap_or(Value::Null))
     }
 
+    /// The text of `/metrics`.
+    pub(crate) fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     pub(crate) fn reload(&self, token: Option<&str>) -> (StatusCode, Value) {
         let mut r = self.client.post(format!("{}/v1/admin/reload", self.admin));
         if let Some(t) = token {
@@ -311,13 +321,7 @@ fn health_metrics_and_readiness_before_and_after_the_first_policy() {
     let (status, health) = svc.get("/health");
     assert_eq!(status, StatusCode::OK);
     assert_eq!(health["revision"], answer["revision"]);
-    let text = svc
-        .client
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = svc.metrics_text();
     for name in [
         "gatekeeper_verdicts_total",
         "http_requests_total",
@@ -487,13 +491,7 @@ fn http_metrics_count_every_answer_under_its_route_method_and_status() {
         statuses[0]
     };
     let counted = |route: &str, method: &str, status: u16| -> u64 {
-        let text = svc
-            .client
-            .get(format!("{}/metrics", svc.base))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let text = svc.metrics_text();
         let labels = [
             format!("route=\"{route}\""),
             format!("method=\"{method}\""),

@@ -86,13 +86,7 @@ fn addr(svc: &Service) -> SocketAddr {
 
 /// The value of one series in `/metrics` (0 when absent).
 pub(crate) fn metric(svc: &Service, series: &str) -> f64 {
-    let text = svc
-        .client
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = svc.metrics_text();
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().unwrap())
@@ -667,15 +661,6 @@ publisher_id = "x-s-publisher-id"
     assert_eq!(merged["max_body_bytes"].as_integer(), Some(1000));
 }
 
-fn metrics_text(svc: &Service) -> String {
-    svc.client
-        .get(format!("{}/metrics", svc.base))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap()
-}
-
 /// Series names with their labels (`name{labels}`), of lines that are not comments.
 fn series(text: &str) -> Vec<String> {
     text.lines()
@@ -703,7 +688,7 @@ fn metrics_are_described_and_reloads_add_no_series() {
     );
     std::fs::write(policy.join("generation.toml"), "# warm-up\n").unwrap();
     assert_eq!(svc.reload(Some(TOKEN)).1["result"], "swapped");
-    let first = metrics_text(&svc);
+    let first = svc.metrics_text();
     for name in first.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
         let name = name.split(' ').next().unwrap();
         assert!(
@@ -730,7 +715,7 @@ fn metrics_are_described_and_reloads_add_no_series() {
             StatusCode::OK
         );
     }
-    let after = ours(&metrics_text(&svc));
+    let after = ours(&svc.metrics_text());
     let new: Vec<&String> = after.iter().filter(|s| !before.contains(s)).collect();
     assert_eq!(
         before.len(),
@@ -754,7 +739,7 @@ fn metrics_are_described_and_reloads_add_no_series() {
 fn counters_are_present_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::start(config(&restricted_policy(dir.path())));
-    let text = metrics_text(&svc);
+    let text = svc.metrics_text();
     for series in [
         "http_body_budget_refusals_total",
         r#"http_admin_refusals_total{reason="unauthorized"}"#,
