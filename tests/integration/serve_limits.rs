@@ -281,9 +281,18 @@ fn nearly_complete_body(addr: SocketAddr, length: usize) -> u16 {
     s.write_all(head.as_bytes()).unwrap();
     // A refused body is answered before it is read: the server may stop reading it.
     let _ = s.write_all(&vec![b' '; length - 1]);
+    let line = read_until(&mut s, b"\r\n");
+    line.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+}
+
+/// What the sidecar sends on a connection, up to `end` (or until it closes or resets it).
+fn read_until(s: &mut TcpStream, end: &[u8]) -> String {
     let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
-    while !answer.windows(2).any(|w| w == b"\r\n") {
+    while !answer.windows(end.len()).any(|w| w == end) {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
@@ -291,11 +300,7 @@ fn nearly_complete_body(addr: SocketAddr, length: usize) -> u16 {
             Err(e) => panic!("no answer: {e}"),
         }
     }
-    let line = String::from_utf8_lossy(&answer);
-    line.split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {line:?}"))
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// Before: 200 connections each holding a nearly complete 16 MB body drove memory to
@@ -781,4 +786,56 @@ fn waiting_for_a_slot_counts_against_the_time_limit() {
     let last = answers.iter().map(|(_, t)| *t).max().unwrap();
     assert!(last < Duration::from_millis(1_800), "{answers:?}");
     svc.shutdown();
+}
+
+/// Sends a decision request whose body never ends (`Expect: 100-continue`, so that the
+/// sidecar says when its handler starts reading it, that is, once the request has a slot),
+/// and returns once it has. The connection is kept open, the slot taken, until the
+/// sidecar's time limit cuts the request.
+fn hold_a_slot(addr: SocketAddr) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        b"POST /v1/decide HTTP/1.1\r\nHost: gatekeeper\r\nContent-Length: 100\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    let answer = read_until(&mut s, b"\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 100 "), "{answer}");
+    s.write_all(b"{").unwrap();
+    s
+}
+
+/// `concurrency` is the slots of a listener, whatever its routes: admin routes on the
+/// decision listener wait for its slots (before, they had a pool of their own there, and a
+/// listener twice the slots), and on a listener of their own have their own.
+#[test]
+fn the_routes_of_a_listener_share_its_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = restricted_policy(dir.path());
+    let time_limit = Duration::from_secs(2);
+    let reload_with_the_slot_held = |admin_listen: Option<String>| {
+        let svc = Service::start(serve::Config {
+            concurrency: 1,
+            timeout_ms: time_limit.as_millis() as u64,
+            admin_listen,
+            ..config(&policy)
+        });
+        let _held = hold_a_slot(addr(&svc));
+        let started = std::time::Instant::now();
+        let (status, _) = svc.reload(Some(TOKEN));
+        let waited = started.elapsed();
+        svc.shutdown();
+        (status, waited)
+    };
+    // On the decision listener, the reload waits for the slot until the time limit cuts
+    // the request holding it (about when its own is up too: it may get 408).
+    let (status, waited) = reload_with_the_slot_held(None);
+    assert!(
+        [StatusCode::OK, StatusCode::REQUEST_TIMEOUT].contains(&status),
+        "{status}"
+    );
+    assert!(waited >= time_limit / 2, "{waited:?}");
+    let (status, waited) = reload_with_the_slot_held(Some("127.0.0.1:0".into()));
+    assert_eq!(status, StatusCode::OK);
+    assert!(waited < time_limit / 2, "{waited:?}");
 }

@@ -211,7 +211,8 @@ pub struct Config {
     pub idle_timeout_ms: u64,
     /// On shutdown, how long requests in flight may take before their connections are cut.
     pub shutdown_timeout_ms: u64,
-    /// Requests served at once; more wait (within `timeout_ms`).
+    /// Requests served at once by a listener, across its routes; more wait (within
+    /// `timeout_ms`).
     pub concurrency: usize,
     /// A tracing filter (`info`, `gatekeeper=debug,warn`); `RUST_LOG` applies when unset.
     pub log_level: Option<String>,

@@ -187,13 +187,16 @@ pub async fn start_with_clock(
     let (stop, stopped) = watch::channel(false);
     let limits = Limits::from(&config);
     let mut tasks = Vec::new();
+    // Each listener has its slots (`concurrency`): the admin routes share the decision
+    // listener's, or have their own listener and slots.
+    let guard = routes::Guard::new(&config);
     let (main_router, admin_router) = match &config.admin_listen {
         Some(_) => (
-            routes::decisions(state.clone(), &config),
-            Some(routes::admin(state.clone(), &config)),
+            routes::decisions(state.clone(), &guard),
+            Some(routes::admin(state.clone(), &routes::Guard::new(&config))),
         ),
         None => (
-            routes::decisions(state.clone(), &config).merge(routes::admin(state.clone(), &config)),
+            routes::decisions(state.clone(), &guard).merge(routes::admin(state.clone(), &guard)),
             None,
         ),
     };

@@ -22,8 +22,6 @@ use policy::RequestRecord;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::limit::GlobalConcurrencyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::config::{Config, EnvoyHeaders};
 use crate::telemetry as m;
@@ -82,31 +80,64 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "error": message.into() }))).into_response()
 }
 
-fn with_common_layers(router: Router, config: &Config) -> Router {
+fn with_common_layers(router: Router, guard: &Guard) -> Router {
     // Each `Router::layer` wraps every route in a boxed service of its own, which each
-    // request then clones (an allocation) and whose future it boxes: the layers that can
-    // share one are one stack, the first listed outermost. The concurrency limit stays a
-    // layer of its own, inside: a stack's services are made ready together before any of
-    // them runs, so within the stack its slot would be waited for outside the time limit
-    // and unseen by the metrics. Bodies are read by the handlers with their own limits and
-    // a JSON error; metrics see every answer (timeouts included); the time limit covers
-    // waiting for a slot, so a request never queues unbounded; one slot pool serves all
-    // the router's routes.
-    router
-        .layer(GlobalConcurrencyLimitLayer::new(config.concurrency))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(DefaultBodyLimit::disable())
-                .layer(middleware::from_fn(record_http_metrics))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    Duration::from_millis(config.timeout_ms),
-                )),
-        )
+    // request then clones (an allocation) and whose future it boxes: the common work is
+    // one layer. Bodies are read by the handlers with their own limits and a JSON error;
+    // `guarded` takes a slot, keeps the time limit and counts the answer in the metrics.
+    router.layer(
+        tower::ServiceBuilder::new()
+            .layer(DefaultBodyLimit::disable())
+            .layer(middleware::from_fn_with_state(guard.clone(), guarded)),
+    )
+}
+
+/// What the routes of one listener share: the slots of the requests answered at once,
+/// and the time a request may take, its wait for a slot included.
+#[derive(Clone, Debug)]
+pub(crate) struct Guard {
+    slots: Arc<Semaphore>,
+    time_limit: Duration,
+}
+
+impl Guard {
+    pub(crate) fn new(config: &Config) -> Guard {
+        Guard {
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            time_limit: Duration::from_millis(config.timeout_ms),
+        }
+    }
+}
+
+/// Answers a request once it has a slot, within the time limit (waiting for the slot
+/// included: a request never queues unbounded; past the limit, 408 and the slot, or the
+/// place in its queue, given up), and counts every answer in the HTTP metrics, those of
+/// the time limit too.
+async fn guarded(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned());
+    let method = request.method().clone();
+    let started = Stopwatch::now();
+    let answered = tokio::time::timeout(guard.time_limit, async {
+        // (The semaphore is never closed: the slot is always had, in turn.)
+        let _slot = guard.slots.acquire().await;
+        next.run(request).await
+    })
+    .await;
+    let response = answered.unwrap_or_else(|_elapsed| StatusCode::REQUEST_TIMEOUT.into_response());
+    let status = response.status();
+    let route = route.as_deref().unwrap_or("unmatched");
+    if status.is_server_error() {
+        tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
+    }
+    count_answer(route, method, status, started.elapsed().as_secs_f64());
+    response
 }
 
 /// Decision, Envoy, health and metrics routes.
-pub(crate) fn decisions(state: AppState, config: &Config) -> Router {
+pub(crate) fn decisions(state: AppState, guard: &Guard) -> Router {
     let router = Router::new()
         .route("/v1/decide", post(decide))
         .route("/v1/envoy/authz", any(envoy))
@@ -120,32 +151,15 @@ pub(crate) fn decisions(state: AppState, config: &Config) -> Router {
         .route("/metrics", get(render_metrics))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .with_state(state);
-    with_common_layers(router, config)
+    with_common_layers(router, guard)
 }
 
 /// Admin routes.
-pub(crate) fn admin(state: AppState, config: &Config) -> Router {
+pub(crate) fn admin(state: AppState, guard: &Guard) -> Router {
     let router = Router::new()
         .route("/v1/admin/reload", post(reload))
         .with_state(state);
-    with_common_layers(router, config)
-}
-
-async fn record_http_metrics(request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let method = request.method().clone();
-    let started = Stopwatch::now();
-    let response = next.run(request).await;
-    let status = response.status();
-    let route = route.as_deref().unwrap_or("unmatched");
-    if status.is_server_error() {
-        tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
-    }
-    count_answer(route, method, status, started.elapsed().as_secs_f64());
-    response
+    with_common_layers(router, guard)
 }
 
 /// Counts an answer and its time in the HTTP metrics, through this thread's handles on
