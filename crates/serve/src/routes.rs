@@ -114,10 +114,8 @@ impl Guard {
 /// place in its queue, given up), and counts every answer in the HTTP metrics, those of
 /// the time limit too.
 async fn guarded(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    // (A matched path is shared, not copied.)
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let started = Stopwatch::now();
     let answered = tokio::time::timeout(guard.time_limit, async {
@@ -128,7 +126,7 @@ async fn guarded(State(guard): State<Guard>, request: Request, next: Next) -> Re
     .await;
     let response = answered.unwrap_or_else(|_elapsed| StatusCode::REQUEST_TIMEOUT.into_response());
     let status = response.status();
-    let route = route.as_deref().unwrap_or("unmatched");
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
     if status.is_server_error() {
         tracing::warn!(%route, %method, status = status.as_u16(), "answered with a server error");
     }
