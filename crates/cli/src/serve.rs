@@ -109,7 +109,7 @@ pub(crate) struct ServeArgs {
     /// On shutdown, how long requests in flight may take (default 15000).
     #[arg(long, value_name = "MS")]
     shutdown_timeout_ms: Option<u64>,
-    /// Requests served at once (default 1024).
+    /// Requests served at once by each listener, across its routes (default 1024).
     #[arg(long, value_name = "N")]
     concurrency: Option<usize>,
     /// A log filter such as info or gatekeeper=debug,warn (over RUST_LOG, which is over

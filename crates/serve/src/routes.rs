@@ -119,8 +119,10 @@ async fn guarded(State(guard): State<Guard>, request: Request, next: Next) -> Re
     let method = request.method().clone();
     let started = Stopwatch::now();
     let answered = tokio::time::timeout(guard.time_limit, async {
-        // (The semaphore is never closed: the slot is always had, in turn.)
-        let _slot = guard.slots.acquire().await;
+        // The semaphore is never closed: a slot is had, in turn.
+        let Ok(_slot) = guard.slots.acquire().await else {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "no slot can be had");
+        };
         next.run(request).await
     })
     .await;
@@ -1519,5 +1521,44 @@ mod tests {
         assert_eq!(guard.failed(ip), AdminGuard::LONGEST_WAIT);
         guard.succeeded(ip);
         assert_eq!(guard.wait(ip), None);
+    }
+
+    /// Past `REMEMBERED` addresses, a failure forgets those whose wait is over (not those
+    /// still waiting); below it, none is forgotten.
+    #[test]
+    fn remembered_addresses_are_bounded() {
+        let guard = AdminGuard::default();
+        let waiting = IpAddr::from([10, 0, 0, 1]);
+        guard.failed(waiting);
+        let over = Stopwatch::now();
+        {
+            let mut strikes = guard.strikes.lock().unwrap();
+            for i in 0..AdminGuard::REMEMBERED as u32 - 2 {
+                let ip = IpAddr::from((u32::from_be_bytes([11, 0, 0, 0]) + i).to_be_bytes());
+                strikes.insert(
+                    ip,
+                    Strikes {
+                        failures: 1,
+                        until: over,
+                    },
+                );
+            }
+        }
+        // One short of the bound: nothing is forgotten.
+        guard.failed(IpAddr::from([12, 0, 0, 1]));
+        assert_eq!(guard.strikes.lock().unwrap().len(), AdminGuard::REMEMBERED);
+        // At the bound: those whose wait is over are.
+        guard.failed(IpAddr::from([12, 0, 0, 2]));
+        let strikes = guard.strikes.lock().unwrap();
+        let mut kept: Vec<IpAddr> = strikes.keys().copied().collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            [
+                waiting,
+                IpAddr::from([12, 0, 0, 1]),
+                IpAddr::from([12, 0, 0, 2])
+            ]
+        );
     }
 }
