@@ -1432,16 +1432,22 @@ mod tests {
         })
     }
 
+    /// A gatekeeper, no audit trail, with [`acme`] installed (and its revision).
+    fn gatekeeper(lapsed: bool) -> (Gatekeeper, Revision) {
+        let (policy, revision) = acme(lapsed);
+        let gk = Gatekeeper::builder()
+            .policy(policy, revision.clone())
+            .build()
+            .unwrap();
+        (gk, revision)
+    }
+
     /// The thread's cached handle on the active policy (`THREAD_ACTIVE`) never outlives an
     /// install: the next check on the same thread, or on another, uses the new policy,
     /// while a verdict given before keeps the policy that made it.
     #[test]
     fn a_check_after_an_install_uses_the_new_policy_on_every_thread() {
-        let (policy, revision) = acme(false);
-        let gk = Gatekeeper::builder()
-            .policy(policy, revision.clone())
-            .build()
-            .unwrap();
+        let (gk, revision) = gatekeeper(false);
         let before = gk.check(&update()).unwrap();
         assert_eq!(
             (before.gate, before.revision()),
@@ -1471,11 +1477,7 @@ mod tests {
     /// [`SPARE`] of them; one dropped on another thread gives its handle up there.
     #[test]
     fn verdicts_dropped_on_their_thread_hand_their_policy_to_its_next_checks() {
-        let (policy, revision) = acme(false);
-        let gk = Gatekeeper::builder()
-            .policy(policy, revision)
-            .build()
-            .unwrap();
+        let (gk, _) = gatekeeper(false);
         let installed = gk.inner.active.load_full().unwrap();
         let first = gk.check(&update()).unwrap();
         assert_eq!(spare(), 0);
@@ -1506,11 +1508,7 @@ mod tests {
     /// check, and by its end: the policy is freed once no verdict holds it.
     #[test]
     fn a_replaced_policy_is_freed_by_the_next_check_of_a_thread_that_kept_it() {
-        let (policy, revision) = acme(false);
-        let gk = Gatekeeper::builder()
-            .policy(policy, revision)
-            .build()
-            .unwrap();
+        let (gk, _) = gatekeeper(false);
         let replaced = Arc::downgrade(&gk.inner.active.load_full().unwrap());
         let held = gk.check(&update()).unwrap();
         drop(gk.check(&update()).unwrap());
@@ -1544,11 +1542,7 @@ mod tests {
     /// policy in just as a check read its number, before the number was raised).
     #[test]
     fn a_gatekeeper_with_no_policy_never_decides_with_a_policy_cached_under_no_install() {
-        let (policy, revision) = acme(false);
-        let other = Gatekeeper::builder()
-            .policy(policy, revision)
-            .build()
-            .unwrap();
+        let (other, _) = gatekeeper(false);
         let installed = other.inner.active.load_full().unwrap();
         let empty = Gatekeeper::builder().start_empty(true).build().unwrap();
         assert_eq!(empty.inner.generation.load(Ordering::Acquire), 0);
@@ -1569,11 +1563,7 @@ mod tests {
     /// for its record.
     #[test]
     fn a_gatekeeper_says_whether_it_keeps_an_audit_trail() {
-        let (policy, revision) = acme(false);
-        let plain = Gatekeeper::builder()
-            .policy(policy, revision)
-            .build()
-            .unwrap();
+        let (plain, _) = gatekeeper(false);
         assert!(!plain.is_audited());
         let dir = tempfile::tempdir().unwrap();
         let (policy, revision) = acme(false);
@@ -1590,16 +1580,8 @@ mod tests {
     /// Two gatekeepers used in turn on one thread each decide with their own policy.
     #[test]
     fn gatekeepers_in_turn_on_one_thread_keep_their_own_policies() {
-        let (deny, deny_revision) = acme(false);
-        let (allow, allow_revision) = acme(true);
-        let a = Gatekeeper::builder()
-            .policy(deny, deny_revision)
-            .build()
-            .unwrap();
-        let b = Gatekeeper::builder()
-            .policy(allow, allow_revision)
-            .build()
-            .unwrap();
+        let (a, _) = gatekeeper(false);
+        let (b, _) = gatekeeper(true);
         for _ in 0..3 {
             assert_eq!(a.check(&update()).unwrap().gate, Gate::Deny);
             assert_eq!(b.check(&update()).unwrap().gate, Gate::Allow);
@@ -1609,11 +1591,7 @@ mod tests {
     /// Decision ids come from per-thread blocks of the counter: unique across threads.
     #[test]
     fn decision_ids_are_unique_across_threads() {
-        let (policy, revision) = acme(false);
-        let gk = Gatekeeper::builder()
-            .policy(policy, revision)
-            .build()
-            .unwrap();
+        let (gk, _) = gatekeeper(false);
         let ids: Vec<DecisionId> = std::thread::scope(|s| {
             let threads: Vec<_> = (0..4)
                 .map(|_| {
