@@ -185,10 +185,13 @@ const RESTRICTED_DOWNLOAD: &str = r#"{"app":{"platform":"android","id":"com.exam
 #[test]
 fn half_sent_requests_are_cut_at_the_header_read_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = Service::start(serve::Config {
+    let mut svc = Service::start(serve::Config {
         header_read_timeout_ms: 300,
         ..config(&restricted_policy(dir.path()))
     });
+    // A connection kept for the next request would be closed by the server after 300 ms,
+    // perhaps just as the client sends on it: a new connection for each request.
+    svc.client = Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let series = r#"http_connections_closed_total{reason="header-timeout"}"#;
     let before = metric(&svc, series);
     let mut slow = half_sent(addr(&svc), 300);
