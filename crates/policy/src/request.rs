@@ -187,8 +187,11 @@ fn is_plain_app_id(id: &[u8]) -> bool {
 #[derive(Clone, PartialEq, Eq, Hash, Debug)]
 pub struct AppRef {
     pub platform: Platform,
-    /// The iOS bundle id or Android package name, as the request spelled it.
-    pub id: String,
+    /// The iOS bundle id or Android package name, as the request spelled it: kept in the
+    /// request itself when it is no longer than 24 bytes (as nearly all are), so that
+    /// reading a request brings its app id with it, where a `String` would be one more
+    /// read elsewhere in memory.
+    pub id: compact_str::CompactString,
 }
 
 /// The developer account an app is published from.

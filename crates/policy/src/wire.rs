@@ -267,7 +267,7 @@ impl RequestRecordRef<'_> {
             Some((platform, id)) => {
                 let kept = request.app.get_or_insert_with(|| AppRef {
                     platform,
-                    id: String::new(),
+                    id: compact_str::CompactString::default(),
                 });
                 kept.platform = platform;
                 kept.id.clear();
@@ -946,7 +946,7 @@ impl From<&Request> for RequestRecord {
         RequestRecord {
             app: r.app.as_ref().map(|a| AppRecord {
                 platform: a.platform.as_str().to_owned(),
-                id: a.id.clone(),
+                id: a.id.to_string(),
             }),
             publisher: r.publisher.as_ref().map(|p| PublisherRecord {
                 store: p.store.as_str().to_owned(),
