@@ -188,10 +188,28 @@ fn is_plain_app_id(id: &[u8]) -> bool {
 pub struct AppRef {
     pub platform: Platform,
     /// The iOS bundle id or Android package name, as the request spelled it: kept in the
-    /// request itself when it is no longer than 24 bytes (as nearly all are), so that
-    /// reading a request brings its app id with it, where a `String` would be one more
-    /// read elsewhere in memory.
-    pub id: compact_str::CompactString,
+    /// request itself when it is no longer than a `String` (24 bytes on 64-bit targets, as
+    /// most are), so that reading a request brings its app id with it, where a `String`
+    /// would be one more read elsewhere in memory.
+    pub(crate) id: compact_str::CompactString,
+}
+
+impl AppRef {
+    /// The iOS bundle id or Android package name, as the request spelled it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Makes `id` this app's id, in place when it fits (even where a longer id before it
+    /// had its own memory), otherwise in the memory a longer id before it left.
+    pub(crate) fn set_id(&mut self, id: &str) {
+        if id.len() <= std::mem::size_of::<String>() {
+            self.id = compact_str::CompactString::new(id);
+        } else {
+            self.id.clear();
+            self.id.push_str(id);
+        }
+    }
 }
 
 /// The developer account an app is published from.
@@ -570,7 +588,7 @@ mod tests {
         .unwrap();
         let app = request.app().unwrap();
         assert_eq!(
-            (app.platform, app.id.as_str()),
+            (app.platform, app.id()),
             (Platform::Android, "com.acme.chat")
         );
         let publisher = request.publisher().unwrap();
@@ -745,5 +763,27 @@ mod tests {
             ..record()
         };
         assert!(server.into_request().is_ok());
+    }
+
+    /// An app id is held in place whenever it fits, also in an `AppRef` reused after a
+    /// longer id; a longer one reuses the memory of the one before.
+    #[test]
+    fn an_app_id_is_in_place_whenever_it_fits() {
+        let mut app = AppRef {
+            platform: Platform::Android,
+            id: compact_str::CompactString::default(),
+        };
+        let long = "com.example.a.package.name.longer.than.a.string";
+        let short = "com.zhiliaoapp.musically";
+        assert_eq!(short.len(), std::mem::size_of::<String>());
+        app.set_id(long);
+        assert_eq!((app.id(), app.id.is_heap_allocated()), (long, true));
+        let memory = app.id.as_ptr();
+        app.set_id(&long[..30]);
+        assert_eq!((app.id(), app.id.as_ptr()), (&long[..30], memory));
+        app.set_id(short);
+        assert_eq!((app.id(), app.id.is_heap_allocated()), (short, false));
+        app.set_id("");
+        assert_eq!(app.id(), "");
     }
 }

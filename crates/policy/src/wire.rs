@@ -270,8 +270,7 @@ impl RequestRecordRef<'_> {
                     id: compact_str::CompactString::default(),
                 });
                 kept.platform = platform;
-                kept.id.clear();
-                kept.id.push_str(id);
+                kept.set_id(id);
             }
         }
         match publisher {

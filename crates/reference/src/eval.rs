@@ -421,11 +421,11 @@ impl<'p> Evaluator<'p> {
                     Platform::Ios => (app.ios(), "ios-bundle-id"),
                     Platform::Android => (app.android(), "android-package"),
                 };
-                if ids.clone().any(|x| x.eq_ignore_ascii_case(&app_ref.id)) {
+                if ids.clone().any(|x| x.eq_ignore_ascii_case(app_ref.id())) {
                     // "An id differing from a covered one only in letter case is matched
                     // (`case_insensitive_match: true`)": an id the app lists exactly
                     // does not differ.
-                    let exact = ids.clone().any(|x| x == app_ref.id);
+                    let exact = ids.clone().any(|x| x == app_ref.id());
                     push(&mut out, ai as AppIdx, by, !exact);
                 }
             }
