@@ -165,8 +165,9 @@ pub(crate) fn admin(state: AppState, guard: &Guard) -> Router {
 /// Counts an answer and its time in the HTTP metrics, through this thread's handles on
 /// them where it keeps them.
 fn count_answer(route: &str, method: axum::http::Method, status: StatusCode, seconds: f64) {
-    let new = |method: axum::http::Method| HttpHandles {
-        requests: metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "method" => method.as_str().to_owned(), "status" => status.as_u16().to_string()),
+    let method = method_label(&method);
+    let new = || HttpHandles {
+        requests: metrics::counter!(m::HTTP_REQUESTS, "route" => route.to_owned(), "method" => method, "status" => status.as_u16().to_string()),
         duration: metrics::histogram!(m::HTTP_DURATION, "route" => route.to_owned()),
         route: route.to_owned(),
         method,
@@ -176,9 +177,6 @@ fn count_answer(route: &str, method: axum::http::Method, status: StatusCode, sec
         h.requests.increment(1);
         h.duration.record(seconds);
     };
-    // Kept only for the standard methods, so that a client's odd ones do not fill the
-    // thread's handles.
-    let standard = STANDARD_METHODS.contains(&method);
     let kept = HTTP_HANDLES.try_with(|kept| {
         let Ok(mut kept) = kept.try_borrow_mut() else {
             return false;
@@ -188,8 +186,8 @@ fn count_answer(route: &str, method: axum::http::Method, status: StatusCode, sec
             .find(|h| h.status == status && h.method == method && h.route == route)
         {
             Some(h) => record(h),
-            None if standard && kept.len() < HTTP_HANDLES_KEPT => {
-                let h = new(method.clone());
+            None if kept.len() < HTTP_HANDLES_KEPT => {
+                let h = new();
                 record(&h);
                 kept.push(h);
             }
@@ -198,11 +196,20 @@ fn count_answer(route: &str, method: axum::http::Method, status: StatusCode, sec
         true
     });
     if kept != Ok(true) {
-        record(&new(method));
+        record(&new());
     }
 }
 
-/// The methods whose metrics' handles a thread keeps.
+/// The metrics' label of a method: its name for the standard methods, `OTHER` for any
+/// other token a client sends, so that clients cannot make series without end.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    STANDARD_METHODS
+        .iter()
+        .find(|m| *m == method)
+        .map_or("OTHER", |m| m.as_str())
+}
+
+/// The methods the metrics name.
 const STANDARD_METHODS: [axum::http::Method; 9] = [
     axum::http::Method::GET,
     axum::http::Method::POST,
@@ -218,15 +225,14 @@ const STANDARD_METHODS: [axum::http::Method; 9] = [
 /// The HTTP metrics of one route, method and status.
 struct HttpHandles {
     route: String,
-    method: axum::http::Method,
+    method: &'static str,
     status: StatusCode,
     requests: metrics::Counter,
     duration: metrics::Histogram,
 }
 
 /// At most this many routes, methods and statuses have their metrics' handles kept by a
-/// thread; others (and those of methods not in [`STANDARD_METHODS`]) are looked up each
-/// time.
+/// thread; others are looked up each time.
 const HTTP_HANDLES_KEPT: usize = 64;
 
 thread_local! {
@@ -1305,23 +1311,53 @@ mod tests {
         }
     }
 
-    /// A thread keeps handles on the metrics of standard methods only, and no more than
-    /// `HTTP_HANDLES_KEPT`.
+    /// A thread keeps handles on the metrics of no more than `HTTP_HANDLES_KEPT` routes,
+    /// methods and statuses, and counts the others all the same; methods other than the
+    /// standard ones are one, `OTHER`.
     #[test]
-    fn a_thread_keeps_metric_handles_of_standard_methods_up_to_its_limit() {
+    fn a_thread_keeps_metric_handles_up_to_its_limit_and_counts_past_it() {
         let kept = || HTTP_HANDLES.with_borrow(|k| k.len());
-        std::thread::spawn(move || {
-            let odd = axum::http::Method::from_bytes(b"ODD").unwrap();
-            count_answer("/t", odd, StatusCode::OK, 0.0);
-            assert_eq!(kept(), 0);
-            for code in 200..300 {
-                let status = StatusCode::from_u16(code).unwrap();
-                count_answer("/t", axum::http::Method::GET, status, 0.0);
-            }
-            assert_eq!(kept(), HTTP_HANDLES_KEPT);
-        })
-        .join()
-        .unwrap();
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let text = recorder.handle();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                metrics::with_local_recorder(&recorder, || {
+                    for odd in ["ODD", "ODDER", "PROPFIND"] {
+                        let odd = axum::http::Method::from_bytes(odd.as_bytes()).unwrap();
+                        count_answer("/t", odd, StatusCode::OK, 0.0);
+                    }
+                    assert_eq!(kept(), 1);
+                    assert_eq!(HTTP_HANDLES.with_borrow(|k| k[0].method), "OTHER");
+                    for code in 200..300 {
+                        let status = StatusCode::from_u16(code).unwrap();
+                        count_answer("/t", axum::http::Method::GET, status, 0.0);
+                    }
+                    assert_eq!(kept(), HTTP_HANDLES_KEPT);
+                });
+            });
+        });
+        let text = text.render();
+        let count = |method: &str, status: u16| {
+            let labels = format!("route=\"/t\",method=\"{method}\",status=\"{status}\"");
+            text.lines()
+                .find(|l| l.starts_with("http_requests_total{") && l.contains(&labels))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(|n| n.parse::<u64>().unwrap())
+        };
+        assert_eq!(count("OTHER", 200), Some(3), "{text}");
+        assert!(
+            (200..300).all(|code| count("GET", code) == Some(1)),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn methods_are_labelled_by_name_or_as_other() {
+        for m in STANDARD_METHODS {
+            assert_eq!(method_label(&m), m.as_str());
+        }
+        let odd = axum::http::Method::from_bytes(b"GATEKEEPER-TEST").unwrap();
+        assert_eq!(method_label(&odd), "OTHER");
     }
 
     fn state(gk: Gatekeeper) -> AppState {
