@@ -466,11 +466,11 @@ fn graceful_shutdown_loses_nothing_from_the_audit_trail() {
     assert_eq!(report.records as usize, answered.load(Ordering::SeqCst));
 }
 
-/// Each answer is counted once under its route, method and status, whether the thread
-/// that answered keeps handles on those metrics or looks them up each time (methods other
-/// than the standard ones, and past what a thread keeps): one method on several routes,
-/// one route and method with several statuses. Methods no other test sends, so that the
-/// counts are this test's alone.
+/// Each answer is counted once under its route, method and status: one method on several
+/// routes, one route and method with several statuses, methods a client makes up (all
+/// `OTHER`), paths no route matches (all `unmatched`). Methods no other test sends, so
+/// that the counts are this test's alone. (Counting past the handles a thread keeps is
+/// the unit test `a_thread_keeps_metric_handles_up_to_its_limit_and_counts_past_it`.)
 #[test]
 fn http_metrics_count_every_answer_under_its_route_method_and_status() {
     let svc = Service::start(config(&root().join("policies/us-2020")));
