@@ -42,6 +42,9 @@ struct Args {
     throughput_only: bool,
     /// Only the Parquet query, `--runs` times (for a profiler).
     parquet_only: bool,
+    /// With `--parquet-only`: the Parquet query at each of these batch sizes in turn, run
+    /// after run in one process, and the median of the runs' ratios to the first size.
+    batch_sizes: Vec<usize>,
 }
 
 fn args() -> Args {
@@ -55,6 +58,7 @@ fn args() -> Args {
         memory_only: false,
         throughput_only: false,
         parquet_only: false,
+        batch_sizes: Vec::new(),
     };
     let all: Vec<String> = std::env::args().skip(1).collect();
     let mut it = all.iter();
@@ -72,6 +76,12 @@ fn args() -> Args {
             "--parquet-only" => {
                 a.throughput_only = true;
                 a.parquet_only = true;
+            }
+            "--batch-sizes" => {
+                a.batch_sizes = v()
+                    .split(',')
+                    .map(|n| n.parse().expect("--batch-sizes N,N,..."))
+                    .collect();
             }
             other => panic!("unknown argument `{other}`"),
         }
@@ -536,6 +546,31 @@ fn main() {
     let (mut pq, mut js, mut lp) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         let local = session(Engine::Local, a.partitions, &set("us-2020-courts"), &both).await;
+        if a.parquet_only && !a.batch_sizes.is_empty() {
+            // Per size, the rate of each run; the sizes in turn within a run.
+            let mut rates = vec![Vec::new(); a.batch_sizes.len()];
+            for run in 0..a.runs {
+                for k in 0..a.batch_sizes.len() {
+                    // Each run starts with another size, so that no size always comes first.
+                    let k = (k + run) % a.batch_sizes.len();
+                    let set = format!("SET datafusion.execution.batch_size = {}", a.batch_sizes[k]);
+                    local.ctx.sql(&set).await.unwrap().collect().await.unwrap();
+                    let (secs, n) = time_query(&local, "requests_parquet").await;
+                    rates[k].push(n as f64 / secs);
+                }
+            }
+            for (size, r) in a.batch_sizes.iter().zip(&rates) {
+                let ratios = r.iter().zip(&rates[0]).map(|(x, y)| x / y).collect();
+                println!(
+                    "batch size {size}: Parquet {:.2} M decisions/s (median of {}), median ratio to {} {:.3}",
+                    median(r.clone()) / 1e6,
+                    a.runs,
+                    a.batch_sizes[0],
+                    median(ratios)
+                );
+            }
+            return;
+        }
         for _ in 0..a.runs {
             let (secs, n) = time_query(&local, "requests_parquet").await;
             pq.push(n as f64 / secs);
@@ -549,6 +584,9 @@ fn main() {
             js.push(n as f64 / secs);
         }
     });
+    if a.parquet_only && !a.batch_sizes.is_empty() {
+        return;
+    }
     if a.parquet_only {
         println!(
             "Parquet {:.2} M decisions/s (median of {})",

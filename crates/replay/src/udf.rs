@@ -371,7 +371,11 @@ pub fn read_requests(
     let mut request: Option<Request> = None;
     let mut codes: Vec<&str> = Vec::new();
     for row in 0..rows {
-        let v: Row<'_> = std::array::from_fn(|c| inputs.get(c, row));
+        // Column by column in a plain loop, inlined (`array::from_fn` made a call for each).
+        let mut v: Row<'_> = [None; TEXT_COLUMNS.len()];
+        for (c, slot) in v.iter_mut().enumerate() {
+            *slot = inputs.get(c, row);
+        }
         if let Some(e) = shape_error(&v) {
             each(row, Err(e.into()));
             continue;
