@@ -82,10 +82,18 @@ fn args() -> Args {
                     .split(',')
                     .map(|n| n.parse().expect("--batch-sizes N,N,..."))
                     .collect();
+                assert!(
+                    a.batch_sizes.iter().all(|&n| n > 0),
+                    "--batch-sizes: a batch holds at least one row"
+                );
             }
             other => panic!("unknown argument `{other}`"),
         }
     }
+    assert!(
+        a.batch_sizes.is_empty() || a.parquet_only,
+        "--batch-sizes goes with --parquet-only"
+    );
     a
 }
 
