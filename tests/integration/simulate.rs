@@ -132,7 +132,7 @@ fn a_posture_override_changes_the_answers() {
         "{mismatched:?}"
     );
     assert!(
-        mismatched.contains(&"2025-01-20T17:00:00Z"),
+        mismatched.contains(&"2025-01-20T22:00:00Z"),
         "{mismatched:?}"
     );
     assert!(
