@@ -367,15 +367,15 @@ fn diff_of_the_rule_and_the_courts_names_the_instruments() {
         }
     }
     // Every instrument of the courts' set that changes an answer: the delay, the four
-    // injunctions and the revocation. (The 2021 rescission changes none: the revocation
-    // by Executive Order 14034 came first.)
+    // injunctions and the 2021 rescission. (Executive Order 14034 changes none: it revokes
+    // the executive orders, and the identifications stand until the rescission.)
     for id in [
         "commerce-tiktok-delay",
         "wechat-users-alliance-v-trump",
         "tiktok-v-trump-2020-09-27",
         "marland-v-trump",
         "tiktok-v-trump-2020-12-07",
-        "eo-14034",
+        "commerce-rescission-2021",
     ] {
         assert!(
             instruments.contains(id),
