@@ -16,12 +16,13 @@ use serde_json::{Value, json};
 use crate::standalone::{StoreProcess, StoreProgram};
 use crate::store::{Guard, StoreConfig};
 
-const APPS: [(&str, &str); 9] = [
+const APPS: [(&str, &str); 10] = [
     ("android", "com.zhiliaoapp.musically"),
     ("ios", "com.zhiliaoapp.musically"),
     ("android", "com.ss.android.ugc.trill"),
     ("android", "com.zhiliaoapp.musically.go"),
     ("android", "com.lemon.lvoverseas"),
+    ("android", "com.bd.nproject"),
     ("ios", "com.tencent.xin"),
     ("android", "com.tencent.mm"),
     ("android", "com.example.notes"),
@@ -41,11 +42,11 @@ pub struct Generated {
 }
 
 /// Draws `n` requests from `seed`: apps (covered and not), actions, countries (alpha-2
-/// and alpha-3, any case) and instants from 2020 to 2025.
+/// and alpha-3, any case) and instants from 2020 to mid-2026 (past the 2026 divestiture).
 pub fn generate(n: usize, seed: u64) -> Vec<Generated> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let start = 1_577_836_800i64; // 2020-01-01T00:00:00Z
-    let end = 1_767_225_600i64; // 2026-01-01T00:00:00Z
+    let end = 1_782_864_000i64; // 2026-07-01T00:00:00Z
     (0..n)
         .map(|_| {
             let (platform, id) = APPS[rng.usize(..APPS.len())];

@@ -8,7 +8,7 @@
 //! answers through the authorizer are cross-checked against the policy engine.
 //!
 //! The sidecar judges at its clock, never at a client's time: the workload's instants are
-//! all set to [`INSTANT`] (the clock is set there), rather than drawn from 2020 to 2025.
+//! all set to [`INSTANT`] (the clock is set there), rather than drawn from 2020 to mid-2026.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
