@@ -382,6 +382,10 @@ fn diff_of_the_rule_and_the_courts_names_the_instruments() {
             "{id} missing from {instruments:?}"
         );
     }
+    assert!(
+        !instruments.contains("eo-14034"),
+        "EO 14034 revokes the orders, not the identifications: {instruments:?}"
+    );
 }
 
 /// The picture in the README is the shipped policies' own: every instrument is marked with
