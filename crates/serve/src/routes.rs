@@ -456,14 +456,16 @@ fn parse_batch(
     at = skip_ws(bytes, at + 1);
     let mut count = 0usize;
     let mut layout = policy::RequestLayout::default();
+    // Each item read into this record in turn, then validated into its request.
+    let mut record = policy::RequestRecordRef::default();
     if bytes.get(at) == Some(&b']') {
         at += 1;
     } else {
         loop {
             let rest = text.get(at..).ok_or_else(malformed)?;
             count += 1;
-            match layout.read(rest) {
-                Some((record, len)) => {
+            match layout.read_to(rest, &mut record) {
+                Some(len) => {
                     if count <= max {
                         match items.get_mut(count - 1) {
                             Some(Ok(request)) => {
@@ -474,7 +476,7 @@ fn parse_batch(
                             _ => put(
                                 items,
                                 count - 1,
-                                record.into_request().map_err(|e| e.to_string()),
+                                record.clone().into_request().map_err(|e| e.to_string()),
                             ),
                         }
                     }
