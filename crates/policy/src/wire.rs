@@ -2154,6 +2154,32 @@ mod tests {
         assert!(by_layout > 15_000, "{by_layout}");
     }
 
+    /// A record read into again by the layout keeps the memory of its list of digests: a
+    /// batch of requests with digests allocates that list once, not for each request.
+    #[test]
+    fn a_record_read_into_again_keeps_its_list_of_digests() {
+        let digest = |c: char| c.to_string().repeat(64);
+        let texts: Vec<(String, String)> = ['a', 'b', 'c']
+            .into_iter()
+            .map(|c| {
+                let d = digest(c);
+                let text = format!(
+                    r#"{{"action":"update","at":"2020-09-22T12:00:00Z","code_sha256":["{d}","{d}"]}}"#
+                );
+                (text, d)
+            })
+            .collect();
+        let (mut layout, mut record) = (RequestLayout::default(), RequestRecordRef::default());
+        let mut lists = Vec::new();
+        for (text, d) in &texts {
+            layout.read_to(text, &mut record).unwrap();
+            assert_eq!(record.code_sha256, [d.as_str(), d.as_str()]);
+            lists.push(record.code_sha256.as_ptr());
+        }
+        // The first is read in full, into a list of its own; the others by the layout.
+        assert_eq!(lists[1], lists[2]);
+    }
+
     /// Requests read one after another into one record, as a batch is: each as it is read
     /// alone, whatever the one before it carried (digests, a publisher, `known_at`).
     #[test]
