@@ -210,3 +210,116 @@ fn many_regions_are_decided_by_scanning() {
         assert_eq!(after.jurisdiction.unwrap().region, format!("R{i}"));
     }
 }
+
+/// With every shipped set loaded together, as a store loads them, an allow names the
+/// weakest relief among the prohibitions covering the request: TikTok in March 2025 (its
+/// 2020 rule revoked, the statute not enforced) is allowed by EO 14166, which an operator
+/// may choose not to honour; after the divestiture, by the joint venture's exemption;
+/// before the statute, because it is not yet in force. WeChat, under the 2020 rule alone,
+/// stays revoked.
+#[test]
+fn every_set_loaded_together_names_the_relief_an_allow_rests_on() {
+    let shipped = load(&[
+        "policies/us-2020",
+        "policies/us-2020-courts",
+        "policies/us-2024-pafaca",
+    ]);
+    let decide = |id: &str, action: &str, at: &str, known_at: Option<&str>| {
+        let request = RequestRecord {
+            app: Some(policy::AppRecord {
+                platform: "android".into(),
+                id: id.into(),
+            }),
+            action: action.into(),
+            at: at.into(),
+            known_at: known_at.map(Into::into),
+            storefront: Some("US".into()),
+            server_country: Some("US".into()),
+            ..Default::default()
+        }
+        .into_request()
+        .unwrap();
+        shipped.decide(&request, Posture::default()).to_record()
+    };
+    let tiktok = "com.zhiliaoapp.musically";
+    for (id, action, at, known_at, because, by) in [
+        (
+            tiktok,
+            "download",
+            "2025-03-01T12:00:00Z",
+            None,
+            "not-enforced",
+            Some("eo-14166"),
+        ),
+        (
+            tiktok,
+            "host",
+            "2025-10-01T12:00:00Z",
+            None,
+            "not-enforced",
+            Some("eo-14352"),
+        ),
+        (
+            tiktok,
+            "update",
+            "2025-01-19T05:00:00Z",
+            Some("2025-02-01T00:00:00Z"),
+            "not-enforced",
+            Some("eo-14166"),
+        ),
+        (
+            tiktok,
+            "download",
+            "2026-02-01T12:00:00Z",
+            None,
+            "exempt",
+            Some("tiktok-usds-joint-venture"),
+        ),
+        (
+            tiktok,
+            "download",
+            "2024-06-01T12:00:00Z",
+            None,
+            "not-yet-in-force",
+            None,
+        ),
+        (
+            "com.tencent.mm",
+            "download",
+            "2025-03-01T12:00:00Z",
+            None,
+            "revoked",
+            Some("commerce-rescission-2021"),
+        ),
+    ] {
+        let record = decide(id, action, at, known_at);
+        assert_eq!(record.decision, "allow", "{id} {action} {at}: {record:?}");
+        assert_eq!(
+            record.because.as_deref(),
+            Some(because),
+            "{id} {action} {at}: {record:?}"
+        );
+        assert_eq!(record.by.as_deref(), by, "{id} {action} {at}: {record:?}");
+    }
+    // Ignoring non-enforcement orders, the same request of March 2025 is denied.
+    let ignore = Posture {
+        non_enforcement: policy::NonEnforcement::Ignore,
+        ..Posture::default()
+    };
+    let request = RequestRecord {
+        app: Some(policy::AppRecord {
+            platform: "android".into(),
+            id: tiktok.into(),
+        }),
+        action: "download".into(),
+        at: "2025-03-01T12:00:00Z".into(),
+        storefront: Some("US".into()),
+        ..Default::default()
+    }
+    .into_request()
+    .unwrap();
+    assert_eq!(
+        shipped.decide(&request, ignore).to_record().decision,
+        "deny"
+    );
+}

@@ -218,45 +218,76 @@ fn equally_final_reasons_of_two_prohibitions_are_named_by_the_first() {
     assert_allow(&record, "enjoined", "i1");
 }
 
-/// Guards that `revoked` and `exempt` rank alike: with one prohibition revoked and the
-/// other exempted from the same instant, the first prohibition's change names the allow.
+/// Guards how the reliefs of several prohibitions combine: the allow names the weakest,
+/// on which it rests (the least final, whichever prohibition is listed first). One
+/// prohibition revoked and the other exempted: `exempt`. One revoked and the other not
+/// enforced (TikTok in 2025, its 2020 rule revoked and the statute not enforced):
+/// `not-enforced`, which an operator who ignores such orders does not honour. One enjoined
+/// and the other not yet in force: `not-yet-in-force`, with the instant it comes into force.
 #[test]
-fn revoked_and_exempt_rank_alike_and_the_first_prohibition_names_the_allow() {
+fn of_two_prohibitions_the_weaker_relief_names_the_allow() {
+    let on = |table: &str, target: &str, extra: &str| {
+        format!("[[{table}]]\nprohibitions = [\"{target}\"]\nfrom = 2021-02-15T00:00:00Z\n{extra}")
+    };
+    for (first, second) in [("p", "q"), ("q", "p")] {
+        let policy = load(vec![
+            statute(),
+            instrument("r", "2021-02-10T00:00:00Z", &on("revocation", first, "")),
+            instrument(
+                "x",
+                "2021-02-10T00:00:00Z",
+                &on("exemption", second, "apps = [\"a\"]\n"),
+            ),
+        ]);
+        let at = "2021-03-01T00:00:00Z";
+        assert_allow(
+            &decide(&policy, "app.a", at, Posture::default()),
+            "exempt",
+            "x",
+        );
+        let policy = load(vec![
+            statute(),
+            instrument("r", "2021-02-10T00:00:00Z", &on("revocation", first, "")),
+            instrument(
+                "n",
+                "2021-02-10T00:00:00Z",
+                &on("non-enforcement", second, "until = 2021-04-01T00:00:00Z\n"),
+            ),
+        ]);
+        let record = decide(&policy, "app.a", at, Posture::default());
+        assert_allow(&record, "not-enforced", "n");
+        assert_eq!(record.valid_until.as_deref(), Some("2021-04-01T00:00:00Z"));
+        let ignore = Posture {
+            non_enforcement: policy::NonEnforcement::Ignore,
+            ..Posture::default()
+        };
+        assert_eq!(decide(&policy, "app.a", at, ignore).decision, "deny");
+    }
+    // Enjoined, and the other not yet in force (it takes effect later than the statute).
     let policy = load(vec![
         statute(),
         instrument(
-            "r",
-            "2021-02-10T00:00:00Z",
-            "[[revocation]]\nprohibitions = [\"p\"]\nfrom = 2021-02-15T00:00:00Z\n",
+            "i",
+            "2021-01-20T00:00:00Z",
+            "[[injunction]]\nprohibitions = [\"p\"]\nfrom = 2021-01-25T00:00:00Z\n",
         ),
         instrument(
-            "x",
-            "2021-02-10T00:00:00Z",
-            "[[exemption]]\napps = [\"a\"]\nprohibitions = [\"q\"]\nfrom = 2021-02-15T00:00:00Z\n",
+            "d",
+            "2021-01-20T00:00:00Z",
+            "[[delay]]\nprohibitions = [\"q\"]\neffective = 2021-06-01T00:00:00Z\n",
         ),
     ]);
-    assert_allow(
-        &decide(&policy, "app.a", "2021-03-01T00:00:00Z", Posture::default()),
-        "revoked",
-        "r",
+    let record = decide(&policy, "app.a", "2021-03-01T00:00:00Z", Posture::default());
+    assert_eq!(record.decision, "allow", "{record:?}");
+    assert_eq!(
+        record.because.as_deref(),
+        Some("not-yet-in-force"),
+        "{record:?}"
     );
-    let policy = load(vec![
-        statute(),
-        instrument(
-            "r",
-            "2021-02-10T00:00:00Z",
-            "[[revocation]]\nprohibitions = [\"q\"]\nfrom = 2021-02-15T00:00:00Z\n",
-        ),
-        instrument(
-            "x",
-            "2021-02-10T00:00:00Z",
-            "[[exemption]]\napps = [\"a\"]\nprohibitions = [\"p\"]\nfrom = 2021-02-15T00:00:00Z\n",
-        ),
-    ]);
-    assert_allow(
-        &decide(&policy, "app.a", "2021-03-01T00:00:00Z", Posture::default()),
-        "exempt",
-        "x",
+    assert_eq!(
+        record.in_force_from.as_deref(),
+        Some("2021-06-01T00:00:00Z"),
+        "{record:?}"
     );
 }
 

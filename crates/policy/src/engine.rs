@@ -933,7 +933,7 @@ impl Policy {
     }
 
     /// Several covered apps in one request (an app carrying another's code): deny when
-    /// any denies, naming every denying prohibition; otherwise the most final reason.
+    /// any denies, naming every denying prohibition; otherwise the weakest relief.
     /// The combined answer is judged over time on its own, so that `valid_until` and
     /// `uncertain` speak of it, not of one of the apps.
     fn combine(&self, all: Vec<Judged>, request: &Request, posture: Posture) -> Judged {

@@ -18,10 +18,10 @@
 //! 7. Otherwise it is in force.
 //!
 //! A request is denied when any prohibition covering its app and action, in whose
-//! region it falls, is in force; otherwise it is allowed for the most final reason
-//! among them (`revoked` = `exempt`, `lapsed`, `enjoined`, `not-enforced`,
-//! `not-yet-in-force`), or, before any of those, `not-covered`,
-//! `action-not-prohibited` or `outside-jurisdiction`.
+//! region it falls, is in force; otherwise it is allowed for the least final reason
+//! among them (`not-yet-in-force`, then `not-enforced`, `enjoined`, `lapsed`, `exempt`,
+//! `revoked`): the relief the allow rests on most weakly, which ends it first. Before
+//! any of those: `not-covered`, `action-not-prohibited` or `outside-jurisdiction`.
 //!
 //! Windows: an instant the record leaves open is a window. The conservative reading
 //! takes, at every boundary, the edge that extends prohibitions and shortens relief;
@@ -184,11 +184,23 @@ impl AllowReason {
         }
     }
 
-    /// How final: `revoked` and `exempt` rank alike.
+    /// Which reason an allow names when several apply, the highest first: a relief before
+    /// any reason of coverage, and among reliefs the least final (`not-yet-in-force`,
+    /// `not-enforced`, `enjoined`, `lapsed`, `exempt`, `revoked`). An allow lasts only as
+    /// long as the weakest relief it rests on: TikTok in 2025, whose 2020 rule was revoked
+    /// and whose statute was not enforced, is allowed by the non-enforcement order, which
+    /// an operator may choose not to honour.
     pub(crate) fn rank(self) -> u8 {
         match self {
-            AllowReason::Revoked => AllowReason::Exempt as u8,
-            other => other as u8,
+            AllowReason::NotCovered => 0,
+            AllowReason::ActionNotProhibited => 1,
+            AllowReason::OutsideJurisdiction => 2,
+            AllowReason::Revoked => 3,
+            AllowReason::Exempt => 4,
+            AllowReason::Lapsed => 5,
+            AllowReason::Enjoined => 6,
+            AllowReason::NotEnforced => 7,
+            AllowReason::NotYetInForce => 8,
         }
     }
 }
@@ -582,7 +594,7 @@ pub(crate) fn outcome_from(
                     }
                 }
             }
-            other => best = Some(more_final(best, other.clone())),
+            other => best = Some(weaker(best, other.clone())),
         }
     }
     if !in_force.is_empty() {
@@ -620,8 +632,9 @@ pub(crate) fn outcome_from(
 }
 
 /// The answer for several apps judged together: a deny when any denies (every denying
-/// prohibition and set-aside order, in policy order), else the most final allow (the first on
-/// a tie); with the index of the app it names.
+/// prohibition and set-aside order, in policy order), else the allow whose reason ranks
+/// highest ([`AllowReason::rank`]: the weakest relief; the first on a tie); with the index
+/// of the app it names.
 pub(crate) fn combine(outcomes: impl Iterator<Item = Outcome>) -> (Outcome, usize) {
     let mut denied: Option<(Vec<ProhibitionIdx>, Vec<InstrumentIdx>, usize)> = None;
     let mut best: Option<(Outcome, usize)> = None;
@@ -675,9 +688,9 @@ pub(crate) fn combine(outcomes: impl Iterator<Item = Outcome>) -> (Outcome, usiz
     }
 }
 
-/// The more final of two statuses; among not-yet-in-force, the earlier start; on a
-/// tie, the first.
-fn more_final(a: Option<Status>, b: Status) -> Status {
+/// The weaker of two reliefs ([`AllowReason::rank`]); among not-yet-in-force, the earlier
+/// start; on a tie, the first.
+fn weaker(a: Option<Status>, b: Status) -> Status {
     match a {
         None => b,
         Some(Status::NotYet(x)) if matches!(b, Status::NotYet(_)) => match b {

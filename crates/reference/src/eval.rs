@@ -50,19 +50,21 @@ impl Reason {
         }
     }
 
-    /// "Most final first: `revoked` = `exempt`, `lapsed`, `enjoined`, `not-enforced`,
-    /// `not-yet-in-force`; and, before any of them is considered, `not-covered`,
-    /// `action-not-prohibited`, `outside-jurisdiction`."
-    fn finality(self) -> u8 {
+    /// "An allow names, before any reason of coverage (`not-covered`,
+    /// `action-not-prohibited`, `outside-jurisdiction`), the least final relief among the
+    /// covering prohibitions: `not-yet-in-force`, then `not-enforced`, `enjoined`,
+    /// `lapsed`, `exempt`, `revoked`." Higher is named first.
+    fn precedence(self) -> u8 {
         match self {
             Reason::NotCovered => 0,
             Reason::ActionNotProhibited => 1,
             Reason::OutsideJurisdiction => 2,
-            Reason::NotYetInForce => 3,
-            Reason::NotEnforced => 4,
-            Reason::Enjoined => 5,
-            Reason::Lapsed => 6,
-            Reason::Exempt | Reason::Revoked => 7,
+            Reason::Revoked => 3,
+            Reason::Exempt => 4,
+            Reason::Lapsed => 5,
+            Reason::Enjoined => 6,
+            Reason::NotEnforced => 7,
+            Reason::NotYetInForce => 8,
         }
     }
 }
@@ -663,7 +665,7 @@ impl<'p> Evaluator<'p> {
         };
         let mut denying = Vec::new();
         let mut set_aside = Vec::new();
-        // The most final status so far: (reason, by, in force from).
+        // The weakest relief so far: (reason, by, in force from).
         let mut best: Option<(Reason, Option<InstrumentIdx>, Option<Instant>)> = None;
         for &p in &placed {
             let (reason, by, from) = match self.status(p, target.app, t, k, posture) {
@@ -690,9 +692,9 @@ impl<'p> Evaluator<'p> {
                 Some((Reason::NotYetInForce, _, Some(x))) if reason == Reason::NotYetInForce => {
                     Some((reason, None, from.map(|y| y.min(x))))
                 }
-                // Undocumented: two prohibitions ending alike (`revoked` = `exempt`, or
-                // two different instruments). Chosen: the first in load order.
-                Some(old) if reason.finality() > old.0.finality() => Some((reason, by, from)),
+                // Undocumented: two prohibitions relieved alike (two different
+                // instruments). Chosen: the first in load order.
+                Some(old) if reason.precedence() > old.0.precedence() => Some((reason, by, from)),
                 Some(old) => Some(old),
             };
         }
@@ -722,7 +724,7 @@ impl<'p> Evaluator<'p> {
     }
 
     /// The answer at `t` (judged with what was issued by `k`), all targets combined:
-    /// "deny if any denies, else the most final reason".
+    /// "deny if any denies, else the weakest relief".
     fn snapshot(&self, t: Instant, k: Instant, posture: Posture) -> Snapshot {
         let judged: Vec<Judged> = self
             .targets
@@ -742,13 +744,13 @@ impl<'p> Evaluator<'p> {
             };
         }
         // Undocumented: which target the record names. Chosen: the first that denies;
-        // otherwise the first with the most final reason.
+        // otherwise the first with the reason named first (`Reason::precedence`).
         let pick = match judged.iter().position(|j| j.deny) {
             Some(i) => i,
             None => {
                 let mut best = 0;
                 for (i, j) in judged.iter().enumerate() {
-                    let f = |j: &Judged| j.reason.map_or(0, Reason::finality);
+                    let f = |j: &Judged| j.reason.map_or(0, Reason::precedence);
                     if f(j) > f(&judged[best]) {
                         best = i;
                     }
