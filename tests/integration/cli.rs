@@ -308,4 +308,17 @@ fn check_takes_the_posture() {
         "{}",
         explained.stdout
     );
+    // Read conservatively it is denied, and denied still once the window closes: the
+    // explanation says so, and by which prohibition.
+    let explained = gatekeeper(
+        &["explain", "--policies", "policies/us-2024-pafaca"],
+        &format!("{request}\n"),
+    );
+    assert!(
+        explained
+            .stdout
+            .contains("; from then the same request is still denied (by `pafaca-marketplace`)."),
+        "{}",
+        explained.stdout
+    );
 }

@@ -232,7 +232,20 @@ impl Decision<'_> {
             Some(next) => {
                 let later = request.at_instant(next);
                 let after = match policy.decide(&later, self.posture).verdict {
-                    Verdict::Deny { .. } => "denied".to_owned(),
+                    // Named, and said to be still denied when this one is, so that a change
+                    // of prohibitions does not read as the same answer.
+                    Verdict::Deny { prohibitions, .. } => {
+                        let still = if matches!(self.verdict, Verdict::Deny { .. }) {
+                            "still "
+                        } else {
+                            ""
+                        };
+                        let by: Vec<String> = prohibitions
+                            .iter()
+                            .map(|&p| format!("`{}`", policy.prohibition(p).id))
+                            .collect();
+                        format!("{still}denied (by {})", by.join(", "))
+                    }
                     Verdict::Allow { because, by, .. } => {
                         let by = by
                             .map(|b| format!(" by `{}`", policy.instrument(b).id))
