@@ -230,30 +230,22 @@ fn of_two_prohibitions_the_weaker_relief_names_the_allow() {
         format!("[[{table}]]\nprohibitions = [\"{target}\"]\nfrom = 2021-02-15T00:00:00Z\n{extra}")
     };
     for (first, second) in [("p", "q"), ("q", "p")] {
-        let policy = load(vec![
-            statute(),
-            instrument("r", "2021-02-10T00:00:00Z", &on("revocation", first, "")),
-            instrument(
-                "x",
-                "2021-02-10T00:00:00Z",
-                &on("exemption", second, "apps = [\"a\"]\n"),
-            ),
-        ]);
+        // The first prohibition revoked, and the second relieved by instrument `id`.
+        let revoked_and = |id: &str, table: &str, extra: &str| {
+            load(vec![
+                statute(),
+                instrument("r", "2021-02-10T00:00:00Z", &on("revocation", first, "")),
+                instrument(id, "2021-02-10T00:00:00Z", &on(table, second, extra)),
+            ])
+        };
         let at = "2021-03-01T00:00:00Z";
+        let policy = revoked_and("x", "exemption", "apps = [\"a\"]\n");
         assert_allow(
             &decide(&policy, "app.a", at, Posture::default()),
             "exempt",
             "x",
         );
-        let policy = load(vec![
-            statute(),
-            instrument("r", "2021-02-10T00:00:00Z", &on("revocation", first, "")),
-            instrument(
-                "n",
-                "2021-02-10T00:00:00Z",
-                &on("non-enforcement", second, "until = 2021-04-01T00:00:00Z\n"),
-            ),
-        ]);
+        let policy = revoked_and("n", "non-enforcement", "until = 2021-04-01T00:00:00Z\n");
         let record = decide(&policy, "app.a", at, Posture::default());
         assert_allow(&record, "not-enforced", "n");
         assert_eq!(record.valid_until.as_deref(), Some("2021-04-01T00:00:00Z"));
