@@ -48,6 +48,8 @@ use crate::model::*;
 use crate::request::{Platform, Request, Signal, SignalSet, Store};
 use crate::validate::{Model, descends_from};
 use ids::{IdTable, Kind, Target};
+/// Bytes read as words, for the wire's readers too.
+pub(crate) use ids::{short, word};
 
 /// Up to this many distinct jurisdiction tests for one app and action, an entry's time
 /// lines are laid out for every mask of passed tests and its tests are in its [`Lane`];

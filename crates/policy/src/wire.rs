@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use crate::country::Country;
-use crate::engine::{Decision, Verdict};
+use crate::engine::{Decision, Verdict, short, word};
 use crate::instant::Instant;
 use crate::request::{
     AppRef, Platform, Publisher, Request, RequestError, Signal, Store, check_app_id,
@@ -364,12 +364,7 @@ fn plain_utc_instant(t: &[u8]) -> Option<Instant> {
     const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
     const SIX: u64 = 0x0606_0606_0606_0606;
     let t: &[u8; 20] = t.try_into().ok()?;
-    let mut parts = [0u64; 3];
-    for (part, bytes) in parts.iter_mut().zip(t.chunks(8)) {
-        let mut w = [0u8; 8];
-        w[..bytes.len()].copy_from_slice(bytes);
-        *part = u64::from_le_bytes(w);
-    }
+    let parts = [word(&t[..8]), word(&t[8..16]), short(&t[16..])];
     // A byte is a digit when it is 0x30 to 0x39: its high half is 3, before six is added
     // and after (a carry out of a byte that is not a digit only fails the check more).
     let mut bad = 0;
@@ -692,30 +687,20 @@ impl RequestLayout {
 /// the comparison itself.
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    fn word(s: &[u8], at: usize) -> u64 {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&s[at..at + 8]);
-        u64::from_ne_bytes(w)
-    }
-    fn half(s: &[u8], at: usize) -> u32 {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(&s[at..at + 4]);
-        u32::from_ne_bytes(w)
-    }
     let n = a.len();
     if n != b.len() {
         return false;
     }
+    let at = |s: &[u8], i: usize| word(&s[i..i + 8]);
     match n {
-        0..4 => a == b,
-        4..8 => (half(a, 0) ^ half(b, 0)) | (half(a, n - 4) ^ half(b, n - 4)) == 0,
+        0..8 => short(a) == short(b),
         8..=32 => {
-            let mut diff = (word(a, 0) ^ word(b, 0)) | (word(a, n - 8) ^ word(b, n - 8));
+            let mut diff = (at(a, 0) ^ at(b, 0)) | (at(a, n - 8) ^ at(b, n - 8));
             if n > 16 {
-                diff |= word(a, 8) ^ word(b, 8);
+                diff |= at(a, 8) ^ at(b, 8);
             }
             if n > 24 {
-                diff |= word(a, 16) ^ word(b, 16);
+                diff |= at(a, 16) ^ at(b, 16);
             }
             diff == 0
         }
@@ -1452,9 +1437,7 @@ fn first_special(bytes: &[u8]) -> Option<usize> {
     let mut chunks = bytes.chunks_exact(8);
     let mut at = 0;
     for chunk in chunks.by_ref() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
+        let v = word(chunk);
         let quote = v ^ (ONES * u64::from(b'"'));
         let backslash = v ^ (ONES * u64::from(b'\\'));
         let found = ((quote.wrapping_sub(ONES) & !quote)

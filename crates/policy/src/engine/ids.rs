@@ -621,7 +621,7 @@ fn lower(w: u64) -> u64 {
 
 /// Eight bytes as a little-endian word.
 #[inline]
-fn word(chunk: &[u8]) -> u64 {
+pub(crate) fn word(chunk: &[u8]) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(chunk);
     u64::from_le_bytes(w)
@@ -629,7 +629,7 @@ fn word(chunk: &[u8]) -> u64 {
 
 /// Fewer than eight bytes as a word, padded with zeros.
 #[inline]
-fn short(bytes: &[u8]) -> u64 {
+pub(crate) fn short(bytes: &[u8]) -> u64 {
     bytes.iter().rev().fold(0, |w, &b| w << 8 | u64::from(b))
 }
 
