@@ -224,7 +224,7 @@ fn every_set_loaded_together_names_the_relief_an_allow_rests_on() {
         "policies/us-2020-courts",
         "policies/us-2024-pafaca",
     ]);
-    let decide = |id: &str, action: &str, at: &str, known_at: Option<&str>| {
+    let decide = |id: &str, action: &str, at: &str, known_at: Option<&str>, posture: Posture| {
         let request = RequestRecord {
             app: Some(policy::AppRecord {
                 platform: "android".into(),
@@ -239,7 +239,7 @@ fn every_set_loaded_together_names_the_relief_an_allow_rests_on() {
         }
         .into_request()
         .unwrap();
-        shipped.decide(&request, Posture::default()).to_record()
+        shipped.decide(&request, posture).to_record()
     };
     let tiktok = "com.zhiliaoapp.musically";
     for (id, action, at, known_at, because, by) in [
@@ -292,7 +292,7 @@ fn every_set_loaded_together_names_the_relief_an_allow_rests_on() {
             Some("commerce-rescission-2021"),
         ),
     ] {
-        let record = decide(id, action, at, known_at);
+        let record = decide(id, action, at, known_at, Posture::default());
         assert_eq!(record.decision, "allow", "{id} {action} {at}: {record:?}");
         assert_eq!(
             record.because.as_deref(),
@@ -306,20 +306,6 @@ fn every_set_loaded_together_names_the_relief_an_allow_rests_on() {
         non_enforcement: policy::NonEnforcement::Ignore,
         ..Posture::default()
     };
-    let request = RequestRecord {
-        app: Some(policy::AppRecord {
-            platform: "android".into(),
-            id: tiktok.into(),
-        }),
-        action: "download".into(),
-        at: "2025-03-01T12:00:00Z".into(),
-        storefront: Some("US".into()),
-        ..Default::default()
-    }
-    .into_request()
-    .unwrap();
-    assert_eq!(
-        shipped.decide(&request, ignore).to_record().decision,
-        "deny"
-    );
+    let record = decide(tiktok, "download", "2025-03-01T12:00:00Z", None, ignore);
+    assert_eq!(record.decision, "deny", "{record:?}");
 }
