@@ -608,6 +608,32 @@ fn place(
     Some((first, assumed))
 }
 
+/// A request's countries, by [`Signal`] order (`None` where it carries none).
+type Signals = [Option<Country>; 5];
+
+/// The signals a request carries: bit `s` for [`Signal`] `s`, as in a [`SignalSet`].
+#[inline]
+fn carried(signals: &Signals) -> u8 {
+    (signals.iter().enumerate()).fold(0, |bits, (s, c)| bits | u8::from(c.is_some()) << s)
+}
+
+/// Whether a request passes a jurisdiction test, as [`place`] tells (`Some`), without a
+/// branch on the request's countries: they vary from one request to the next, so that
+/// each branch on them is a guess the processor often gets wrong, and a decision of a
+/// policy of many prohibitions, whose lanes have several tests, paid for the guesses
+/// more than for the rest of the test. A group passes when the request carries none of
+/// its signals, or one of them in the region. `carried`: see [`carried`].
+#[inline]
+fn passes(set: &CountrySet, groups: &[SignalSet], signals: &Signals, carried: u8) -> bool {
+    let held = (signals.iter().enumerate()).fold(0u8, |bits, (s, c)| {
+        bits | u8::from(c.is_some_and(|c| set.contains(c))) << s
+    });
+    groups.iter().fold(true, |passes, &group| {
+        let group = u8::from(group);
+        passes & ((carried & group == 0) | (held & group != 0))
+    })
+}
+
 /// The masks of passed tests (bit `i` for `tests[i]`, in `Index::tests`) that a request
 /// can give, sorted; `None` when there are more than [`MAX_WIDE_TESTS`] tests or more than
 /// [`MAX_KINDS`] kinds of request to follow. A test reads a signal's country only by
@@ -1031,6 +1057,14 @@ impl Policy {
         }
     }
 
+    /// Whether a request passes one of the index's jurisdiction tests: see [`passes`].
+    #[inline]
+    fn passes(&self, test: u32, signals: &Signals, carried: u8) -> bool {
+        let t = &self.index.tests[test as usize];
+        let groups = &self.index.groups[t.groups.0 as usize..t.groups.1 as usize];
+        passes(&t.set, groups, signals, carried)
+    }
+
     /// Whether a request passes one of the index's jurisdiction tests.
     #[inline]
     fn place(&self, test: u32, request: &Request) -> Option<Placed> {
@@ -1052,20 +1086,19 @@ impl Policy {
         let e = self.index.coverages[found.coverage as usize][request.action.index()] as usize;
         let lane = &self.index.lanes[e];
         let wide = usize::from(lane.tests_len) > MAX_INDEXED_TESTS;
-        let (judgement, brief, valid_until, placements) = if !scan && lane.lines != NONE {
-            // Each test once: whether the request passes it, the placing signal, the
-            // assumed groups; bit `i` of the mask: the request passes `tests[i]`. The
-            // time line of each posture is that of the mask; with more tests, that of
-            // the mask's position among the masks a request can give.
-            let mut placed = [None; MAX_INDEXED_TESTS];
+        let (judgement, brief, valid_until) = if !scan && lane.lines != NONE {
+            // Each test once: whether the request passes it; bit `i` of the mask: the
+            // request passes `tests[i]`. The time line of each posture is that of the
+            // mask; with more tests, that of the mask's position among the masks a
+            // request can give.
             let (slot, slots) = if wide {
                 self.wide_slot(lane, request)
             } else {
+                let carried = carried(&request.signals);
                 let tests = &lane.tests[..usize::from(lane.tests_len)];
                 let mut mask = 0usize;
-                for (bit, (p, &t)) in placed.iter_mut().zip(tests).enumerate() {
-                    *p = self.place(t, request);
-                    mask |= usize::from(p.is_some()) << bit;
+                for (bit, &t) in tests.iter().enumerate() {
+                    mask |= usize::from(self.passes(t, &request.signals, carried)) << bit;
                 }
                 (mask, 1 << tests.len())
             };
@@ -1101,7 +1134,6 @@ impl Policy {
                 JudgementRef::Interned(segment.judgement()),
                 brief,
                 valid_until,
-                placed,
             )
         } else {
             let entry = &self.index.entries[e];
@@ -1142,12 +1174,7 @@ impl Policy {
             brief.reports == NONE || self.index.entries[e].with_action.contains(&brief.reports),
             "a judgement reports a prohibition of the entry's"
         );
-        let placement = if wide {
-            self.placed_again(brief, request)
-        } else {
-            let tests = &lane.tests[..usize::from(lane.tests_len)];
-            self.placement(tests, &placements, brief)
-        };
+        let placement = self.placed_again(brief, request);
         Judged {
             judgement,
             deny: brief.deny,
@@ -1168,17 +1195,18 @@ impl Policy {
         let wide = self.index.wide[lane.tests[0] as usize];
         let tests = &self.index.wide_tests[wide.tests.0 as usize..wide.tests.1 as usize];
         let masks = &self.index.masks[wide.masks.0 as usize..wide.masks.1 as usize];
+        let carried = carried(&request.signals);
         let mask = tests.iter().enumerate().fold(0u64, |mask, (bit, &t)| {
-            mask | u64::from(self.place(t, request).is_some()) << bit
+            mask | u64::from(self.passes(t, &request.signals, carried)) << bit
         });
         let at = masks.binary_search(&mask);
         debug_assert!(at.is_ok(), "a request gives one of the masks indexed");
         (at.unwrap_or_default(), masks.len())
     }
 
-    /// Where the request was placed by the test of the prohibition a judgement reports,
-    /// placed again (a lane with more than [`MAX_INDEXED_TESTS`] tests keeps no
-    /// placements).
+    /// Where the request was placed by the test of the prohibition a judgement reports
+    /// (the lanes keep only whether each test passes: the signal that placed it, and the
+    /// groups assumed, are read again for that one test).
     #[inline(never)]
     fn placed_again(&self, brief: Brief, request: &Request) -> Option<Placement> {
         if brief.reports == NONE {
@@ -2407,6 +2435,58 @@ mod tests {
 
     /// The masks of passed tests that requests carrying any of `countries` (or nothing) in
     /// each signal give, tried one by one.
+    /// A country of each class the regions of [`wide_policy`] make (those that hold
+    /// it), and none.
+    fn wide_countries() -> Vec<Option<Country>> {
+        [
+            None,
+            Some("US"),
+            Some("PR"),
+            Some("GU"),
+            Some("CA"),
+            Some("FR"),
+            Some("IT"),
+            Some("DE"),
+            Some("JP"),
+            Some("KR"),
+            Some("GB"),
+        ]
+        .map(|c| c.map(|c| Country::parse(c).unwrap()))
+        .to_vec()
+    }
+
+    #[test]
+    fn a_request_passes_a_test_where_it_is_placed() {
+        let policy = wide_policy();
+        let index = &policy.index;
+        assert!(index.tests.iter().any(|t| t.groups.1 - t.groups.0 > 1));
+        let countries = wide_countries();
+        let n = countries.len();
+        let (mut passed, mut failed) = (0, 0);
+        for mut k in 0..n.pow(5) {
+            let mut signals = [None; 5];
+            for s in &mut signals {
+                *s = countries[k % n];
+                k /= n;
+            }
+            for t in &index.tests {
+                let groups = &index.groups[t.groups.0 as usize..t.groups.1 as usize];
+                let placed = place(&t.set, groups, |s| signals[s as usize]).is_some();
+                assert_eq!(
+                    passes(&t.set, groups, &signals, carried(&signals)),
+                    placed,
+                    "{signals:?} in {groups:?}"
+                );
+                if placed {
+                    passed += 1;
+                } else {
+                    failed += 1;
+                }
+            }
+        }
+        assert!(passed > 0 && failed > 0, "{passed} passed, {failed} failed");
+    }
+
     fn masks_tried(index: &Index, tests: &[u32], countries: &[Option<Country>]) -> Vec<u64> {
         let n = countries.len();
         let mut masks: Vec<u64> = (0..n.pow(5))
@@ -2432,22 +2512,7 @@ mod tests {
     #[test]
     fn the_masks_indexed_are_those_requests_give() {
         let policy = wide_policy();
-        // A country of each class the regions make (those that hold it), and none.
-        let countries: Vec<Option<Country>> = [
-            None,
-            Some("US"),
-            Some("PR"),
-            Some("GU"),
-            Some("CA"),
-            Some("FR"),
-            Some("IT"),
-            Some("DE"),
-            Some("JP"),
-            Some("KR"),
-            Some("GB"),
-        ]
-        .map(|c| c.map(|c| Country::parse(c).unwrap()))
-        .to_vec();
+        let countries = wide_countries();
         let (found, _) = policy.index.ids.get(Kind::Android, "app.a").unwrap();
         let e = policy.index.coverages[found.coverage as usize][Action::Download.index()];
         let tests = policy.index.entries[e as usize].tests.clone();
