@@ -197,13 +197,28 @@ impl Timelines {
 
 /// A jurisdiction test: a region and the groups of signals that must each be in it,
 /// with what a decision reads of them at hand (the region's countries, the groups in
-/// `Index::groups`).
+/// `Index::groups`, and again in one word).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Test {
     region: RegionIdx,
     set: CountrySet,
     /// `Index::groups[groups.0..groups.1]`.
     groups: (u32, u32),
+    /// The groups one to a byte, the first in the lowest (see [`pack`]): made once the
+    /// index is complete (see [`Index::complete`]), not written in an image.
+    #[serde(skip)]
+    packed: u64,
+}
+
+/// The most groups a test has: a signal is in one group at most, and a group has one
+/// signal at least (an image with more is refused).
+const MAX_GROUPS: usize = Signal::ALL.len();
+
+/// Groups of signals (at most [`MAX_GROUPS`]), one to a byte of a word, the first in the
+/// lowest; the bytes beyond hold no signal.
+fn pack(groups: &[SignalSet]) -> u64 {
+    debug_assert!(groups.len() <= MAX_GROUPS);
+    (groups.iter().enumerate()).fold(0, |word, (i, &g)| word | u64::from(u8::from(g)) << (8 * i))
 }
 
 /// How many of a lane's time lines of the default posture it keeps itself.
@@ -349,6 +364,15 @@ impl Index {
             (wide.masks.1 - wide.masks.0) as usize
         } else {
             1 << lane.tests_len
+        }
+    }
+
+    /// What a decision reads that an image does not hold: each lane's nearest lines
+    /// (see [`Index::keep_near`]) and each test's groups in one word.
+    fn complete(&mut self) {
+        self.keep_near();
+        for test in &mut self.tests {
+            test.packed = pack(&self.groups[test.groups.0 as usize..test.groups.1 as usize]);
         }
     }
 
@@ -622,16 +646,19 @@ fn carried(signals: &Signals) -> u8 {
 /// each branch on them is a guess the processor often gets wrong, and a decision of a
 /// policy of many prohibitions, whose lanes have several tests, paid for the guesses
 /// more than for the rest of the test. A group passes when the request carries none of
-/// its signals, or one of them in the region. `carried`: see [`carried`].
+/// its signals, or one of them in the region: all the groups (`packed`, see [`pack`])
+/// are tried at once, a byte each. `carried`: see [`carried`].
 #[inline]
-fn passes(set: &CountrySet, groups: &[SignalSet], signals: &Signals, carried: u8) -> bool {
+fn passes(set: &CountrySet, packed: u64, signals: &Signals, carried: u8) -> bool {
     let held = (signals.iter().enumerate()).fold(0u8, |bits, (s, c)| {
         bits | u8::from(c.is_some_and(|c| set.contains(c))) << s
     });
-    groups.iter().fold(true, |passes, &group| {
-        let group = u8::from(group);
-        passes & ((carried & group == 0) | (held & group != 0))
-    })
+    // In each byte, a group's signals carried, and those in the region. A byte holds
+    // five bits at most, so adding 0x7f to each sets its top bit exactly where it is not
+    // zero, and carries nothing into the next.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    let some = |bits: u8| (((u64::from(bits) * ONES) & packed) + 0x7f * ONES) & (0x80 * ONES);
+    some(carried) & !some(held) == 0
 }
 
 /// The masks of passed tests (bit `i` for `tests[i]`, in `Index::tests`) that a request
@@ -1061,8 +1088,7 @@ impl Policy {
     #[inline]
     fn passes(&self, test: u32, signals: &Signals, carried: u8) -> bool {
         let t = &self.index.tests[test as usize];
-        let groups = &self.index.groups[t.groups.0 as usize..t.groups.1 as usize];
-        passes(&t.set, groups, signals, carried)
+        passes(&t.set, t.packed, signals, carried)
     }
 
     /// Whether a request passes one of the index's jurisdiction tests.
@@ -1347,6 +1373,7 @@ fn build_index(model: &Model) -> Index {
                         region: p.region,
                         set: model.regions[p.region as usize].set,
                         groups: (from, index.groups.len() as u32),
+                        packed: 0,
                     });
                     next
                 })
@@ -1417,7 +1444,7 @@ fn build_index(model: &Model) -> Index {
     // of them or less where the postures disagree, then lie together.
     let first: Vec<usize> = index.lines_of(Posture::default()).collect();
     index.timelines.lay_out(first);
-    index.keep_near();
+    index.complete();
     index.changes_of = changes_of;
     index.judgements = judgements
         .into_iter()
@@ -2472,8 +2499,9 @@ mod tests {
             for t in &index.tests {
                 let groups = &index.groups[t.groups.0 as usize..t.groups.1 as usize];
                 let placed = place(&t.set, groups, |s| signals[s as usize]).is_some();
+                assert_eq!(t.packed, pack(groups));
                 assert_eq!(
-                    passes(&t.set, groups, &signals, carried(&signals)),
+                    passes(&t.set, t.packed, &signals, carried(&signals)),
                     placed,
                     "{signals:?} in {groups:?}"
                 );
@@ -2540,6 +2568,7 @@ mod tests {
             region: de as RegionIdx,
             set: policy.model.regions[de].set,
             groups: (groups, groups + 1),
+            packed: pack(&[server]),
         });
         let server = [us, eu, de].map(|r| test(&policy, r).unwrap() as u32);
         let masks = realizable(&policy.index, &server).unwrap();

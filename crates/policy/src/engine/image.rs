@@ -14,7 +14,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ENTITY, Entry, Index, Lane, MAX_INDEXED_TESTS, MAX_WIDE_TESTS, NONE, Policy, Segment, Timelines,
+    ENTITY, Entry, Index, Lane, MAX_GROUPS, MAX_INDEXED_TESTS, MAX_WIDE_TESTS, NONE, Policy,
+    Segment, Timelines,
 };
 use crate::instant::Instant;
 use crate::law::{Outcome, Posture};
@@ -103,7 +104,7 @@ impl Policy {
         check_model(&read.model).map_err(ImageError::Inconsistent)?;
         check_index(&read.model, &read.index).map_err(ImageError::Inconsistent)?;
         let mut index = read.index;
-        index.keep_near();
+        index.complete();
         Ok(Policy {
             model: read.model,
             index,
@@ -351,6 +352,9 @@ fn check_index(m: &Model, x: &Index) -> Result<(), String> {
         if t.groups.0 > t.groups.1 || t.groups.1 as usize > x.groups.len() {
             return Err(format!("test {i}: its groups"));
         }
+        if (t.groups.1 - t.groups.0) as usize > MAX_GROUPS {
+            return Err(format!("test {i}: more than {MAX_GROUPS} groups"));
+        }
     }
     if x.prohibition_tests.len() != np {
         return Err(format!(
@@ -521,5 +525,12 @@ mod tests {
         let mut p = policy();
         p.index.prohibition_tests.clear();
         assert_eq!(refused(&p), "tests of 0 prohibitions, of 1");
+        // Six groups, where a signal is in one at most: more than a test's word holds.
+        let mut p = policy();
+        let from = p.index.groups.len() as u32;
+        let group = p.index.groups[0];
+        p.index.groups.extend([group; MAX_GROUPS + 1]);
+        p.index.tests[0].groups = (from, from + MAX_GROUPS as u32 + 1);
+        assert_eq!(refused(&p), "test 0: more than 5 groups");
     }
 }
