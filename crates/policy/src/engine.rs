@@ -1091,7 +1091,7 @@ impl Policy {
         passes(&t.set, t.packed, signals, carried)
     }
 
-    /// Whether a request passes one of the index's jurisdiction tests.
+    /// Where a request is placed by one of the index's jurisdiction tests: see [`place`].
     #[inline]
     fn place(&self, test: u32, request: &Request) -> Option<Placed> {
         let t = &self.index.tests[test as usize];
@@ -2460,8 +2460,6 @@ mod tests {
         agrees_with_the_scan(&policy, "app.b", "download", 4);
     }
 
-    /// The masks of passed tests that requests carrying any of `countries` (or nothing) in
-    /// each signal give, tried one by one.
     /// A country of each class the regions of [`wide_policy`] make (those that hold
     /// it), and none.
     fn wide_countries() -> Vec<Option<Country>> {
@@ -2482,20 +2480,26 @@ mod tests {
         .to_vec()
     }
 
-    #[test]
-    fn a_request_passes_a_test_where_it_is_placed() {
-        let policy = wide_policy();
-        let index = &policy.index;
-        assert!(index.tests.iter().any(|t| t.groups.1 - t.groups.0 > 1));
-        let countries = wide_countries();
+    /// Every request's countries with one of `countries` (or nothing) in each signal.
+    fn every_signals(countries: &[Option<Country>]) -> impl Iterator<Item = Signals> + '_ {
         let n = countries.len();
-        let (mut passed, mut failed) = (0, 0);
-        for mut k in 0..n.pow(5) {
+        (0..n.pow(5)).map(move |mut k| {
             let mut signals = [None; 5];
             for s in &mut signals {
                 *s = countries[k % n];
                 k /= n;
             }
+            signals
+        })
+    }
+
+    #[test]
+    fn a_request_passes_a_test_where_it_is_placed() {
+        let policy = wide_policy();
+        let index = &policy.index;
+        assert!(index.tests.iter().any(|t| t.groups.1 - t.groups.0 > 1));
+        let (mut passed, mut failed) = (0, 0);
+        for signals in every_signals(&wide_countries()) {
             for t in &index.tests {
                 let groups = &index.groups[t.groups.0 as usize..t.groups.1 as usize];
                 let placed = place(&t.set, groups, |s| signals[s as usize]).is_some();
@@ -2515,15 +2519,11 @@ mod tests {
         assert!(passed > 0 && failed > 0, "{passed} passed, {failed} failed");
     }
 
+    /// The masks of passed tests that requests carrying any of `countries` (or nothing) in
+    /// each signal give, tried one by one.
     fn masks_tried(index: &Index, tests: &[u32], countries: &[Option<Country>]) -> Vec<u64> {
-        let n = countries.len();
-        let mut masks: Vec<u64> = (0..n.pow(5))
-            .map(|mut k| {
-                let mut signals = [None; 5];
-                for s in &mut signals {
-                    *s = countries[k % n];
-                    k /= n;
-                }
+        let mut masks: Vec<u64> = every_signals(countries)
+            .map(|signals| {
                 tests.iter().enumerate().fold(0u64, |mask, (bit, &t)| {
                     let test = &index.tests[t as usize];
                     let groups = &index.groups[test.groups.0 as usize..test.groups.1 as usize];
