@@ -147,40 +147,58 @@ pub fn check_app_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// What [`check_app_id`] accepts, in one pass over the bytes (it says why not).
+/// What [`check_app_id`] accepts, in one pass over the bytes (it says why not), eight
+/// bytes at a time.
 fn is_plain_app_id(id: &[u8]) -> bool {
-    /// By byte: 1 for a letter, digit, `_` or `-`, 2 for `.`, 0 for anything else.
-    const CLASS: [u8; 256] = {
-        let mut class = [0u8; 256];
-        let mut b = 0;
-        while b < 256 {
-            let c = b as u8;
-            class[b] = if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' {
-                1
-            } else if c == b'.' {
-                2
-            } else {
-                0
-            };
-            b += 1;
-        }
-        class
-    };
     let (Some(&first), Some(&last)) = (id.first(), id.last()) else {
         return false;
     };
     if id.len() > MAX_APP_ID_LEN || first == b'.' || last == b'.' {
         return false;
     }
-    // Every byte of a class, no dot after a dot; without a branch per byte.
-    let mut bad = 0u8;
-    let mut previous = 0u8;
-    for &b in id {
-        let class = CLASS[usize::from(b)];
-        bad |= u8::from(class == 0) | (class & previous);
-        previous = class & 2;
+    // Every byte of a class, no dot after a dot: a word's flags in the high bit of each
+    // byte, a dot at the end of one word carried to the start of the next.
+    let mut bad = 0u64;
+    let mut dot_before = 0u64;
+    let mut chunks = id.chunks_exact(8);
+    for chunk in chunks.by_ref() {
+        let (wrong, dots) = app_id_word(crate::engine::word(chunk));
+        bad |= wrong | (dots & ((dots >> 8) | dot_before));
+        dot_before = dots >> 56;
     }
-    bad & 3 == 0
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let (wrong, dots) = match id.len().checked_sub(8) {
+            // The last eight bytes, some checked again: a dot before the tail is in them.
+            Some(start) => app_id_word(crate::engine::word(&id[start..])),
+            // Padded with letters, which are neither wrong nor dots.
+            None => app_id_word(
+                crate::engine::short(tail) | (u64::from_le_bytes([b'a'; 8]) << (8 * tail.len())),
+            ),
+        };
+        bad |= wrong | (dots & (dots >> 8));
+    }
+    bad == 0
+}
+
+/// Eight bytes of an app id: in the high bit of each byte, whether the byte is not one an
+/// app id holds (an ASCII letter, digit, `.`, `_` or `-`), and whether it is a dot. Exact
+/// for each byte: no sum carries from one byte into the next.
+#[inline]
+fn app_id_word(v: u64) -> (u64, u64) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    let non_ascii = v & HIGH;
+    // Each byte below 0x80 from here: adding at most 0x80 to one does not carry.
+    let v = v & !HIGH;
+    let at_least = |lo: u8| v + ONES * u64::from(0x80 - lo);
+    let above = |hi: u8| v + ONES * u64::from(0x7f - hi);
+    let equal = |c: u8| !((v ^ (ONES * u64::from(c))) + ONES * 0x7f);
+    let dash_to_nine = at_least(b'-') & !above(b'9') & !equal(b'/');
+    let upper = at_least(b'A') & !above(b'Z');
+    let lower = at_least(b'a') & !above(b'z');
+    let fits = dash_to_nine | upper | lower | equal(b'_');
+    (non_ascii | (!fits & HIGH), equal(b'.') & HIGH)
 }
 
 /// An app as a store names it.
@@ -474,23 +492,25 @@ mod tests {
         }
     }
 
+    /// What an app id is, byte by byte: the definition the word-at-a-time check is held to.
+    fn well_formed(id: &[u8]) -> bool {
+        !id.is_empty()
+            && id.len() <= MAX_APP_ID_LEN
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+            && !id.split(|&b| b == b'.').any(<[u8]>::is_empty)
+    }
+
     #[test]
     fn the_one_pass_check_accepts_exactly_the_well_formed_app_ids() {
-        let well_formed = |id: &str| {
-            !id.is_empty()
-                && id.len() <= MAX_APP_ID_LEN
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-                && !id.split('.').any(str::is_empty)
-        };
         let alphabet = [
             'a', 'Z', '0', '9', '.', '.', '_', '-', ' ', 'é', '/', '\u{7f}',
         ];
         let mut rng = fastrand::Rng::with_seed(3);
         let mut ids: Vec<String> = vec!["a".repeat(255), "a".repeat(256), "a.".repeat(128)];
         for _ in 0..50_000 {
-            let len = rng.usize(0..12);
+            let len = rng.usize(0..20);
             ids.push(
                 (0..len)
                     .map(|_| alphabet[rng.usize(..alphabet.len())])
@@ -498,8 +518,43 @@ mod tests {
             );
         }
         for id in ids {
-            assert_eq!(is_plain_app_id(id.as_bytes()), well_formed(&id), "{id:?}");
-            assert_eq!(check_app_id(&id).is_ok(), well_formed(&id), "{id:?}");
+            let ok = well_formed(id.as_bytes());
+            assert_eq!(is_plain_app_id(id.as_bytes()), ok, "{id:?}");
+            assert_eq!(check_app_id(&id).is_ok(), ok, "{id:?}");
+        }
+    }
+
+    #[test]
+    fn every_byte_in_every_place_of_a_word_is_checked_as_byte_by_byte() {
+        // Each of the 256 bytes at each place of ids of 1 to 24 bytes (three words, the
+        // last of them whole or padded), in ids of letters, and beside a dot (before and
+        // after it, across the boundary of two words too).
+        for len in 1..=24 {
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    let mut id = vec![b'k'; len];
+                    id[at] = byte;
+                    assert_eq!(is_plain_app_id(&id), well_formed(&id), "{id:?}");
+                    for dot in [at.wrapping_sub(1), at + 1] {
+                        if let Some(place) = id.get_mut(dot) {
+                            *place = b'.';
+                            assert_eq!(is_plain_app_id(&id), well_formed(&id), "{id:?}");
+                            id[dot] = b'k';
+                        }
+                    }
+                }
+            }
+        }
+        // Two dots at every pair of places, near and far.
+        for len in 1..=24 {
+            for a in 0..len {
+                for b in a..len {
+                    let mut id = vec![b'x'; len];
+                    id[a] = b'.';
+                    id[b] = b'.';
+                    assert_eq!(is_plain_app_id(&id), well_formed(&id), "{id:?}");
+                }
+            }
         }
     }
 
