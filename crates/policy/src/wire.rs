@@ -414,6 +414,24 @@ fn days_since_epoch(year: u32, month: u32, day: u32) -> Option<i64> {
     Some(era * 146_097 + day_of_era - 719_468)
 }
 
+/// The date (year, month, day) `days` after 1970-01-01 in the proleptic Gregorian calendar,
+/// for a year from 0 on (`None` before): [`days_since_epoch`] undone, by H. Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(days: i64) -> Option<(u32, u32, u32)> {
+    // Days from 0000-03-01, in 400-year cycles of 146,097 days.
+    let z = u64::try_from(days.checked_add(719_468)?).ok()?;
+    let (era, day_of_era) = (z / 146_097, z % 146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    // Months counted from March.
+    let m = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * m + 2) / 5 + 1;
+    let month = if m < 10 { m + 3 } else { m - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    Some((u32::try_from(year).ok()?, month as u32, day as u32))
+}
+
 impl<'a> RequestRecordRef<'a> {
     /// Reads the request object at the start of `text` when it has the usual form: an
     /// object of the record's fields, each at most once, with strings without escapes
@@ -1504,22 +1522,12 @@ fn write_instant(out: &mut Vec<u8>, at: Instant) {
             )
         }
     };
-    let date = chrono::NaiveDate::from_num_days_from_ce_opt(
-        i32::try_from(days + 719_163).unwrap_or(i32::MAX),
-    );
-    let (year, month, day) = date.map_or((-1, 0, 0), |d| {
-        use chrono::Datelike as _;
-        (
-            i64::from(d.year()),
-            i64::from(d.month()),
-            i64::from(d.day()),
-        )
-    });
-    let Some(year) = u32::try_from(year).ok().filter(|y| *y <= 9999) else {
+    let Some((year, month, day)) = civil_from_days(days).filter(|(y, _, _)| *y <= 9999) else {
         // Not in the years an instant holds; written as `Display` writes it.
         out.extend_from_slice(format!("\"{at}\"").as_bytes());
         return;
     };
+    let (month, day) = (i64::from(month), i64::from(day));
     // Every field is below 100 but the year and the fraction: two digits at a time.
     let two = |n: i64| {
         let n = n as usize;
@@ -1821,6 +1829,27 @@ mod tests {
                 "{nanos}"
             );
         }
+    }
+
+    #[test]
+    fn dates_from_days_are_chronos_and_undo_the_days_of_a_date() {
+        use chrono::Datelike as _;
+        // Every day from 0001-01-01 to 9999-12-31, and the days around their ends.
+        for days in -719_162..=2_932_896 {
+            let (year, month, day) = civil_from_days(days).unwrap();
+            assert_eq!(days_since_epoch(year, month, day), Some(days), "{days}");
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(days as i32 + 719_163).unwrap();
+            assert_eq!(
+                (year, month, day),
+                (date.year() as u32, date.month(), date.day()),
+                "{days}"
+            );
+        }
+        // The first day it gives, 0000-03-01, and none before it.
+        assert_eq!(civil_from_days(-719_468), Some((0, 3, 1)));
+        assert_eq!(civil_from_days(-719_469), None);
+        assert_eq!(civil_from_days(i64::MIN), None);
+        assert_eq!(civil_from_days(i64::MAX), None);
     }
 
     #[test]
