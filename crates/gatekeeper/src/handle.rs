@@ -164,6 +164,116 @@ impl DecisionId {
     }
 }
 
+/// Verdicts' JSON written one after another into one buffer (a batch's answer), the same
+/// bytes as [`Verdict::write_json`] gives each. What follows a verdict's id depends only on
+/// its policy, mode, gate and decision fields ([`policy::AnswerKey`]): when an earlier
+/// verdict of the buffer had the same, those bytes are copied from the buffer rather than
+/// written again. A batch whose requests share outcomes (many asking for one app from one
+/// place at one time) is then mostly copied; a verdict without a match costs a look in a
+/// table of [`VerdictWriter::SLOTS`] of the latest outcomes. The buffer is only appended
+/// to, so that what the table points at stays as it was written.
+#[derive(Debug)]
+pub struct VerdictWriter {
+    out: Vec<u8>,
+    /// The policy the table's outcomes are of, held so that no other takes its place.
+    installed: Option<Arc<Installed>>,
+    /// By the outcome's mix: the outcome, and where its bytes after the id are in `out`.
+    slots: Box<[Option<WrittenAnswer>]>,
+    /// Verdicts whose bytes after the id were copied.
+    copied: usize,
+}
+
+/// An outcome written: its mode, gate and key, and where its bytes after the id are.
+#[derive(Debug)]
+struct WrittenAnswer {
+    mode: Mode,
+    gate: Gate,
+    key: policy::AnswerKey,
+    bytes: std::ops::Range<usize>,
+}
+
+impl VerdictWriter {
+    /// The outcomes the table holds at most.
+    pub const SLOTS: usize = 64;
+
+    /// An empty buffer with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> VerdictWriter {
+        VerdictWriter {
+            out: Vec::with_capacity(capacity),
+            installed: None,
+            slots: (0..Self::SLOTS).map(|_| None).collect(),
+            copied: 0,
+        }
+    }
+
+    /// Appends `verdict`'s JSON, as [`Verdict::write_json`] writes it.
+    pub fn write(&mut self, verdict: &Verdict) {
+        let Judgement::Decided { active, parts } = &verdict.judgement else {
+            verdict.write_undecided(&mut self.out);
+            return;
+        };
+        verdict.write_id(&mut self.out);
+        let Some(key) = parts.answer_key() else {
+            verdict.write_after_id(active, parts, &mut self.out);
+            return;
+        };
+        if !self
+            .installed
+            .as_ref()
+            .is_some_and(|held| Arc::ptr_eq(held, active))
+        {
+            self.slots.iter_mut().for_each(|slot| *slot = None);
+            self.installed = Some(Arc::clone(active));
+        }
+        let (mode, gate) = (verdict.mode, verdict.gate);
+        let mix = key.mix() ^ ((mode as u64) << 1 | gate as u64).wrapping_mul(0x9e37_79b9);
+        let slot = &mut self.slots[(mix % Self::SLOTS as u64) as usize];
+        match slot {
+            Some(w) if w.key == key && w.mode == mode && w.gate == gate => {
+                self.out.extend_from_within(w.bytes.clone());
+                self.copied += 1;
+            }
+            _ => {
+                let start = self.out.len();
+                verdict.write_after_id(active, parts, &mut self.out);
+                *slot = Some(WrittenAnswer {
+                    mode,
+                    gate,
+                    key,
+                    bytes: start..self.out.len(),
+                });
+            }
+        }
+    }
+
+    /// Appends bytes of the caller's (the separators of a list, an item's error).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Verdicts whose bytes after the id were copied from an earlier verdict's.
+    pub fn copied(&self) -> usize {
+        self.copied
+    }
+
+    /// The bytes written.
+    pub fn into_inner(self) -> Vec<u8> {
+        self.out
+    }
+}
+
+/// Appends, as [`VerdictWriter::push`] does (for `serde_json::to_writer`).
+impl std::io::Write for VerdictWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.push(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The active policy and what it was loaded from.
 #[derive(Debug)]
 pub struct Active {
@@ -279,16 +389,32 @@ impl Verdict {
     /// expired bundle) is written by `Serialize` itself.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         let Judgement::Decided { active, parts } = &self.judgement else {
-            let start = out.len();
-            // Writing into a vector fails only if `Serialize` does, which it does not.
-            if serde_json::to_writer(&mut *out, self).is_err() {
-                out.truncate(start);
-            }
+            self.write_undecided(out);
             return;
         };
-        let rendered = &active.rendered;
+        self.write_id(out);
+        self.write_after_id(active, parts, out);
+    }
+
+    /// A verdict without a decision, by `Serialize`.
+    fn write_undecided(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        // Writing into a vector fails only if `Serialize` does, which it does not.
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.truncate(start);
+        }
+    }
+
+    /// The JSON up to the end of the decision id's string.
+    fn write_id(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"decision_id\":\"");
         out.extend_from_slice(&self.decision_id.hex());
+    }
+
+    /// The JSON after the decision id's string: what depends on the policy, the mode, the
+    /// gate and the decision's fields alone.
+    fn write_after_id(&self, active: &Installed, parts: &DecisionParts, out: &mut Vec<u8>) {
+        let rendered = &active.rendered;
         out.extend_from_slice(b"\",\"revision\":");
         out.extend_from_slice(&rendered.revision);
         out.extend_from_slice(match self.mode {
@@ -1609,6 +1735,82 @@ mod tests {
         });
         let distinct: std::collections::HashSet<_> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
+    }
+
+    /// A verdict writer gives each verdict the bytes `write_json` gives it, whether it
+    /// copies them from an earlier verdict of the same outcome or writes them: denies and
+    /// allows, covered and unlisted apps, places in and out of the region, several
+    /// instants, both modes, a policy installed in the middle, and no policy at all.
+    #[test]
+    fn a_verdict_writer_writes_what_write_json_writes_copying_repeated_outcomes() {
+        let request = |id: &str, action: &str, at: &str, storefront: &str| {
+            serde_json::from_str::<RequestRecord>(&format!(
+                r#"{{"app":{{"platform":"android","id":"{id}"}},"action":"{action}","at":"{at}","storefront":"{storefront}"}}"#
+            ))
+            .unwrap()
+            .into_request()
+            .unwrap()
+        };
+        let mut requests = Vec::new();
+        for id in ["com.acme.chat", "com.ACME.chat", "com.other.app"] {
+            for action in ["update", "download"] {
+                for at in [
+                    "2019-06-01T00:00:00Z",
+                    "2020-01-01T12:00:00Z",
+                    "2021-01-01T00:00:00Z",
+                ] {
+                    for storefront in ["US", "USA", "DE"] {
+                        requests.push(request(id, action, at, storefront));
+                    }
+                }
+            }
+        }
+        for mode in [Mode::Enforce, Mode::Shadow] {
+            let gk = Gatekeeper::builder()
+                .mode(mode)
+                .start_empty(true)
+                .build()
+                .unwrap();
+            let mut writer = VerdictWriter::with_capacity(0);
+            let mut expected = Vec::new();
+            let mut copied = 0;
+            let mut write = |verdict: &Verdict, writer: &mut VerdictWriter| {
+                let before = writer.copied();
+                writer.write(verdict);
+                verdict.write_json(&mut expected);
+                writer.push(b",");
+                expected.push(b',');
+                writer.copied() - before
+            };
+            // No policy: nothing to copy.
+            let none = gk.check(&update()).unwrap();
+            assert_eq!(write(&none, &mut writer) + write(&none, &mut writer), 0);
+            for lapsed in [false, true, false] {
+                install(&gk, acme(lapsed));
+                // Each request twice in a row: the second copies the first, whose outcome
+                // may be new or that of an earlier request.
+                let mut first_copied = 0;
+                for r in &requests {
+                    let (a, b) = (gk.check(r).unwrap(), gk.check(r).unwrap());
+                    assert_ne!(a.decision_id, b.decision_id);
+                    first_copied += write(&a, &mut writer);
+                    assert_eq!(write(&b, &mut writer), 1, "{r:?}");
+                    copied += 1;
+                }
+                // Fewer outcomes than requests, and each outcome written out once.
+                assert!(
+                    first_copied > 0 && first_copied < requests.len(),
+                    "{first_copied}"
+                );
+                copied += first_copied;
+            }
+            assert_eq!(writer.copied(), copied);
+            let written = writer.into_inner();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
     }
 
     /// `write_json` writes the bytes `Serialize` gives: allows and denies, enforce and

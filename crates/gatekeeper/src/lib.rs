@@ -55,7 +55,8 @@ pub use bundle::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use handle::{
     Active, BuildError, Builder, CheckError, Checks, DecisionId, FailureMode, Gate, Gatekeeper,
-    Mode, NO_POLICY, PendingVerdict, Readiness, Reloaded, Verdict, VerdictRecord, Watcher,
+    Mode, NO_POLICY, PendingVerdict, Readiness, Reloaded, Verdict, VerdictRecord, VerdictWriter,
+    Watcher,
 };
 #[cfg(feature = "http-source")]
 pub use http_source::{FetchError, HttpSource};

@@ -580,6 +580,56 @@ impl DecisionParts {
     pub fn is_deny(&self) -> bool {
         self.deny
     }
+
+    /// What the decision's JSON fields are written from ([`AnswerKey`]); `None` for a
+    /// judgement made for this request alone (several covered apps in it).
+    pub fn answer_key(&self) -> Option<AnswerKey> {
+        let judgement = match self.judgement {
+            JudgementRef::Interned(i) => Some(i),
+            JudgementRef::NotCovered => None,
+            JudgementRef::Owned(_) => return None,
+        };
+        Some(AnswerKey {
+            judgement,
+            matched: self.matched,
+            placement: self.placement,
+            valid_until: self.valid_until,
+        })
+    }
+}
+
+/// What a decision's JSON fields ([`crate::DecisionJson::write_fields`]) are written from:
+/// its judgement (what it decides, why, and how uncertain), what matched, where the request
+/// was placed, and `valid_until`; not the instants it was asked at. Two decisions of one
+/// policy with equal keys have the same fields, byte for byte.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct AnswerKey {
+    judgement: Option<u32>,
+    matched: Option<(u32, u32, MatchedBy, bool)>,
+    placement: Option<Placement>,
+    valid_until: Option<Instant>,
+}
+
+impl AnswerKey {
+    /// The key mixed into 64 bits, its low bits as good as its high ones: for a table of
+    /// keys (equal keys mix alike; unequal keys may too).
+    pub fn mix(&self) -> u64 {
+        let add = |h: u64, v: u64| (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+        let matched = self.matched.map_or(u64::MAX, |(target, owner, by, case)| {
+            (u64::from(target) << 32 | u64::from(owner)) ^ (by as u64) << 60 ^ u64::from(case) << 59
+        });
+        let placed = self.placement.map_or(u64::MAX, |p| {
+            let signal = p
+                .signal
+                .map_or(0, |(s, c)| (s as u64) << 8 | u64::from(u8::from(c)));
+            (u64::from(p.region) << 32 | u64::from(p.prohibition))
+                ^ signal << 40
+                ^ u64::from(p.assumed) << 56
+        });
+        let until = self.valid_until.map_or(u64::MAX, |i| i.as_nanos() as u64);
+        let h = add(u64::from(self.judgement.unwrap_or(u32::MAX)), matched);
+        add(add(h, placed), until)
+    }
 }
 
 struct Judged {
@@ -2216,6 +2266,63 @@ mod tests {
             "the requests pass {} combinations of tests",
             masks.len()
         );
+    }
+
+    /// Decisions with equal answer keys are written alike, byte for byte: every decision of
+    /// the wide policy's apps (and an unlisted one) at every named instant and either side
+    /// of it, under every posture, for requests with many combinations of signals, some in
+    /// hindsight. The keys tell apart fewer outcomes than there are decisions, and more than
+    /// one.
+    #[test]
+    fn decisions_with_equal_answer_keys_are_written_alike() {
+        let policy = wide_policy();
+        let json = crate::DecisionJson::new(&policy);
+        let instants = around(&named_instants(&policy));
+        let mut written: HashMap<u64, Vec<(AnswerKey, Vec<u8>)>> = HashMap::default();
+        let (mut decisions, mut without_key) = (0, 0);
+        let mut check = |r: &Request, posture: Posture| {
+            let parts = policy.decide_parts(r, posture);
+            let mut bytes = Vec::new();
+            json.write(&policy.view(parts.clone()), &mut bytes);
+            decisions += 1;
+            let Some(key) = parts.answer_key() else {
+                without_key += 1;
+                return;
+            };
+            let same = written.entry(key.mix()).or_default();
+            match same.iter().find(|(k, _)| *k == key) {
+                Some((_, earlier)) => assert_eq!(
+                    String::from_utf8_lossy(earlier),
+                    String::from_utf8_lossy(&bytes),
+                    "{key:?}"
+                ),
+                None => same.push((key, bytes)),
+            }
+        };
+        for app in ["app.a", "app.b", "app.c", "app.d", "app.unlisted"] {
+            for action in ["download", "update"] {
+                for (n, r) in requests(app, action, 12).iter().enumerate() {
+                    for &at in &instants {
+                        for posture in Posture::ALL {
+                            check(&r.at_instant(at), posture);
+                        }
+                    }
+                    if n % 4 == 0 {
+                        for &known_at in instants.iter().step_by(3) {
+                            for &at in instants.iter().step_by(7) {
+                                check(&with_known_at(r, at, known_at), Posture::default());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let outcomes: usize = written.values().map(Vec::len).sum();
+        assert!(
+            outcomes > 1 && outcomes < decisions / 10,
+            "{outcomes} outcomes of {decisions} decisions"
+        );
+        assert!(without_key < decisions / 10, "{without_key} of {decisions}");
     }
 
     #[test]

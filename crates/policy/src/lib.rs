@@ -77,8 +77,8 @@ pub use action::{Action, ActionSet, UnknownAction};
 pub use country::{Country, CountrySet, UnknownCountry};
 pub use diagnostic::{Diagnostic, Diagnostics, Location, Related, Severity, Source};
 pub use engine::{
-    Decision, DecisionParts, ImageError, Jurisdiction, Matched, MatchedBy, Policy, Verdict,
-    image_build,
+    AnswerKey, Decision, DecisionParts, ImageError, Jurisdiction, Matched, MatchedBy, Policy,
+    Verdict, image_build,
 };
 pub use instant::{Instant, format_eastern, format_utc};
 pub use law::{AllowReason, Boundaries, NonEnforcement, Posture, Uncertain};

@@ -648,7 +648,8 @@ fn one_answer(settled: Result<gatekeeper::Verdict, gatekeeper::CheckError>) -> R
 
 /// A batch's answer, written item by item as their verdicts are settled.
 struct BatchAnswer {
-    out: Vec<u8>,
+    /// Verdicts of the same outcome copy their bytes from the first of them.
+    out: gatekeeper::VerdictWriter,
     /// Items answered so far.
     items: usize,
     /// The audit trail refused a record: the whole batch fails (after every pending
@@ -659,8 +660,8 @@ struct BatchAnswer {
 
 impl BatchAnswer {
     fn new(items: usize) -> BatchAnswer {
-        let mut out = Vec::with_capacity(ANSWER_BYTES * items + 2);
-        out.push(b'[');
+        let mut out = gatekeeper::VerdictWriter::with_capacity(ANSWER_BYTES * items + 2);
+        out.push(b"[");
         BatchAnswer {
             out,
             items: 0,
@@ -671,7 +672,7 @@ impl BatchAnswer {
 
     fn next(&mut self) {
         if self.items > 0 {
-            self.out.push(b',');
+            self.out.push(b",");
         }
         self.items += 1;
     }
@@ -690,7 +691,7 @@ impl BatchAnswer {
     /// The next item's answer: a verdict.
     fn write(&mut self, verdict: &gatekeeper::Verdict) {
         self.next();
-        verdict.write_json(&mut self.out);
+        self.out.write(verdict);
     }
 
     /// The next item's answer: why it could not be decided.
@@ -701,7 +702,7 @@ impl BatchAnswer {
         }
     }
 
-    fn finish(mut self) -> Response {
+    fn finish(self) -> Response {
         if let Some(e) = self.failed {
             return writing_failed(&e);
         }
@@ -709,8 +710,9 @@ impl BatchAnswer {
             tracing::error!(error = %m, "batch refused: the audit trail is unavailable");
             return error(StatusCode::SERVICE_UNAVAILABLE, m);
         }
-        self.out.push(b']');
-        json_body(self.out)
+        let mut out = self.out.into_inner();
+        out.push(b']');
+        json_body(out)
     }
 }
 
