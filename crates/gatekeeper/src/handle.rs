@@ -169,9 +169,11 @@ impl DecisionId {
 /// its policy, mode, gate and decision fields ([`policy::AnswerKey`]): when an earlier
 /// verdict of the buffer had the same, those bytes are copied from the buffer rather than
 /// written again. A batch whose requests share outcomes (many asking for one app from one
-/// place at one time) is then mostly copied; a verdict without a match costs a look in a
-/// table of [`VerdictWriter::SLOTS`] of the latest outcomes. The buffer is only appended
-/// to, so that what the table points at stays as it was written.
+/// place at one time) is then mostly copied. The table has [`VerdictWriter::SLOTS`] slots,
+/// each the latest outcome written whose mix falls in it (a later one in the same slot
+/// takes its place, and is written again when it comes back); a verdict whose outcome is
+/// not there costs one look. The buffer is only appended to, so that what the table points
+/// at stays as it was written.
 #[derive(Debug)]
 pub struct VerdictWriter {
     out: Vec<u8>,
@@ -229,6 +231,9 @@ impl VerdictWriter {
         let mix = key.mix() ^ ((mode as u64) << 1 | gate as u64).wrapping_mul(0x9e37_79b9);
         let slot = &mut self.slots[(mix % Self::SLOTS as u64) as usize];
         match slot {
+            // The mode and the gate follow from the gatekeeper and the judgement today (an
+            // installed policy belongs to one gatekeeper, whose mode is fixed): compared all
+            // the same, so that a copy stays right if either ever changes.
             Some(w) if w.key == key && w.mode == mode && w.gate == gate => {
                 self.out.extend_from_within(w.bytes.clone());
                 self.copied += 1;
@@ -1811,6 +1816,71 @@ mod tests {
                 String::from_utf8(expected).unwrap()
             );
         }
+    }
+
+    /// What the table does not hold is written as `write_json` writes it, between copies:
+    /// a request naming two covered apps (a judgement made for it alone), an expired
+    /// bundle's verdict, and an item's error written by the caller through `io::Write`.
+    #[test]
+    fn a_verdict_writer_writes_verdicts_without_an_outcome_key_and_the_callers_bytes() {
+        let digest = "ab".repeat(32);
+        let text = format!(
+            "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n\n[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[app]]\nid = \"kit\"\nname = \"Kit\"\nowner = \"acme\"\ncode_sha256 = [\"{digest}\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\", \"kit\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\ntext = \"t\"\n"
+        );
+        let revision = Revision::of_texts([text.as_str()]);
+        let policy = Policy::from_sources([policy::Source::new("order.toml", text)]).unwrap();
+        let at = |text: &str| Instant::parse_rfc3339(text).unwrap();
+        let clock = crate::clock::ManualClock::new(at("2021-01-01T00:00:00Z"));
+        let gk = Gatekeeper::builder()
+            .clock(Arc::new(clock.clone()))
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let both = serde_json::from_str::<RequestRecord>(&format!(
+            r#"{{"app":{{"platform":"android","id":"com.acme.chat"}},"code_sha256":["{digest}"],"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}}"#
+        ))
+        .unwrap()
+        .into_request()
+        .unwrap();
+        let (chat, both) = (gk.check(&update()).unwrap(), gk.check(&both).unwrap());
+        let Judgement::Decided { parts, .. } = &both.judgement else {
+            panic!("not decided: {both:?}");
+        };
+        assert!(parts.answer_key().is_none(), "two apps: {parts:?}");
+        assert!(both.decision().unwrap().is_deny());
+        let mut writer = VerdictWriter::with_capacity(0);
+        let mut expected = Vec::new();
+        for verdict in [&chat, &both, &chat, &both, &both, &chat] {
+            writer.write(verdict);
+            verdict.write_json(&mut expected);
+            serde_json::to_writer(&mut writer, &serde_json::json!({ "error": "bad" })).unwrap();
+            expected.extend_from_slice(br#"{"error":"bad"}"#);
+        }
+        // The second and third `chat` copy the first; no `both` is copied.
+        assert_eq!(writer.copied(), 2);
+        // An expired bundle: no decision, written by `Serialize`, nothing copied.
+        install(&gk, acme(false));
+        let (policy, revision) = acme(false);
+        gk.install(Active {
+            policy,
+            revision,
+            bundle_revision: Some(7),
+            expires: Some(at("2020-06-01T00:00:00Z")),
+            signed_by: Vec::new(),
+            origin: "test".to_owned(),
+        });
+        let expired = gk.check(&update()).unwrap();
+        for _ in 0..2 {
+            writer.write(&expired);
+            expired.write_json(&mut expected);
+        }
+        assert_eq!(writer.copied(), 2);
+        let written = writer.into_inner();
+        assert!(String::from_utf8_lossy(&written).contains("expired"));
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
     }
 
     /// `write_json` writes the bytes `Serialize` gives: allows and denies, enforce and

@@ -582,7 +582,8 @@ impl DecisionParts {
     }
 
     /// What the decision's JSON fields are written from ([`AnswerKey`]); `None` for a
-    /// judgement made for this request alone (several covered apps in it).
+    /// judgement made for this request alone (several covered apps in it, or an entry the
+    /// index answers by scanning its prohibitions).
     pub fn answer_key(&self) -> Option<AnswerKey> {
         let judgement = match self.judgement {
             JudgementRef::Interned(i) => Some(i),

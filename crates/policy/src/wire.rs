@@ -415,7 +415,7 @@ fn days_since_epoch(year: u32, month: u32, day: u32) -> Option<i64> {
 }
 
 /// The date (year, month, day) `days` after 1970-01-01 in the proleptic Gregorian calendar,
-/// for a year from 0 on (`None` before): [`days_since_epoch`] undone, by H. Hinnant's
+/// from 0000-03-01 on (`None` before): [`days_since_epoch`] undone, by H. Hinnant's
 /// `civil_from_days`.
 fn civil_from_days(days: i64) -> Option<(u32, u32, u32)> {
     // Days from 0000-03-01, in 400-year cycles of 146,097 days.
