@@ -556,6 +556,17 @@ mod tests {
                 }
             }
         }
+        // Runs of three and four dots at every place (a run across two words is flagged
+        // twice, once in each).
+        for len in 3..=24usize {
+            for run in [3, 4] {
+                for at in 0..(len + 1).saturating_sub(run) {
+                    let mut id = vec![b'x'; len];
+                    id[at..at + run].fill(b'.');
+                    assert!(!is_plain_app_id(&id), "{id:?}");
+                }
+            }
+        }
     }
 
     #[test]
