@@ -1818,6 +1818,53 @@ mod tests {
         }
     }
 
+    /// More outcomes than the table has slots (an app each): outcomes share slots, and a
+    /// verdict is never given the bytes of another outcome in its slot, however the keys mix.
+    #[test]
+    fn a_verdict_writer_copies_only_its_own_outcome_from_a_shared_slot() {
+        let apps = VerdictWriter::SLOTS + 16;
+        let mut text = "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n".to_owned();
+        for n in 0..apps {
+            text += &format!(
+                "\n[[app]]\nid = \"app{n}\"\nname = \"App {n}\"\nowner = \"acme\"\nandroid = [\"com.acme.app{n}\"]\n"
+            );
+        }
+        text += "\n[[prohibition]]\nid = \"p\"\nowners = [\"acme\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\ntext = \"t\"\n";
+        let revision = Revision::of_texts([text.as_str()]);
+        let policy = Policy::from_sources([policy::Source::new("order.toml", text)])
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let gk = Gatekeeper::builder()
+            .policy(policy, revision)
+            .build()
+            .unwrap();
+        let verdicts: Vec<Verdict> = (0..apps)
+            .map(|n| {
+                let r = serde_json::from_str::<RequestRecord>(&format!(
+                    r#"{{"app":{{"platform":"android","id":"com.acme.app{n}"}},"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}}"#
+                ))
+                .unwrap()
+                .into_request()
+                .unwrap();
+                gk.check(&r).unwrap()
+            })
+            .collect();
+        let mut writer = VerdictWriter::with_capacity(0);
+        let mut expected = Vec::new();
+        // Forwards, then backwards, then forwards: each pass's outcomes find the slots
+        // holding the outcomes of the one before.
+        let order = (0..apps).chain((0..apps).rev()).chain(0..apps);
+        for n in order {
+            writer.write(&verdicts[n]);
+            verdicts[n].write_json(&mut expected);
+        }
+        assert!(writer.copied() > 0, "nothing copied");
+        assert!(writer.copied() < 2 * apps, "{} copied", writer.copied());
+        assert_eq!(
+            String::from_utf8(writer.into_inner()).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+
     /// What the table does not hold is written as `write_json` writes it, between copies:
     /// a request naming two covered apps (a judgement made for it alone), an expired
     /// bundle's verdict, and an item's error written by the caller through `io::Write`.
