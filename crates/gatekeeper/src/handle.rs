@@ -1535,21 +1535,48 @@ mod tests {
         } else {
             ""
         };
+        order(&format!(
+            "[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\n{end}text = \"t\"\n"
+        ))
+    }
+
+    /// A policy of one file: an order issued 2019-12-01, the region `US` and the entity
+    /// `acme`, then `rest` (its apps and prohibitions).
+    fn order(rest: &str) -> (Policy, Revision) {
         let text = format!(
-            "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n\n[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\n{end}text = \"t\"\n"
+            "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n\n{rest}"
         );
         let revision = Revision::of_texts([text.as_str()]);
-        let policy = Policy::from_sources([policy::Source::new("order.toml", text)]).unwrap();
+        let policy = Policy::from_sources([policy::Source::new("order.toml", text)])
+            .unwrap_or_else(|d| panic!("{}", d.render()));
         (policy, revision)
     }
 
+    /// A request from its record's JSON.
+    fn request(json: &str) -> Request {
+        serde_json::from_str::<RequestRecord>(json)
+            .unwrap()
+            .into_request()
+            .unwrap()
+    }
+
     fn update() -> Request {
-        serde_json::from_str::<RequestRecord>(
+        request(
             r#"{"app":{"platform":"android","id":"com.acme.chat"},"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}"#,
         )
-        .unwrap()
-        .into_request()
-        .unwrap()
+    }
+
+    /// Installs [`acme`] as a bundle that expired at `expires`.
+    fn install_expired(gk: &Gatekeeper, expires: Instant) {
+        let (policy, revision) = acme(false);
+        gk.install(Active {
+            policy,
+            revision,
+            bundle_revision: Some(7),
+            expires: Some(expires),
+            signed_by: Vec::new(),
+            origin: "test".to_owned(),
+        });
     }
 
     fn install(gk: &Gatekeeper, (policy, revision): (Policy, Revision)) -> Revision {
@@ -1748,14 +1775,6 @@ mod tests {
     /// instants, both modes, a policy installed in the middle, and no policy at all.
     #[test]
     fn a_verdict_writer_writes_what_write_json_writes_copying_repeated_outcomes() {
-        let request = |id: &str, action: &str, at: &str, storefront: &str| {
-            serde_json::from_str::<RequestRecord>(&format!(
-                r#"{{"app":{{"platform":"android","id":"{id}"}},"action":"{action}","at":"{at}","storefront":"{storefront}"}}"#
-            ))
-            .unwrap()
-            .into_request()
-            .unwrap()
-        };
         let mut requests = Vec::new();
         for id in ["com.acme.chat", "com.ACME.chat", "com.other.app"] {
             for action in ["update", "download"] {
@@ -1765,7 +1784,9 @@ mod tests {
                     "2021-01-01T00:00:00Z",
                 ] {
                     for storefront in ["US", "USA", "DE"] {
-                        requests.push(request(id, action, at, storefront));
+                        requests.push(request(&format!(
+                            r#"{{"app":{{"platform":"android","id":"{id}"}},"action":"{action}","at":"{at}","storefront":"{storefront}"}}"#
+                        )));
                     }
                 }
             }
@@ -1823,29 +1844,24 @@ mod tests {
     #[test]
     fn a_verdict_writer_copies_only_its_own_outcome_from_a_shared_slot() {
         let apps = VerdictWriter::SLOTS + 16;
-        let mut text = "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n".to_owned();
+        let mut text = String::new();
         for n in 0..apps {
             text += &format!(
                 "\n[[app]]\nid = \"app{n}\"\nname = \"App {n}\"\nowner = \"acme\"\nandroid = [\"com.acme.app{n}\"]\n"
             );
         }
         text += "\n[[prohibition]]\nid = \"p\"\nowners = [\"acme\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\ntext = \"t\"\n";
-        let revision = Revision::of_texts([text.as_str()]);
-        let policy = Policy::from_sources([policy::Source::new("order.toml", text)])
-            .unwrap_or_else(|d| panic!("{}", d.render()));
+        let (policy, revision) = order(&text);
         let gk = Gatekeeper::builder()
             .policy(policy, revision)
             .build()
             .unwrap();
         let verdicts: Vec<Verdict> = (0..apps)
             .map(|n| {
-                let r = serde_json::from_str::<RequestRecord>(&format!(
+                gk.check(&request(&format!(
                     r#"{{"app":{{"platform":"android","id":"com.acme.app{n}"}},"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}}"#
-                ))
+                )))
                 .unwrap()
-                .into_request()
-                .unwrap();
-                gk.check(&r).unwrap()
             })
             .collect();
         let mut writer = VerdictWriter::with_capacity(0);
@@ -1871,11 +1887,9 @@ mod tests {
     #[test]
     fn a_verdict_writer_writes_verdicts_without_an_outcome_key_and_the_callers_bytes() {
         let digest = "ab".repeat(32);
-        let text = format!(
-            "[instrument]\nid = \"order\"\nkind = \"identification\"\ntitle = \"t\"\nauthority = \"a\"\ncitation = \"c\"\nsource = \"https://example.org/order\"\nissued = 2019-12-01T00:00:00Z\n\n[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n[[entity]]\nid = \"acme\"\nname = \"Acme\"\n\n[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[app]]\nid = \"kit\"\nname = \"Kit\"\nowner = \"acme\"\ncode_sha256 = [\"{digest}\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\", \"kit\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\ntext = \"t\"\n"
-        );
-        let revision = Revision::of_texts([text.as_str()]);
-        let policy = Policy::from_sources([policy::Source::new("order.toml", text)]).unwrap();
+        let (policy, revision) = order(&format!(
+            "[[app]]\nid = \"chat\"\nname = \"Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\n\n[[app]]\nid = \"kit\"\nname = \"Kit\"\nowner = \"acme\"\ncode_sha256 = [\"{digest}\"]\n\n[[prohibition]]\nid = \"p\"\napps = [\"chat\", \"kit\"]\nactions = [\"update\"]\nregion = \"US\"\neffective = 2020-01-01T00:00:00Z\ntext = \"t\"\n"
+        ));
         let at = |text: &str| Instant::parse_rfc3339(text).unwrap();
         let clock = crate::clock::ManualClock::new(at("2021-01-01T00:00:00Z"));
         let gk = Gatekeeper::builder()
@@ -1883,12 +1897,9 @@ mod tests {
             .policy(policy, revision)
             .build()
             .unwrap();
-        let both = serde_json::from_str::<RequestRecord>(&format!(
+        let both = request(&format!(
             r#"{{"app":{{"platform":"android","id":"com.acme.chat"}},"code_sha256":["{digest}"],"action":"update","at":"2021-01-01T00:00:00Z","storefront":"US"}}"#
-        ))
-        .unwrap()
-        .into_request()
-        .unwrap();
+        ));
         let (chat, both) = (gk.check(&update()).unwrap(), gk.check(&both).unwrap());
         let Judgement::Decided { parts, .. } = &both.judgement else {
             panic!("not decided: {both:?}");
@@ -1906,16 +1917,7 @@ mod tests {
         // The second and third `chat` copy the first; no `both` is copied.
         assert_eq!(writer.copied(), 2);
         // An expired bundle: no decision, written by `Serialize`, nothing copied.
-        install(&gk, acme(false));
-        let (policy, revision) = acme(false);
-        gk.install(Active {
-            policy,
-            revision,
-            bundle_revision: Some(7),
-            expires: Some(at("2020-06-01T00:00:00Z")),
-            signed_by: Vec::new(),
-            origin: "test".to_owned(),
-        });
+        install_expired(&gk, at("2020-06-01T00:00:00Z"));
         let expired = gk.check(&update()).unwrap();
         for _ in 0..2 {
             writer.write(&expired);
@@ -1967,15 +1969,7 @@ mod tests {
                 written(&deny);
                 written(&gk.check(&allowed).unwrap());
             }
-            let (policy, revision) = acme(false);
-            gk.install(Active {
-                policy,
-                revision,
-                bundle_revision: Some(7),
-                expires: Some(at("2020-06-01T00:00:00Z")),
-                signed_by: Vec::new(),
-                origin: "test".to_owned(),
-            });
+            install_expired(&gk, at("2020-06-01T00:00:00Z"));
             let expired = gk.check(&update()).unwrap();
             assert!(
                 String::from_utf8(written(&expired))
