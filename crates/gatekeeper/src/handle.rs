@@ -210,7 +210,7 @@ impl VerdictWriter {
 
     /// Appends `verdict`'s JSON, as [`Verdict::write_json`] writes it.
     pub fn write(&mut self, verdict: &Verdict) {
-        let Judgement::Decided { active, parts } = &verdict.judgement else {
+        let Some((active, parts)) = verdict.judgement.decided() else {
             verdict.write_undecided(&mut self.out);
             return;
         };
@@ -299,7 +299,7 @@ pub struct Active {
 #[derive(Debug)]
 enum Judgement {
     Decided {
-        active: Arc<Installed>,
+        active: Held,
         parts: DecisionParts,
     },
     NoPolicy,
@@ -310,6 +310,22 @@ enum Judgement {
 }
 
 impl Judgement {
+    /// The policy that decided and the decision, when one did.
+    #[inline]
+    fn decided(&self) -> Option<(&Arc<Installed>, &DecisionParts)> {
+        match self {
+            Judgement::Decided {
+                active: Held(Some(active)),
+                parts,
+            } => Some((active, parts)),
+            Judgement::Decided {
+                active: Held(None), ..
+            }
+            | Judgement::NoPolicy
+            | Judgement::Expired { .. } => None,
+        }
+    }
+
     /// Why the failure mode gives the verdict; `None` for a decided one.
     fn unpoliced(&self) -> Option<Unpoliced> {
         match self {
@@ -345,14 +361,20 @@ pub struct VerdictRecord {
 /// The reason given when no valid policy is active.
 pub const NO_POLICY: &str = "no valid policy is active";
 
-/// A decided verdict's policy goes back to the thread it is dropped on ([`give_back`]).
-impl Drop for Verdict {
+/// A verdict's handle on the policy that decided, given back to the thread it is dropped
+/// on ([`give_back`]). The handle's `Drop`, not the verdict's: a verdict has none, so
+/// that moving one (out of its `Result`, say) may be left out by the compiler, where a
+/// verdict with a `Drop` of its own was kept whole in memory and copied, each copy waiting
+/// for the writes of the decision just made. `None` only once given up, as the verdict is
+/// dropped.
+#[derive(Debug)]
+struct Held(Option<Arc<Installed>>);
+
+impl Drop for Held {
+    #[inline]
     fn drop(&mut self) {
-        if let Judgement::Decided { .. } = self.judgement
-            && let Judgement::Decided { active, .. } =
-                std::mem::replace(&mut self.judgement, Judgement::NoPolicy)
-        {
-            give_back(active);
+        if let Some(installed) = self.0.take() {
+            give_back(installed);
         }
     }
 }
@@ -365,26 +387,17 @@ impl Verdict {
 
     /// The revision of the policy that decided, if one was active.
     pub fn revision(&self) -> Option<&Revision> {
-        match &self.judgement {
-            Judgement::Decided { active, .. } => Some(&active.active.revision),
-            Judgement::NoPolicy | Judgement::Expired { .. } => None,
-        }
+        (self.judgement.decided()).map(|(active, _)| &active.active.revision)
     }
 
     /// The policy that decided, if one was active.
     pub fn active(&self) -> Option<&Arc<Active>> {
-        match &self.judgement {
-            Judgement::Decided { active, .. } => Some(&active.active),
-            Judgement::NoPolicy | Judgement::Expired { .. } => None,
-        }
+        (self.judgement.decided()).map(|(active, _)| &active.active)
     }
 
     /// The decision, naming instruments and apps; `None` when no policy was active.
     pub fn decision(&self) -> Option<Decision<'_>> {
-        match &self.judgement {
-            Judgement::Decided { active, parts } => Some(active.active.policy.view(parts.clone())),
-            Judgement::NoPolicy | Judgement::Expired { .. } => None,
-        }
+        (self.judgement.decided()).map(|(active, parts)| active.active.policy.view(parts.clone()))
     }
 
     /// Appends the verdict's JSON: the bytes its `Serialize` gives (`decision_id`,
@@ -393,7 +406,7 @@ impl Verdict {
     /// (the revision, each reason's texts). A verdict without a decision (no policy, or an
     /// expired bundle) is written by `Serialize` itself.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        let Judgement::Decided { active, parts } = &self.judgement else {
+        let Some((active, parts)) = self.judgement.decided() else {
             self.write_undecided(out);
             return;
         };
@@ -436,10 +449,7 @@ impl Verdict {
     /// The revision header's value of the policy that decided, made when it was installed.
     #[cfg(feature = "tower")]
     pub(crate) fn revision_header(&self) -> Option<http::HeaderValue> {
-        match &self.judgement {
-            Judgement::Decided { active, .. } => active.rendered.revision_header.clone(),
-            Judgement::NoPolicy | Judgement::Expired { .. } => None,
-        }
+        (self.judgement.decided()).and_then(|(active, _)| active.rendered.revision_header.clone())
     }
 
     /// The verdict as JSON.
@@ -477,19 +487,19 @@ impl Serialize for Verdict {
         map.serialize_entry("revision", &self.revision().map(|r| r.0.as_str()))?;
         map.serialize_entry("mode", &self.mode)?;
         map.serialize_entry("gate", self.gate.as_str())?;
-        match &self.judgement {
-            Judgement::Decided { active, parts } => {
+        match (self.judgement.decided(), &self.judgement) {
+            (Some((active, parts)), _) => {
                 active
                     .active
                     .policy
                     .view(parts.clone())
                     .serialize_fields(&mut map)?;
             }
-            Judgement::NoPolicy => map.serialize_entry("error", NO_POLICY)?,
-            Judgement::Expired { at } => map.serialize_entry(
+            (None, Judgement::Expired { at }) => map.serialize_entry(
                 "error",
                 &format!("{NO_POLICY}: the policy bundle expired at {at}"),
             )?,
+            (None, _) => map.serialize_entry("error", NO_POLICY)?,
         }
         map.end()
     }
@@ -581,11 +591,18 @@ impl Checks<'_> {
             None => self.verdict.insert(gk.verdict(request)),
             Some(ref mut verdict) => {
                 let denied = match &mut verdict.judgement {
-                    Judgement::Decided { active, parts } => {
+                    Judgement::Decided {
+                        active: Held(Some(active)),
+                        parts,
+                    } => {
                         *parts = active.active.policy.decide_parts(request, gk.inner.posture);
                         parts.is_deny()
                     }
-                    Judgement::NoPolicy | Judgement::Expired { .. } => gk.unpoliced_denies(),
+                    Judgement::Decided {
+                        active: Held(None), ..
+                    }
+                    | Judgement::NoPolicy
+                    | Judgement::Expired { .. } => gk.unpoliced_denies(),
                 };
                 verdict.gate = gk.gate_of(denied);
                 let why = verdict.judgement.unpoliced();
@@ -1142,7 +1159,10 @@ impl Gatekeeper {
                     decision_id: self.decision_id(),
                     gate,
                     mode: self.inner.mode,
-                    judgement: Judgement::Decided { active, parts },
+                    judgement: Judgement::Decided {
+                        active: Held(Some(active)),
+                        parts,
+                    },
                 }
             }
             Some(Err(at)) => self.unpoliced(request, Judgement::Expired { at }),
@@ -1274,8 +1294,8 @@ impl Gatekeeper {
             RequestRecord::from(request),
         );
         let shadow = verdict.gate == Gate::ShadowDeny;
-        match &verdict.judgement {
-            Judgement::Decided { active, parts } => {
+        match verdict.judgement.decided() {
+            Some((active, parts)) => {
                 let policy = &active.active.policy;
                 match policy.view(parts.clone()).verdict {
                     policy::Verdict::Deny {
@@ -1303,7 +1323,7 @@ impl Gatekeeper {
                 }
             }
             // No policy decided: the failure mode did.
-            Judgement::NoPolicy | Judgement::Expired { .. } => match verdict.gate {
+            None => match verdict.gate {
                 Gate::Deny => record.deny = Some(Vec::new()),
                 Gate::ShadowDeny => record.shadow_deny = Some(Vec::new()),
                 Gate::Allow => record.allow = Some("no-policy".to_owned()),
