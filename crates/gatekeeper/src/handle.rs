@@ -487,19 +487,25 @@ impl Serialize for Verdict {
         map.serialize_entry("revision", &self.revision().map(|r| r.0.as_str()))?;
         map.serialize_entry("mode", &self.mode)?;
         map.serialize_entry("gate", self.gate.as_str())?;
-        match (self.judgement.decided(), &self.judgement) {
-            (Some((active, parts)), _) => {
+        match &self.judgement {
+            Judgement::Decided {
+                active: Held(Some(active)),
+                parts,
+            } => {
                 active
                     .active
                     .policy
                     .view(parts.clone())
                     .serialize_fields(&mut map)?;
             }
-            (None, Judgement::Expired { at }) => map.serialize_entry(
+            Judgement::Decided {
+                active: Held(None), ..
+            }
+            | Judgement::NoPolicy => map.serialize_entry("error", NO_POLICY)?,
+            Judgement::Expired { at } => map.serialize_entry(
                 "error",
                 &format!("{NO_POLICY}: the policy bundle expired at {at}"),
             )?,
-            (None, _) => map.serialize_entry("error", NO_POLICY)?,
         }
         map.end()
     }
