@@ -21,6 +21,9 @@
 //! cargo run --release --manifest-path crates/peers/Cargo.toml -- --compare 1000 1000x1000 \
 //!     --rounds 100 --requests 4000             # two policies side by side (see
 //!                                              # `measure::compare`)
+//! cargo run --release --manifest-path crates/peers/Cargo.toml -- --compare 1000 1000x1000 \
+//!     --requests 100 --shuffled-into 4000      # the first 100 requests, in an order the
+//!                                              # processor cannot learn
 //! ```
 
 mod encode;
@@ -121,19 +124,30 @@ fn main() -> anyhow::Result<()> {
     if let Some((flag, rest)) = args.split_first()
         && flag == "--compare"
     {
-        let usage = "usage: peers --compare POLICY POLICY [--rounds N] [--requests K]";
+        let usage = "usage: peers --compare POLICY POLICY [--rounds N] [--requests K] \
+                     [--shuffled-into M] [--without-known-at]";
         let [a, b, options @ ..] = rest else {
             bail!(usage);
         };
-        let (mut rounds, mut requests) = (100, usize::MAX);
-        for pair in options.chunks(2) {
-            match pair {
-                [name, value] if name == "--rounds" => rounds = value.parse()?,
-                [name, value] if name == "--requests" => requests = value.parse()?,
-                _ => bail!(usage),
+        let mut how = measure::Compare::default();
+        let mut options = options.iter();
+        while let Some(name) = options.next() {
+            let mut value = || -> anyhow::Result<usize> {
+                let v = options
+                    .next()
+                    .ok_or_else(|| anyhow!("{name} needs a number; {usage}"))?;
+                v.parse()
+                    .with_context(|| format!("{name} {v}: not a number; {usage}"))
+            };
+            match name.as_str() {
+                "--rounds" => how.rounds = value()?,
+                "--requests" => how.requests = value()?,
+                "--shuffled-into" => how.shuffled_into = Some(value()?),
+                "--without-known-at" => how.without_known_at = true,
+                _ => bail!("{name}: not an option of --compare; {usage}"),
             }
         }
-        return measure::compare(Case::from_label(a)?, Case::from_label(b)?, rounds, requests);
+        return measure::compare(Case::from_label(a)?, Case::from_label(b)?, &how);
     }
     if let [flag] = &args[..]
         && flag == "--readme"
@@ -164,7 +178,7 @@ fn main() -> anyhow::Result<()> {
             .map(|l| Case::from_label(l))
             .collect::<anyhow::Result<_>>()?,
         Some(_) => bail!(
-            "usage: peers [--readme | --report | --only POLICY... | --compare POLICY POLICY [--rounds N] [--requests K]]"
+            "usage: peers [--readme | --report | --only POLICY... | --compare POLICY POLICY [--rounds N] [--requests K] [--shuffled-into M] [--without-known-at]]"
         ),
     };
     let started = Clock::now();

@@ -304,14 +304,44 @@ fn single_calls<E: Engine>(
     Ok(samples)
 }
 
-/// `--compare A B [--rounds N] [--requests K]`: Gatekeeper on two policies in one process,
-/// whole passes over each policy's warm and cold request sets (their first `K` requests),
-/// the two policies in turn, round after round; the median nanoseconds per decision of
-/// each, and the median of the rounds' ratios (B over A). Side by side, the ratio holds
-/// where a shared machine moves the absolute figures; fewer requests tell what a decision
-/// costs once its data is in the processor's caches from what it costs to fetch it. Reads
-/// the inputs a run (or `--only A B`) wrote under `target/bench/inputs`.
-pub fn compare(a: Case, b: Case, rounds: usize, requests: usize) -> anyhow::Result<()> {
+/// What `--compare` decides, and how often.
+#[derive(Debug, Clone)]
+pub struct Compare {
+    /// Rounds, each a few passes over each set with each policy (`--rounds`).
+    pub rounds: usize,
+    /// The first this many requests of each set (`--requests`).
+    pub requests: usize,
+    /// Those requests, each repeated in turn up to this many, then shuffled with a fixed
+    /// seed (`--shuffled-into`): few requests, whose data stays in the first-level cache,
+    /// in an order the processor's branch predictor cannot learn, where a short set
+    /// decided over and over in the same order is one it learns.
+    pub shuffled_into: Option<usize>,
+    /// Only the requests that carry no `known_at` (`--without-known-at`), before the
+    /// first `requests` are taken: the default path without judgements in hindsight.
+    pub without_known_at: bool,
+}
+
+impl Default for Compare {
+    fn default() -> Compare {
+        Compare {
+            rounds: 100,
+            requests: usize::MAX,
+            shuffled_into: None,
+            without_known_at: false,
+        }
+    }
+}
+
+/// `--compare A B [--rounds N] [--requests K] [--shuffled-into M] [--without-known-at]`:
+/// Gatekeeper on two policies in one process, whole passes over each policy's warm and
+/// cold request sets (their first `K` requests; see [`Compare`]), the two policies in
+/// turn, round after round; the median nanoseconds per decision of each, and the median of
+/// the rounds' ratios (B over A). Side by side, the ratio holds where a shared machine
+/// moves the absolute figures; fewer requests tell what a decision costs once its data is
+/// in the processor's caches from what it costs to fetch it, and the same few shuffled
+/// into many what the processor's wrong guesses at branches cost. Reads the inputs a run
+/// (or `--only A B`) wrote under `target/bench/inputs`.
+pub fn compare(a: Case, b: Case, how: &Compare) -> anyhow::Result<()> {
     const PASSES: usize = 5;
     let load = |case: Case| -> anyhow::Result<(Ours, Vec<Vec<policy::Request>>)> {
         let dir = inputs_dir(case);
@@ -320,15 +350,33 @@ pub fn compare(a: Case, b: Case, rounds: usize, requests: usize) -> anyhow::Resu
             .iter()
             .map(|&cache| {
                 let set = requests::read(&requests_file(case, cache))?;
-                Ok(set.into_iter().take(requests).map(|p| p.ours).collect())
+                let first: Vec<policy::Request> = set
+                    .into_iter()
+                    .map(|p| p.ours)
+                    .filter(|r| !how.without_known_at || r.known_at().is_none())
+                    .take(how.requests)
+                    .collect();
+                Ok(match how.shuffled_into {
+                    Some(m) if !first.is_empty() => {
+                        let mut many: Vec<policy::Request> = first
+                            .iter()
+                            .cycle()
+                            .take(m.max(first.len()))
+                            .cloned()
+                            .collect();
+                        fastrand::Rng::with_seed(7).shuffle(&mut many);
+                        many
+                    }
+                    _ => first,
+                })
             })
             .collect::<anyhow::Result<_>>()?;
         Ok((engine, sets))
     };
     let mut both = [load(a)?, load(b)?];
     // Per policy, per request set: nanoseconds per decision of each round.
-    let mut ns = vec![vec![Vec::with_capacity(rounds); Cache::ALL.len()]; 2];
-    for _ in 0..rounds.max(1) {
+    let mut ns = vec![vec![Vec::with_capacity(how.rounds); Cache::ALL.len()]; 2];
+    for _ in 0..how.rounds.max(1) {
         for ((engine, sets), ns) in both.iter_mut().zip(&mut ns) {
             for (set, ns) in sets.iter().zip(ns.iter_mut()) {
                 // The set's start again, so that the pass finds the policy's data as the
