@@ -135,7 +135,9 @@ const FUZZ_TARGETS: [&str; 5] = ["request", "policy", "bundle", "audit", "image"
 
 /// Every fuzz target for `--seconds N` (60 by default), one after the other, with
 /// `cargo +nightly fuzz run` in `fuzz/` (its own workspace and target folder). Crash inputs
-/// are left in `fuzz/artifacts/<target>/`; fails if any target found one.
+/// are left in `fuzz/artifacts/<target>/`; fails if any target found one, naming them, or
+/// if a target could not be built or run (told apart from a crash by whether it left an
+/// input). Without cargo-fuzz for the nightly toolchain, says so before trying any.
 fn fuzz(args: &[String]) -> Result<(), String> {
     let seconds = match args {
         [] => 60,
@@ -145,31 +147,79 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         _ => return Err("usage: cargo xtask fuzz [--seconds N]".to_owned()),
     };
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut failed = Vec::new();
-    for target in FUZZ_TARGETS {
-        let max_time = format!("-max_total_time={seconds}");
-        let args = ["+nightly", "fuzz", "run", target, "--", &max_time];
-        eprintln!("$ cargo {} (in fuzz/)", args.join(" "));
-        // The rustup proxy, not `$CARGO`: `+nightly` picks the toolchain.
-        let status = Command::new("cargo")
+    // The rustup proxy, not `$CARGO`: `+nightly` picks the toolchain.
+    let nightly = |args: &[&str]| {
+        let mut command = Command::new("cargo");
+        command
+            .arg("+nightly")
             .args(args)
             .current_dir(&dir)
             .env_remove("CARGO_TARGET_DIR")
-            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTUP_TOOLCHAIN");
+        command
+    };
+    let probe = nightly(&["fuzz", "--version"])
+        .output()
+        .map_err(|e| format!("cannot run `cargo +nightly fuzz`: {e}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "`cargo +nightly fuzz --version` failed: cargo-fuzz and the nightly toolchain are \
+             needed (`rustup toolchain install nightly`, `cargo install cargo-fuzz`): {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        ));
+    }
+    let mut crashed = Vec::new();
+    let mut broken = Vec::new();
+    for target in FUZZ_TARGETS {
+        let artifacts = dir.join("artifacts").join(target);
+        let before = files_in(&artifacts);
+        let max_time = format!("-max_total_time={seconds}");
+        let args = ["fuzz", "run", target, "--", &max_time];
+        eprintln!("$ cargo +nightly {} (in fuzz/)", args.join(" "));
+        let status = nightly(&args)
             .status()
             .map_err(|e| format!("cannot run `cargo +nightly fuzz`: {e}"))?;
         if !status.success() {
-            failed.push(target);
+            let found: Vec<String> = files_in(&artifacts)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .map(|f| format!("fuzz/artifacts/{target}/{f}"))
+                .collect();
+            if found.is_empty() {
+                broken.push(format!("{target} ({status})"));
+            } else {
+                crashed.extend(found);
+            }
         }
     }
-    if failed.is_empty() {
+    let mut problems = Vec::new();
+    if !crashed.is_empty() {
+        problems.push(format!("crash inputs found: {}", crashed.join(", ")));
+    }
+    if !broken.is_empty() {
+        problems.push(format!(
+            "targets that failed without leaving a crash input (a build or run error: see \
+             their output above): {}",
+            broken.join(", ")
+        ));
+    }
+    if problems.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "fuzz targets failed (crash inputs in fuzz/artifacts/): {}",
-            failed.join(", ")
-        ))
+        Err(problems.join("; "))
     }
+}
+
+/// The names of the files in a folder (none when it does not exist).
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `cargo xtask gen-log ...`: the generator, built in release (by its name alone, as the
