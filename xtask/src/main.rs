@@ -198,8 +198,8 @@ fn fuzz(args: &[String]) -> Result<(), String> {
     }
     if !broken.is_empty() {
         problems.push(format!(
-            "targets that failed without leaving a crash input (a build or run error: see \
-             their output above): {}",
+            "targets that failed without leaving a new crash input (a build or run error, or \
+             a crash whose input was already in fuzz/artifacts/: see their output above): {}",
             broken.join(", ")
         ));
     }
