@@ -60,11 +60,12 @@ const BUCKET: usize = 256;
 /// is its own: on a hit, almost always just the one it is after. It reads the last byte
 /// first and a byte of each of the two lines between at once (see [`LINE`]), so that the
 /// bucket's four lines of the processor's cache are fetched together rather than each when
-/// it is reached: a processor that does not fetch adjacent lines in pairs (AMD's, unlike
-/// Intel's) otherwise waited for memory a second time for an entry in a middle line, after
-/// the tags. Four lines to a bucket: of some 400,000 identifiers at the fill below,
-/// more than nine in ten are in the bucket their hash chooses, and most others in the
-/// next.
+/// it is reached. Reading the first and last alone counted on the processor to fetch the
+/// two between with them, as Intel's prefetcher does for pairs of lines; on the AMD EPYC
+/// machine of the benchmarks it did not, and an entry in a middle line was a second wait
+/// for memory, after the tags. Four lines to a bucket: of some 400,000 identifiers at the
+/// fill below, more than nine in ten are in the bucket their hash chooses, and most others
+/// in the next.
 type Bucket = [u8; BUCKET];
 
 /// The size of a line of the processor's cache (64 bytes on x86-64 and most others).
