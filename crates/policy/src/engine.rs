@@ -2683,4 +2683,111 @@ mod tests {
         assert_eq!(masks, masks_tried(&policy.index, &server, &countries));
         assert_eq!(masks, vec![0b000, 0b001, 0b010, 0b110, 0b111]);
     }
+
+    /// Acme's downloads prohibited in Canada; Acme publishes from a Google account; Indie's
+    /// app is listed and covered by nothing.
+    fn accounts_policy() -> Policy {
+        let policy = "\
+[[region]]\nid = \"CA\"\nname = \"Canada\"\ncountries = [\"CA\"]\n\n\
+[[entity]]\nid = \"acme\"\nname = \"Acme\"\npublisher_accounts = [{ store = \"google\", id = \"4242424242424242424\" }]\n\n\
+[[entity]]\nid = \"indie\"\nname = \"Indie\"\n\n\
+[[app]]\nid = \"acme-chat\"\nname = \"Acme Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\ncode_sha256 = [\"1111111111111111111111111111111111111111111111111111111111111111\"]\n\n\
+[[app]]\nid = \"indie-notes\"\nname = \"Indie Notes\"\nowner = \"indie\"\nandroid = [\"com.indie.notes\"]\n";
+        let order = instrument("order", "identification", "2021-01-01T00:00:00Z")
+            + "[[prohibition]]\nid = \"acme-canada\"\nowners = [\"acme\"]\nactions = [\"download\"]\nregion = \"CA\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n";
+        Policy::from_sources([
+            Source::new("policy.toml", policy),
+            Source::new("order.toml", &order),
+        ])
+        .unwrap_or_else(|d| panic!("{}", d.render()))
+    }
+
+    /// A download in Canada, in force, of the app `id`, published from `account` (Google)
+    /// and carrying these code digests.
+    fn download(id: &str, account: Option<&str>, code: &[&str]) -> Request {
+        RequestRecord {
+            app: Some(AppRecord {
+                platform: "android".into(),
+                id: id.into(),
+            }),
+            publisher: account.map(|a| crate::wire::PublisherRecord {
+                store: "google".into(),
+                id: a.into(),
+            }),
+            action: "download".into(),
+            at: "2021-03-01T00:00:00Z".into(),
+            storefront: Some("CA".into()),
+            code_sha256: code.iter().map(|c| (*c).to_owned()).collect(),
+            ..Default::default()
+        }
+        .into_request()
+        .unwrap()
+    }
+
+    /// The app, owner and way a decision matched, by their ids.
+    fn matched<'a>(d: &'a Decision<'_>) -> Option<(Option<&'a str>, &'a str, MatchedBy)> {
+        d.matched
+            .as_ref()
+            .map(|m| (m.app.map(App::id), m.owner.id.as_str(), m.by))
+    }
+
+    #[test]
+    fn an_app_is_matched_by_its_publishers_account_only_when_no_identifier_names_it() {
+        let policy = accounts_policy();
+        let acme = Some("4242424242424242424");
+        // Unlisted, from Acme's account: Acme's, and denied.
+        let d = policy.decide(&download("com.acme.secret", acme, &[]), Posture::default());
+        assert!(d.is_deny(), "{:?}", d.verdict);
+        assert_eq!(
+            matched(&d),
+            Some((None, "acme", MatchedBy::PublisherAccount))
+        );
+        // Unlisted, from an account the policy does not know: not covered.
+        let d = policy.decide(
+            &download("com.acme.secret", Some("1"), &[]),
+            Posture::default(),
+        );
+        assert!(!d.is_deny() && d.matched.is_none(), "{:?}", d.verdict);
+        // Listed, from Acme's account: judged as listed (Indie's, covered by nothing).
+        let d = policy.decide(&download("com.indie.notes", acme, &[]), Posture::default());
+        assert!(!d.is_deny(), "{:?}", d.verdict);
+        assert_eq!(
+            matched(&d),
+            Some((Some("indie-notes"), "indie", MatchedBy::AndroidPackage))
+        );
+        // Unlisted, but carrying Acme Chat's code, from Acme's account: matched by the code.
+        let chat = "1111111111111111111111111111111111111111111111111111111111111111";
+        let d = policy.decide(&download("com.other", acme, &[chat]), Posture::default());
+        assert!(d.is_deny(), "{:?}", d.verdict);
+        assert_eq!(
+            matched(&d),
+            Some((Some("acme-chat"), "acme", MatchedBy::CodeSha256))
+        );
+    }
+
+    #[test]
+    fn a_request_naming_two_apps_is_judged_for_both() {
+        let policy = accounts_policy();
+        let chat = "1111111111111111111111111111111111111111111111111111111111111111";
+        // Indie's app, covered by nothing, carrying Acme Chat's code: denied for Acme Chat.
+        let d = policy.decide(
+            &download("com.indie.notes", None, &[chat]),
+            Posture::default(),
+        );
+        assert!(d.is_deny(), "{:?}", d.verdict);
+        assert_eq!(
+            matched(&d),
+            Some((Some("acme-chat"), "acme", MatchedBy::CodeSha256))
+        );
+        // Acme Chat by its package and by its own code: one app, matched by the package.
+        let d = policy.decide(
+            &download("com.acme.chat", None, &[chat]),
+            Posture::default(),
+        );
+        assert!(d.is_deny(), "{:?}", d.verdict);
+        assert_eq!(
+            matched(&d),
+            Some((Some("acme-chat"), "acme", MatchedBy::AndroidPackage))
+        );
+    }
 }
