@@ -2790,4 +2790,65 @@ mod tests {
             Some((Some("acme-chat"), "acme", MatchedBy::AndroidPackage))
         );
     }
+
+    /// App `a`'s downloads prohibited in one more region than a mask has bits, each of
+    /// one country and each prohibition in force from its own month: the entry has no
+    /// time lines and is decided by scanning, which `decide` must then do too.
+    #[test]
+    fn an_entry_with_more_tests_than_a_mask_holds_is_decided_by_scanning() {
+        let countries: Vec<&str> = Country::all()
+            .take(MAX_WIDE_TESTS + 1)
+            .map(Country::alpha2)
+            .collect();
+        let mut text = String::from(
+            "[[entity]]\nid = \"e\"\nname = \"E\"\n\n[[app]]\nid = \"a\"\nname = \"A\"\nowner = \"e\"\nandroid = [\"app.a\"]\n\n",
+        );
+        let mut order = instrument("order", "identification", "2021-01-01T00:00:00Z");
+        for (i, c) in countries.iter().enumerate() {
+            text.push_str(&format!(
+                "[[region]]\nid = \"r{i}\"\nname = \"R{i}\"\ncountries = [\"{c}\"]\n\n"
+            ));
+            order.push_str(&format!(
+                "[[prohibition]]\nid = \"p{i}\"\napps = [\"a\"]\nactions = [\"download\"]\nregion = \"r{i}\"\neffective = 2021-{:02}-01T00:00:00Z\ntext = \"t\"\n\n",
+                2 + i % 10
+            ));
+        }
+        let policy = Policy::from_sources([
+            Source::new("policy.toml", &text),
+            Source::new("order.toml", &order),
+        ])
+        .unwrap_or_else(|d| panic!("{}", d.render()));
+        let (found, _) = policy.index.ids.get(Kind::Android, "app.a").unwrap();
+        let e = policy.index.coverages[found.coverage as usize][Action::Download.index()];
+        assert_eq!(
+            policy.index.entries[e as usize].tests.len(),
+            MAX_WIDE_TESTS + 1
+        );
+        assert_eq!(policy.index.lanes[e as usize].lines, NONE, "scanned");
+        let mut denied = 0;
+        for (i, c) in countries.iter().enumerate().step_by(8) {
+            for (at, month) in [("2021-01-15", 0), ("2021-06-15", 6), ("2021-12-15", 12)] {
+                let r = RequestRecord {
+                    app: Some(AppRecord {
+                        platform: "android".into(),
+                        id: "app.a".into(),
+                    }),
+                    action: "download".into(),
+                    at: format!("{at}T00:00:00Z"),
+                    storefront: Some((*c).to_owned()),
+                    ..Default::default()
+                }
+                .into_request()
+                .unwrap();
+                let d = policy.decide(&r, Posture::default());
+                assert_eq!(d.is_deny(), month >= 2 + i % 10, "{c} at {at}");
+                denied += usize::from(d.is_deny());
+                assert_eq!(
+                    d.to_record(),
+                    policy.decide_scanning(&r, Posture::default()).to_record()
+                );
+            }
+        }
+        assert!(denied > 9, "{denied} denied");
+    }
 }
