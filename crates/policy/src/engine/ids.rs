@@ -1051,4 +1051,33 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn short_identifiers_fill_a_bucket_past_its_first_eight_tags() {
+        let mut table = table();
+        let id = |i: usize| format!("{i:x}");
+        for i in 0..4_000 {
+            table.insert(Kind::Ios, &id(i), to(i as u32));
+        }
+        // Entries of up to 19 bytes: some buckets hold more than the eight tags of the
+        // first word, so that a lookup goes on to the second.
+        let most = table.buckets.all().iter().map(|b| b[COUNT]).max();
+        assert!(most.is_some_and(|m| usize::from(m) > 8), "{most:?}");
+        // The hash spreads them: few buckets sent an entry on to the next (67 of 512 here).
+        let overflowed = table
+            .buckets
+            .all()
+            .iter()
+            .filter(|b| b[OVERFLOW] != 0)
+            .count();
+        assert!(
+            overflowed * 3 < table.buckets.count,
+            "{overflowed} overflowed"
+        );
+        for i in 0..4_000 {
+            assert_eq!(table.get(Kind::Ios, &id(i)), Some((to(i as u32), false)));
+            assert_eq!(table.get(Kind::Android, &id(i)), None);
+        }
+        assert_eq!(table.get(Kind::Ios, &id(4_000)), None);
+    }
 }
