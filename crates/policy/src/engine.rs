@@ -2702,66 +2702,83 @@ mod tests {
         .unwrap_or_else(|d| panic!("{}", d.render()))
     }
 
-    /// A download in Canada, in force, of the app `id`, published from `account` (Google)
-    /// and carrying these code digests.
-    fn download(id: &str, account: Option<&str>, code: &[&str]) -> Request {
+    /// A download of the Android app `id` in Canada on 2021-03-01.
+    fn download_record(id: &str) -> RequestRecord {
         RequestRecord {
             app: Some(AppRecord {
                 platform: "android".into(),
                 id: id.into(),
             }),
+            action: "download".into(),
+            at: "2021-03-01T00:00:00Z".into(),
+            storefront: Some("CA".into()),
+            ..Default::default()
+        }
+    }
+
+    /// That download, published from `account` (Google) and carrying these code digests.
+    fn download(id: &str, account: Option<&str>, code: &[&str]) -> Request {
+        RequestRecord {
             publisher: account.map(|a| crate::wire::PublisherRecord {
                 store: "google".into(),
                 id: a.into(),
             }),
-            action: "download".into(),
-            at: "2021-03-01T00:00:00Z".into(),
-            storefront: Some("CA".into()),
             code_sha256: code.iter().map(|c| (*c).to_owned()).collect(),
-            ..Default::default()
+            ..download_record(id)
         }
         .into_request()
         .unwrap()
     }
 
-    /// The app, owner and way a decision matched, by their ids.
-    fn matched<'a>(d: &'a Decision<'_>) -> Option<(Option<&'a str>, &'a str, MatchedBy)> {
-        d.matched
+    /// Whether the default posture denies the request, and the app, owner and way it
+    /// matched, by their ids.
+    fn decided(
+        policy: &Policy,
+        r: &Request,
+    ) -> (bool, Option<(Option<String>, String, MatchedBy)>) {
+        let d = policy.decide(r, Posture::default());
+        let matched = d
+            .matched
             .as_ref()
-            .map(|m| (m.app.map(App::id), m.owner.id.as_str(), m.by))
+            .map(|m| (m.app.map(|a| a.id().to_owned()), m.owner.id.clone(), m.by));
+        (d.is_deny(), matched)
+    }
+
+    fn by(
+        app: Option<&str>,
+        owner: &str,
+        by: MatchedBy,
+    ) -> Option<(Option<String>, String, MatchedBy)> {
+        Some((app.map(str::to_owned), owner.to_owned(), by))
     }
 
     #[test]
     fn an_app_is_matched_by_its_publishers_account_only_when_no_identifier_names_it() {
         let policy = accounts_policy();
         let acme = Some("4242424242424242424");
+        let chat = "1111111111111111111111111111111111111111111111111111111111111111";
         // Unlisted, from Acme's account: Acme's, and denied.
-        let d = policy.decide(&download("com.acme.secret", acme, &[]), Posture::default());
-        assert!(d.is_deny(), "{:?}", d.verdict);
         assert_eq!(
-            matched(&d),
-            Some((None, "acme", MatchedBy::PublisherAccount))
+            decided(&policy, &download("com.acme.secret", acme, &[])),
+            (true, by(None, "acme", MatchedBy::PublisherAccount))
         );
         // Unlisted, from an account the policy does not know: not covered.
-        let d = policy.decide(
-            &download("com.acme.secret", Some("1"), &[]),
-            Posture::default(),
-        );
-        assert!(!d.is_deny() && d.matched.is_none(), "{:?}", d.verdict);
-        // Listed, from Acme's account: judged as listed (Indie's, covered by nothing).
-        let d = policy.decide(&download("com.indie.notes", acme, &[]), Posture::default());
-        assert!(!d.is_deny(), "{:?}", d.verdict);
         assert_eq!(
-            matched(&d),
-            Some((Some("indie-notes"), "indie", MatchedBy::AndroidPackage))
+            decided(&policy, &download("com.acme.secret", Some("1"), &[])),
+            (false, None)
+        );
+        // Listed, from Acme's account: judged as listed (Indie's, covered by nothing).
+        assert_eq!(
+            decided(&policy, &download("com.indie.notes", acme, &[])),
+            (
+                false,
+                by(Some("indie-notes"), "indie", MatchedBy::AndroidPackage)
+            )
         );
         // Unlisted, but carrying Acme Chat's code, from Acme's account: matched by the code.
-        let chat = "1111111111111111111111111111111111111111111111111111111111111111";
-        let d = policy.decide(&download("com.other", acme, &[chat]), Posture::default());
-        assert!(d.is_deny(), "{:?}", d.verdict);
         assert_eq!(
-            matched(&d),
-            Some((Some("acme-chat"), "acme", MatchedBy::CodeSha256))
+            decided(&policy, &download("com.other", acme, &[chat])),
+            (true, by(Some("acme-chat"), "acme", MatchedBy::CodeSha256))
         );
     }
 
@@ -2770,24 +2787,17 @@ mod tests {
         let policy = accounts_policy();
         let chat = "1111111111111111111111111111111111111111111111111111111111111111";
         // Indie's app, covered by nothing, carrying Acme Chat's code: denied for Acme Chat.
-        let d = policy.decide(
-            &download("com.indie.notes", None, &[chat]),
-            Posture::default(),
-        );
-        assert!(d.is_deny(), "{:?}", d.verdict);
         assert_eq!(
-            matched(&d),
-            Some((Some("acme-chat"), "acme", MatchedBy::CodeSha256))
+            decided(&policy, &download("com.indie.notes", None, &[chat])),
+            (true, by(Some("acme-chat"), "acme", MatchedBy::CodeSha256))
         );
         // Acme Chat by its package and by its own code: one app, matched by the package.
-        let d = policy.decide(
-            &download("com.acme.chat", None, &[chat]),
-            Posture::default(),
-        );
-        assert!(d.is_deny(), "{:?}", d.verdict);
         assert_eq!(
-            matched(&d),
-            Some((Some("acme-chat"), "acme", MatchedBy::AndroidPackage))
+            decided(&policy, &download("com.acme.chat", None, &[chat])),
+            (
+                true,
+                by(Some("acme-chat"), "acme", MatchedBy::AndroidPackage)
+            )
         );
     }
 
@@ -2829,14 +2839,9 @@ mod tests {
         for (i, c) in countries.iter().enumerate().step_by(8) {
             for (at, month) in [("2021-01-15", 0), ("2021-06-15", 6), ("2021-12-15", 12)] {
                 let r = RequestRecord {
-                    app: Some(AppRecord {
-                        platform: "android".into(),
-                        id: "app.a".into(),
-                    }),
-                    action: "download".into(),
                     at: format!("{at}T00:00:00Z"),
                     storefront: Some((*c).to_owned()),
-                    ..Default::default()
+                    ..download_record("app.a")
                 }
                 .into_request()
                 .unwrap();
