@@ -188,8 +188,12 @@ fn gap_around(tz: Tz, local: NaiveDateTime) -> Option<(DateTime<Tz>, DateTime<Tz
     if offset(after)? == start {
         return None;
     }
-    // Invariant: the offset at `before` is the starting one, at `after` it is not.
-    while after - before > 1 {
+    // Invariant: the offset at `before` is the starting one, at `after` it is not. Two
+    // days are bisected to the second in 18 steps: bounded, so that a mistake ends, not spins.
+    for _ in 0..64 {
+        if after - before <= 1 {
+            break;
+        }
         let mid = before + (after - before) / 2;
         if offset(mid)? == start {
             before = mid;
