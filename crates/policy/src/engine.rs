@@ -2110,8 +2110,17 @@ mod tests {
                     + "[[revocation]]\ninstruments = [\"second\"]\nfrom = 2023-07-01T00:00:00Z\n",
             ),
         ];
-        Policy::from_sources(files.map(|(name, text)| Source::new(name, text)))
-            .unwrap_or_else(|d| panic!("{}", d.render()))
+        compiled(files)
+    }
+
+    /// The policy of these files (name, text); a test's own policy must load.
+    fn compiled(files: impl IntoIterator<Item = (&'static str, String)>) -> Policy {
+        Policy::from_sources(
+            files
+                .into_iter()
+                .map(|(name, text)| Source::new(name, text)),
+        )
+        .unwrap_or_else(|d| panic!("{}", d.render()))
     }
 
     /// Every edge of every instant and window the policy names.
@@ -2684,22 +2693,24 @@ mod tests {
         assert_eq!(masks, vec![0b000, 0b001, 0b010, 0b110, 0b111]);
     }
 
+    /// Acme's Google account, and the digest of Acme Chat's code, in [`accounts_policy`].
+    const ACME_ACCOUNT: &str = "4242424242424242424";
+    const CHAT_CODE: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+
     /// Acme's downloads prohibited in Canada; Acme publishes from a Google account; Indie's
     /// app is listed and covered by nothing.
     fn accounts_policy() -> Policy {
-        let policy = "\
+        let policy = format!(
+            "\
 [[region]]\nid = \"CA\"\nname = \"Canada\"\ncountries = [\"CA\"]\n\n\
-[[entity]]\nid = \"acme\"\nname = \"Acme\"\npublisher_accounts = [{ store = \"google\", id = \"4242424242424242424\" }]\n\n\
+[[entity]]\nid = \"acme\"\nname = \"Acme\"\npublisher_accounts = [{{ store = \"google\", id = \"{ACME_ACCOUNT}\" }}]\n\n\
 [[entity]]\nid = \"indie\"\nname = \"Indie\"\n\n\
-[[app]]\nid = \"acme-chat\"\nname = \"Acme Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\ncode_sha256 = [\"1111111111111111111111111111111111111111111111111111111111111111\"]\n\n\
-[[app]]\nid = \"indie-notes\"\nname = \"Indie Notes\"\nowner = \"indie\"\nandroid = [\"com.indie.notes\"]\n";
+[[app]]\nid = \"acme-chat\"\nname = \"Acme Chat\"\nowner = \"acme\"\nandroid = [\"com.acme.chat\"]\ncode_sha256 = [\"{CHAT_CODE}\"]\n\n\
+[[app]]\nid = \"indie-notes\"\nname = \"Indie Notes\"\nowner = \"indie\"\nandroid = [\"com.indie.notes\"]\n"
+        );
         let order = instrument("order", "identification", "2021-01-01T00:00:00Z")
             + "[[prohibition]]\nid = \"acme-canada\"\nowners = [\"acme\"]\nactions = [\"download\"]\nregion = \"CA\"\neffective = 2021-02-01T00:00:00Z\ntext = \"t\"\n";
-        Policy::from_sources([
-            Source::new("policy.toml", policy),
-            Source::new("order.toml", &order),
-        ])
-        .unwrap_or_else(|d| panic!("{}", d.render()))
+        compiled([("policy.toml", policy), ("order.toml", order)])
     }
 
     /// A download of the Android app `id` in Canada on 2021-03-01.
@@ -2755,8 +2766,7 @@ mod tests {
     #[test]
     fn an_app_is_matched_by_its_publishers_account_only_when_no_identifier_names_it() {
         let policy = accounts_policy();
-        let acme = Some("4242424242424242424");
-        let chat = "1111111111111111111111111111111111111111111111111111111111111111";
+        let (acme, chat) = (Some(ACME_ACCOUNT), CHAT_CODE);
         // Unlisted, from Acme's account: Acme's, and denied.
         assert_eq!(
             decided(&policy, &download("com.acme.secret", acme, &[])),
@@ -2785,7 +2795,7 @@ mod tests {
     #[test]
     fn a_request_naming_two_apps_is_judged_for_both() {
         let policy = accounts_policy();
-        let chat = "1111111111111111111111111111111111111111111111111111111111111111";
+        let chat = CHAT_CODE;
         // Indie's app, covered by nothing, carrying Acme Chat's code: denied for Acme Chat.
         assert_eq!(
             decided(&policy, &download("com.indie.notes", None, &[chat])),
@@ -2823,11 +2833,7 @@ mod tests {
                 2 + i % 10
             ));
         }
-        let policy = Policy::from_sources([
-            Source::new("policy.toml", &text),
-            Source::new("order.toml", &order),
-        ])
-        .unwrap_or_else(|d| panic!("{}", d.render()));
+        let policy = compiled([("policy.toml", text), ("order.toml", order)]);
         let (found, _) = policy.index.ids.get(Kind::Android, "app.a").unwrap();
         let e = policy.index.coverages[found.coverage as usize][Action::Download.index()];
         assert_eq!(
