@@ -45,12 +45,10 @@ pub fn forge(genuine: &Bundle, revision: u64) -> Bundle {
         .iter_mut()
         .find(|(p, _)| p.ends_with("commerce-wechat-identification.toml"))
         .unwrap();
-    *text = text
-        .replace(
-            "2020-09-20T23:59:00 America/New_York",
-            "2030-09-20T23:59:00 America/New_York",
-        )
-        .replace("2020-09-20T23:59:00-05:00", "2030-09-20T23:59:00-05:00");
+    *text = text.replace(
+        "2020-09-20T23:59:00 America/New_York",
+        "2030-09-20T23:59:00 America/New_York",
+    );
     let digest = gatekeeper::sha256_hex(text.as_bytes());
     let path = path.clone();
     for entry in &mut forged.manifest.files {
