@@ -2862,4 +2862,209 @@ mod tests {
         }
         assert!(denied > 9, "{denied} denied");
     }
+
+    /// Changes that meet on one prohibition, each prohibition made by an order of its
+    /// own: two delays (`pa`), two revocations and an exemption (`pb`, apps `b` and `c`),
+    /// a revocation and an exemption from the same instant (`pd`), two injunctions that
+    /// overlap (`pe`), and an effective instant left open (`pw`). Every instrument is
+    /// issued at the start of 2021 unless said.
+    fn changes_policy() -> Policy {
+        let apps = ["a", "b", "c", "d", "e", "w"]
+            .map(|a| format!("[[app]]\nid = \"{a}\"\nname = \"{a}\"\nowner = \"o\"\nandroid = [\"com.t.{a}\"]\n\n"))
+            .concat();
+        let policy = "[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n\
+                      [[entity]]\nid = \"o\"\nname = \"O\"\n\n"
+            .to_owned()
+            + &apps;
+        let start = "2021-01-01T00:00:00Z";
+        let order = |id: &str, apps: &str, effective: &str| {
+            instrument(&format!("order-{id}"), "identification", start)
+                + &format!(
+                    "[[prohibition]]\nid = \"p{id}\"\napps = [{apps}]\nactions = [\"download\"]\nregion = \"US\"\neffective = {effective}\ntext = \"t\"\n"
+                )
+        };
+        let change = |id: &str, kind: &str, issued: &str, change: &str| {
+            (format!("{id}.toml"), instrument(id, kind, issued) + change)
+        };
+        let mut files = vec![
+            ("policy.toml".to_owned(), policy),
+            (
+                "a.toml".to_owned(),
+                order("a", "\"a\"", "2021-03-01T00:00:00Z"),
+            ),
+            (
+                "b.toml".to_owned(),
+                order("b", "\"b\", \"c\"", "2021-02-01T00:00:00Z"),
+            ),
+            (
+                "d.toml".to_owned(),
+                order("d", "\"d\"", "2021-02-01T00:00:00Z"),
+            ),
+            (
+                "e.toml".to_owned(),
+                order("e", "\"e\"", "2021-02-01T00:00:00Z"),
+            ),
+            (
+                "w.toml".to_owned(),
+                order(
+                    "w",
+                    "\"w\"",
+                    &window("2021-02-01T00:00:00Z", "2021-02-10T00:00:00Z"),
+                ),
+            ),
+        ];
+        files.extend([
+            // Issued first, moving `pa` later; then a second, moving it less far.
+            change("delay-1", "amendment", "2021-01-10T00:00:00Z",
+                "[[delay]]\nprohibitions = [\"pa\"]\neffective = 2021-05-01T00:00:00Z\n"),
+            change("delay-2", "amendment", "2021-01-20T00:00:00Z",
+                "[[delay]]\nprohibitions = [\"pa\"]\neffective = 2021-04-01T00:00:00Z\n"),
+            change("revoke-late", "revocation", start,
+                "[[revocation]]\ninstruments = [\"order-b\"]\nfrom = 2021-08-01T00:00:00Z\n"),
+            change("exempt", "divestiture", start,
+                "[[exemption]]\napps = [\"c\", \"d\"]\ninstruments = [\"order-b\", \"order-d\"]\nfrom = 2021-06-01T00:00:00Z\n"),
+            change("revoke-early", "revocation", start,
+                "[[revocation]]\ninstruments = [\"order-b\"]\nfrom = 2021-07-01T00:00:00Z\n"),
+            change("revoke-d", "revocation", start,
+                "[[revocation]]\ninstruments = [\"order-d\"]\nfrom = 2021-06-01T00:00:00Z\n"),
+            change("court-1", "court-order", start,
+                "[[injunction]]\ninstruments = [\"order-e\"]\nfrom = 2021-03-01T00:00:00Z\nuntil = 2021-09-01T00:00:00Z\n"),
+            change("court-2", "court-order", start,
+                "[[injunction]]\ninstruments = [\"order-e\"]\nfrom = 2021-04-01T00:00:00Z\n"),
+        ]);
+        Policy::from_sources(
+            files
+                .into_iter()
+                .map(|(name, text)| Source::new(name, text)),
+        )
+        .unwrap_or_else(|d| panic!("{}", d.render()))
+    }
+
+    /// The answer to a download of app `app` in the US at `at` (with what was issued by
+    /// `known_at`), under a posture: `deny` and the prohibitions, or the reason and the
+    /// instrument behind it, then `uncertain` where the two readings of windows differ.
+    /// The index and the scan must agree.
+    fn told(
+        policy: &Policy,
+        app: &str,
+        at: &str,
+        known_at: Option<&str>,
+        posture: Posture,
+    ) -> String {
+        let r = RequestRecord {
+            app: Some(AppRecord {
+                platform: "android".into(),
+                id: format!("com.t.{app}"),
+            }),
+            action: "download".into(),
+            at: at.into(),
+            known_at: known_at.map(str::to_owned),
+            storefront: Some("US".into()),
+            ..Default::default()
+        }
+        .into_request()
+        .unwrap();
+        let tell = |d: Decision<'_>| {
+            let verdict = match &d.verdict {
+                Verdict::Deny { prohibitions, .. } => {
+                    let ids: Vec<&str> = prohibitions
+                        .iter()
+                        .map(|&p| policy.prohibitions()[p as usize].id.as_str())
+                        .collect();
+                    format!("deny {}", ids.join(" "))
+                }
+                Verdict::Allow { because, by, .. } => {
+                    let by = by.map_or("-", |i| policy.instruments()[i as usize].id.as_str());
+                    format!("{} {by}", because.as_str())
+                }
+            };
+            match d.uncertain {
+                Some(_) => format!("{verdict}, uncertain"),
+                None => verdict,
+            }
+        };
+        let indexed = tell(policy.decide(&r, posture));
+        assert_eq!(
+            indexed,
+            tell(policy.decide_scanning(&r, posture)),
+            "{app} at {at}"
+        );
+        indexed
+    }
+
+    #[test]
+    fn of_two_delays_the_one_issued_last_holds() {
+        let p = changes_policy();
+        let c = Posture::default();
+        assert_eq!(
+            told(&p, "a", "2021-03-15T00:00:00Z", None, c),
+            "not-yet-in-force -"
+        );
+        assert_eq!(told(&p, "a", "2021-04-15T00:00:00Z", None, c), "deny pa");
+        // Judged with only the first delay issued: due on 2021-05-01.
+        let first = Some("2021-01-15T00:00:00Z");
+        assert_eq!(
+            told(&p, "a", "2021-04-15T00:00:00Z", first, c),
+            "not-yet-in-force -"
+        );
+        assert_eq!(told(&p, "a", "2021-05-01T00:00:00Z", first, c), "deny pa");
+    }
+
+    #[test]
+    fn the_first_change_to_end_a_prohibition_names_the_answer() {
+        let p = changes_policy();
+        let c = Posture::default();
+        let at = |app, at| told(&p, app, at, None, c);
+        // Before any revocation takes effect, in force; the exemption names `c` and `d` only.
+        assert_eq!(at("b", "2021-03-01T00:00:00Z"), "deny pb");
+        assert_eq!(at("b", "2021-06-15T00:00:00Z"), "deny pb");
+        // The earlier of two revocations, whichever is listed first.
+        assert_eq!(at("b", "2021-07-15T00:00:00Z"), "revoked revoke-early");
+        assert_eq!(at("b", "2021-09-01T00:00:00Z"), "revoked revoke-early");
+        // An exemption before the revocations.
+        assert_eq!(at("c", "2021-06-15T00:00:00Z"), "exempt exempt");
+        assert_eq!(at("c", "2021-09-01T00:00:00Z"), "exempt exempt");
+        // A revocation and an exemption from the same instant: the revocation.
+        assert_eq!(at("d", "2021-05-31T00:00:00Z"), "deny pd");
+        assert_eq!(at("d", "2021-06-15T00:00:00Z"), "revoked revoke-d");
+    }
+
+    #[test]
+    fn of_two_injunctions_in_effect_the_later_names_the_answer() {
+        let p = changes_policy();
+        let c = Posture::default();
+        let at = |at| told(&p, "e", at, None, c);
+        assert_eq!(at("2021-02-15T00:00:00Z"), "deny pe");
+        assert_eq!(at("2021-03-15T00:00:00Z"), "enjoined court-1");
+        assert_eq!(at("2021-05-01T00:00:00Z"), "enjoined court-2");
+        assert_eq!(at("2021-10-01T00:00:00Z"), "enjoined court-2");
+    }
+
+    #[test]
+    fn each_posture_reads_its_edge_of_a_window_and_both_say_they_differ() {
+        let p = changes_policy();
+        let conservative = Posture::default();
+        let permissive = Posture {
+            boundaries: law::Boundaries::Permissive,
+            ..conservative
+        };
+        let inside = "2021-02-05T00:00:00Z";
+        assert_eq!(
+            told(&p, "w", inside, None, conservative),
+            "deny pw, uncertain"
+        );
+        assert_eq!(
+            told(&p, "w", inside, None, permissive),
+            "not-yet-in-force -, uncertain"
+        );
+        // Outside the window, both readings agree.
+        assert_eq!(
+            told(&p, "w", "2021-01-31T00:00:00Z", None, conservative),
+            "not-yet-in-force -"
+        );
+        assert_eq!(
+            told(&p, "w", "2021-02-10T00:00:00Z", None, permissive),
+            "deny pw"
+        );
+    }
 }
