@@ -2114,7 +2114,7 @@ mod tests {
     }
 
     /// The policy of these files (name, text); a test's own policy must load.
-    fn compiled(files: impl IntoIterator<Item = (&'static str, String)>) -> Policy {
+    fn compiled(files: impl IntoIterator<Item = (impl Into<String>, String)>) -> Policy {
         Policy::from_sources(
             files
                 .into_iter()
@@ -2932,12 +2932,7 @@ mod tests {
             change("court-2", "court-order", start,
                 "[[injunction]]\ninstruments = [\"order-e\"]\nfrom = 2021-04-01T00:00:00Z\n"),
         ]);
-        Policy::from_sources(
-            files
-                .into_iter()
-                .map(|(name, text)| Source::new(name, text)),
-        )
-        .unwrap_or_else(|d| panic!("{}", d.render()))
+        compiled(files)
     }
 
     /// The answer to a download of app `app` in the US at `at` (with what was issued by
