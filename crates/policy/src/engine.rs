@@ -2866,22 +2866,39 @@ mod tests {
     /// Changes that meet on one prohibition, each prohibition made by an order of its
     /// own: two delays (`pa`), two revocations and an exemption (`pb`, apps `b` and `c`),
     /// a revocation and an exemption from the same instant (`pd`), two injunctions that
-    /// overlap (`pe`), and an effective instant left open (`pw`). Every instrument is
-    /// issued at the start of 2021 unless said.
+    /// overlap (`pe`), an injunction that ends (`pf`), a non-enforcement order (`pg`, apps
+    /// `g` and `m`), an end (`ph`), an effective instant left open (`pw`), and apps
+    /// covered twice (`i`, `j`). Every app carries code of its own ([`code`]); every
+    /// instrument is issued at the start of 2021 unless said.
+    const APPS: [&str; 12] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "m", "w"];
+
+    /// The digest of app `app`'s code in [`changes_policy`].
+    fn code(app: &str) -> String {
+        let hex: String = app.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("{hex:0>64}")
+    }
+
     fn changes_policy() -> Policy {
-        let apps = ["a", "b", "c", "d", "e", "w"]
-            .map(|a| format!("[[app]]\nid = \"{a}\"\nname = \"{a}\"\nowner = \"o\"\nandroid = [\"com.t.{a}\"]\n\n"))
+        let apps = APPS
+            .map(|a| {
+                let code = code(a);
+                format!("[[app]]\nid = \"{a}\"\nname = \"{a}\"\nowner = \"o\"\nandroid = [\"com.t.{a}\"]\ncode_sha256 = [\"{code}\"]\n\n")
+            })
             .concat();
         let policy = "[[region]]\nid = \"US\"\nname = \"US\"\ncountries = [\"US\"]\n\n\
+                      [[region]]\nid = \"NA\"\nname = \"North America\"\ncountries = [\"US\", \"CA\"]\n\n\
                       [[entity]]\nid = \"o\"\nname = \"O\"\n\n"
             .to_owned()
             + &apps;
         let start = "2021-01-01T00:00:00Z";
+        let prohibition = |id: &str, apps: &str, region: &str, effective: &str| {
+            format!(
+                "[[prohibition]]\nid = \"p{id}\"\napps = [{apps}]\nactions = [\"download\"]\nregion = \"{region}\"\neffective = {effective}\ntext = \"t\"\n\n"
+            )
+        };
         let order = |id: &str, apps: &str, effective: &str| {
             instrument(&format!("order-{id}"), "identification", start)
-                + &format!(
-                    "[[prohibition]]\nid = \"p{id}\"\napps = [{apps}]\nactions = [\"download\"]\nregion = \"US\"\neffective = {effective}\ntext = \"t\"\n"
-                )
+                + &prohibition(id, apps, "US", effective)
         };
         let change = |id: &str, kind: &str, issued: &str, change: &str| {
             (format!("{id}.toml"), instrument(id, kind, issued) + change)
@@ -2912,6 +2929,35 @@ mod tests {
                     &window("2021-02-01T00:00:00Z", "2021-02-10T00:00:00Z"),
                 ),
             ),
+            (
+                "f.toml".to_owned(),
+                order("f", "\"f\"", "2021-02-01T00:00:00Z"),
+            ),
+            (
+                "g.toml".to_owned(),
+                order("g", "\"g\", \"m\"", "2021-02-01T00:00:00Z"),
+            ),
+            (
+                "h.toml".to_owned(),
+                order("h", "\"h\"", "2021-02-01T00:00:00Z")
+                    .replace("text = ", "end = 2021-05-01T00:00:00Z\ntext = "),
+            ),
+            // Two prohibitions of `i` with tests of their own, neither in force yet.
+            (
+                "i.toml".to_owned(),
+                instrument("order-i", "identification", start)
+                    + &prohibition("i1", "\"i\"", "US", "2021-06-01T00:00:00Z")
+                    + &prohibition("i2", "\"i\"", "NA", "2021-07-01T00:00:00Z"),
+            ),
+            // `j`: one prohibition not in force yet, another enjoined.
+            (
+                "j1.toml".to_owned(),
+                order("j1", "\"j\"", "2021-12-01T00:00:00Z"),
+            ),
+            (
+                "j2.toml".to_owned(),
+                order("j2", "\"j\"", "2021-02-01T00:00:00Z"),
+            ),
         ];
         files.extend([
             // Issued first, moving `pa` later; then a second, moving it less far.
@@ -2931,6 +2977,12 @@ mod tests {
                 "[[injunction]]\ninstruments = [\"order-e\"]\nfrom = 2021-03-01T00:00:00Z\nuntil = 2021-09-01T00:00:00Z\n"),
             change("court-2", "court-order", start,
                 "[[injunction]]\ninstruments = [\"order-e\"]\nfrom = 2021-04-01T00:00:00Z\n"),
+            change("court-f", "court-order", start,
+                "[[injunction]]\ninstruments = [\"order-f\"]\nfrom = 2021-03-01T00:00:00Z\nuntil = 2021-05-01T00:00:00Z\n"),
+            change("court-j", "court-order", start,
+                "[[injunction]]\ninstruments = [\"order-j2\"]\nfrom = 2021-03-01T00:00:00Z\n"),
+            change("ne-g", "non-enforcement-order", start,
+                "[[non-enforcement]]\ninstruments = [\"order-g\"]\nfrom = 2021-03-01T00:00:00Z\nuntil = 2021-05-01T00:00:00Z\n"),
         ]);
         compiled(files)
     }
@@ -2946,7 +2998,13 @@ mod tests {
         known_at: Option<&str>,
         posture: Posture,
     ) -> String {
-        let r = RequestRecord {
+        answer(policy, &asked(app, &[], at, known_at), posture)
+    }
+
+    /// A download of app `app` in the US at `at` (with what was issued by `known_at`),
+    /// carrying the code of the apps `carried`.
+    fn asked(app: &str, carried: &[&str], at: &str, known_at: Option<&str>) -> Request {
+        RequestRecord {
             app: Some(AppRecord {
                 platform: "android".into(),
                 id: format!("com.t.{app}"),
@@ -2955,18 +3013,35 @@ mod tests {
             at: at.into(),
             known_at: known_at.map(str::to_owned),
             storefront: Some("US".into()),
+            code_sha256: carried.iter().map(|a| code(a)).collect(),
             ..Default::default()
         }
         .into_request()
-        .unwrap();
+        .unwrap()
+    }
+
+    /// See [`told`]; a deny also names the orders it sets aside.
+    fn answer(policy: &Policy, r: &Request, posture: Posture) -> String {
         let tell = |d: Decision<'_>| {
             let verdict = match &d.verdict {
-                Verdict::Deny { prohibitions, .. } => {
+                Verdict::Deny {
+                    prohibitions,
+                    set_aside,
+                } => {
                     let ids: Vec<&str> = prohibitions
                         .iter()
                         .map(|&p| policy.prohibitions()[p as usize].id.as_str())
                         .collect();
-                    format!("deny {}", ids.join(" "))
+                    let aside: Vec<&str> = set_aside
+                        .iter()
+                        .map(|&i| policy.instruments()[i as usize].id.as_str())
+                        .collect();
+                    match aside.is_empty() {
+                        true => format!("deny {}", ids.join(" ")),
+                        false => {
+                            format!("deny {}, setting aside {}", ids.join(" "), aside.join(" "))
+                        }
+                    }
                 }
                 Verdict::Allow { because, by, .. } => {
                     let by = by.map_or("-", |i| policy.instruments()[i as usize].id.as_str());
@@ -2978,12 +3053,8 @@ mod tests {
                 None => verdict,
             }
         };
-        let indexed = tell(policy.decide(&r, posture));
-        assert_eq!(
-            indexed,
-            tell(policy.decide_scanning(&r, posture)),
-            "{app} at {at}"
-        );
+        let indexed = tell(policy.decide(r, posture));
+        assert_eq!(indexed, tell(policy.decide_scanning(r, posture)), "{r:?}");
         indexed
     }
 
@@ -3060,6 +3131,80 @@ mod tests {
         assert_eq!(
             told(&p, "w", "2021-02-10T00:00:00Z", None, permissive),
             "deny pw"
+        );
+    }
+
+    #[test]
+    fn relief_ends_and_non_enforcement_is_honoured_or_set_aside() {
+        let p = changes_policy();
+        let honour = Posture::default();
+        let ignore = Posture {
+            non_enforcement: law::NonEnforcement::Ignore,
+            ..honour
+        };
+        let at = |app, at, posture| told(&p, app, at, None, posture);
+        // An injunction until 2021-05-01.
+        assert_eq!(at("f", "2021-04-01T00:00:00Z", honour), "enjoined court-f");
+        assert_eq!(at("f", "2021-05-01T00:00:00Z", honour), "deny pf");
+        // A non-enforcement order until 2021-05-01, honoured or set aside.
+        assert_eq!(at("g", "2021-02-15T00:00:00Z", ignore), "deny pg");
+        assert_eq!(at("g", "2021-04-01T00:00:00Z", honour), "not-enforced ne-g");
+        assert_eq!(
+            at("g", "2021-04-01T00:00:00Z", ignore),
+            "deny pg, setting aside ne-g"
+        );
+        assert_eq!(at("g", "2021-05-01T00:00:00Z", ignore), "deny pg");
+        // An end.
+        assert_eq!(at("h", "2021-04-30T00:00:00Z", honour), "deny ph");
+        assert_eq!(at("h", "2021-05-01T00:00:00Z", honour), "lapsed order-h");
+    }
+
+    #[test]
+    fn an_app_covered_twice_is_allowed_by_its_weakest_relief_and_reported_by_the_first() {
+        let p = changes_policy();
+        let c = Posture::default();
+        // Not yet in force beats enjoined (an allow lasts as long as its weakest relief).
+        assert_eq!(
+            told(&p, "j", "2021-04-01T00:00:00Z", None, c),
+            "not-yet-in-force -"
+        );
+        assert_eq!(told(&p, "j", "2021-12-01T00:00:00Z", None, c), "deny pj1");
+        // Neither of `i`'s prohibitions in force: the first's test is the one reported.
+        let r = asked("i", &[], "2021-03-01T00:00:00Z", None);
+        for d in [p.decide(&r, c), p.decide_scanning(&r, c)] {
+            assert_eq!(d.jurisdiction.map(|j| j.region.id.as_str()), Some("US"));
+        }
+        assert_eq!(answer(&p, &r, c), "not-yet-in-force -");
+    }
+
+    #[test]
+    fn apps_judged_together_deny_once_per_prohibition_or_take_the_weakest_relief() {
+        let p = changes_policy();
+        let honour = Posture::default();
+        let ignore = Posture {
+            non_enforcement: law::NonEnforcement::Ignore,
+            ..honour
+        };
+        let together =
+            |app, carried, at, posture| answer(&p, &asked(app, &[carried], at, None), posture);
+        // `b` carrying `c`'s code: both denied by `pb`, named once.
+        assert_eq!(
+            together("b", "c", "2021-03-01T00:00:00Z", honour),
+            "deny pb"
+        );
+        // `g` carrying `m`'s code, the order covering both set aside: named once.
+        assert_eq!(
+            together("g", "m", "2021-04-01T00:00:00Z", ignore),
+            "deny pg, setting aside ne-g"
+        );
+        // `e` enjoined, carrying `a`'s code, not yet in force: the weaker relief, either way round.
+        assert_eq!(
+            together("e", "a", "2021-03-15T00:00:00Z", honour),
+            "not-yet-in-force -"
+        );
+        assert_eq!(
+            together("a", "e", "2021-03-15T00:00:00Z", honour),
+            "not-yet-in-force -"
         );
     }
 }
