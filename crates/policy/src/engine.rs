@@ -2863,13 +2863,7 @@ mod tests {
         assert!(denied > 9, "{denied} denied");
     }
 
-    /// Changes that meet on one prohibition, each prohibition made by an order of its
-    /// own: two delays (`pa`), two revocations and an exemption (`pb`, apps `b` and `c`),
-    /// a revocation and an exemption from the same instant (`pd`), two injunctions that
-    /// overlap (`pe`), an injunction that ends (`pf`), a non-enforcement order (`pg`, apps
-    /// `g` and `m`), an end (`ph`), an effective instant left open (`pw`), and apps
-    /// covered twice (`i`, `j`). Every app carries code of its own ([`code`]); every
-    /// instrument is issued at the start of 2021 unless said.
+    /// The apps of [`changes_policy`].
     const APPS: [&str; 12] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "m", "w"];
 
     /// The digest of app `app`'s code in [`changes_policy`].
@@ -2878,6 +2872,13 @@ mod tests {
         format!("{hex:0>64}")
     }
 
+    /// Changes that meet on one prohibition, each prohibition made by an order of its
+    /// own: two delays (`pa`), two revocations and an exemption (`pb`, apps `b` and `c`),
+    /// a revocation and an exemption from the same instant (`pd`), two injunctions that
+    /// overlap (`pe`), an injunction that ends (`pf`), a non-enforcement order (`pg`, apps
+    /// `g` and `m`), an end (`ph`), an effective instant left open (`pw`), and apps
+    /// covered twice (`i`, `j`). Every app carries code of its own ([`code`]); every
+    /// instrument is issued at the start of 2021 unless said.
     fn changes_policy() -> Policy {
         let apps = APPS
             .map(|a| {
@@ -2896,51 +2897,32 @@ mod tests {
                 "[[prohibition]]\nid = \"p{id}\"\napps = [{apps}]\nactions = [\"download\"]\nregion = \"{region}\"\neffective = {effective}\ntext = \"t\"\n\n"
             )
         };
+        // The file `{id}.toml`: an order making prohibition `p{id}` of these apps.
         let order = |id: &str, apps: &str, effective: &str| {
-            instrument(&format!("order-{id}"), "identification", start)
-                + &prohibition(id, apps, "US", effective)
+            let text = instrument(&format!("order-{id}"), "identification", start)
+                + &prohibition(id, apps, "US", effective);
+            (format!("{id}.toml"), text)
         };
         let change = |id: &str, kind: &str, issued: &str, change: &str| {
             (format!("{id}.toml"), instrument(id, kind, issued) + change)
         };
+        let (lapsing, text) = order("h", "\"h\"", "2021-02-01T00:00:00Z");
         let mut files = vec![
             ("policy.toml".to_owned(), policy),
-            (
-                "a.toml".to_owned(),
-                order("a", "\"a\"", "2021-03-01T00:00:00Z"),
+            order("a", "\"a\"", "2021-03-01T00:00:00Z"),
+            order("b", "\"b\", \"c\"", "2021-02-01T00:00:00Z"),
+            order("d", "\"d\"", "2021-02-01T00:00:00Z"),
+            order("e", "\"e\"", "2021-02-01T00:00:00Z"),
+            order(
+                "w",
+                "\"w\"",
+                &window("2021-02-01T00:00:00Z", "2021-02-10T00:00:00Z"),
             ),
+            order("f", "\"f\"", "2021-02-01T00:00:00Z"),
+            order("g", "\"g\", \"m\"", "2021-02-01T00:00:00Z"),
             (
-                "b.toml".to_owned(),
-                order("b", "\"b\", \"c\"", "2021-02-01T00:00:00Z"),
-            ),
-            (
-                "d.toml".to_owned(),
-                order("d", "\"d\"", "2021-02-01T00:00:00Z"),
-            ),
-            (
-                "e.toml".to_owned(),
-                order("e", "\"e\"", "2021-02-01T00:00:00Z"),
-            ),
-            (
-                "w.toml".to_owned(),
-                order(
-                    "w",
-                    "\"w\"",
-                    &window("2021-02-01T00:00:00Z", "2021-02-10T00:00:00Z"),
-                ),
-            ),
-            (
-                "f.toml".to_owned(),
-                order("f", "\"f\"", "2021-02-01T00:00:00Z"),
-            ),
-            (
-                "g.toml".to_owned(),
-                order("g", "\"g\", \"m\"", "2021-02-01T00:00:00Z"),
-            ),
-            (
-                "h.toml".to_owned(),
-                order("h", "\"h\"", "2021-02-01T00:00:00Z")
-                    .replace("text = ", "end = 2021-05-01T00:00:00Z\ntext = "),
+                lapsing,
+                text.replace("text = ", "end = 2021-05-01T00:00:00Z\ntext = "),
             ),
             // Two prohibitions of `i` with tests of their own, neither in force yet.
             (
@@ -2950,14 +2932,8 @@ mod tests {
                     + &prohibition("i2", "\"i\"", "NA", "2021-07-01T00:00:00Z"),
             ),
             // `j`: one prohibition not in force yet, another enjoined.
-            (
-                "j1.toml".to_owned(),
-                order("j1", "\"j\"", "2021-12-01T00:00:00Z"),
-            ),
-            (
-                "j2.toml".to_owned(),
-                order("j2", "\"j\"", "2021-02-01T00:00:00Z"),
-            ),
+            order("j1", "\"j\"", "2021-12-01T00:00:00Z"),
+            order("j2", "\"j\"", "2021-02-01T00:00:00Z"),
         ];
         files.extend([
             // Issued first, moving `pa` later; then a second, moving it less far.
